@@ -1,0 +1,18 @@
+# Thin wrappers; the work happens in scripts/. Pass pytest/demo arguments with ARGS="...".
+.PHONY: test demo bench lint setup
+
+test:
+	scripts/test.sh $(ARGS)
+
+demo:
+	scripts/demo.sh $(ARGS)
+
+setup:
+	scripts/test.sh --setup-only
+
+bench: setup
+	.venv/bin/python benchmarks/bench.py $(ARGS)
+
+lint: setup
+	.venv/bin/ruff check asgi_redis tests benchmarks
+	.venv/bin/mypy

@@ -1,0 +1,72 @@
+"""Redis clients per event loop (``async_to_sync`` runs calls on fresh loops)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from .config import Host
+
+# The longest a blocking pop waits before the reader looks around again.
+BLOCK_TIMEOUT_S = 5
+# redis-py 8 gives sockets a 5 s timeout; a blocking pop must never hit it while idle.
+SOCKET_TIMEOUT_S = BLOCK_TIMEOUT_S + 10
+
+
+def pool_options(host: Host) -> dict[str, Any]:
+    """Connection options for one host: ours first, then the user's on top."""
+    options: dict[str, Any] = {
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": 5,
+        "max_connections": 100,
+        "timeout": None,  # wait for a free connection instead of failing under load
+        # A retried script could run twice (a lost reply is not a failed command): never retry.
+        "retry": Retry(NoBackoff(), 0),
+    }
+    options.update(host.options)
+    options["decode_responses"] = False
+    return options
+
+
+def make_client(host: Host) -> Redis:
+    """A client whose pool waits for a free connection instead of failing under load."""
+    options = pool_options(host)
+    if host.url is not None:
+        pool = BlockingConnectionPool.from_url(host.url, **options)
+    else:
+        pool = BlockingConnectionPool(**options)
+    return Redis(connection_pool=pool)
+
+
+class Connections:
+    """One client per running event loop, created on first use."""
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        self._clients: dict[asyncio.AbstractEventLoop, Redis] = {}
+
+    def client(self) -> Redis:
+        """The client of the running loop (clients of closed loops are dropped)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            self._drop_closed_loops()
+            client = self._clients[loop] = make_client(self._host)
+        return client
+
+    def _drop_closed_loops(self) -> None:
+        """Forget clients whose loop is closed: their sockets died with it."""
+        for loop in [loop for loop in self._clients if loop.is_closed()]:
+            del self._clients[loop]
+
+    async def close(self) -> None:
+        """Close the running loop's client and forget the others."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.pop(loop, None)
+        self._drop_closed_loops()
+        if client is not None:
+            await client.aclose()

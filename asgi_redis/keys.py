@@ -1,0 +1,78 @@
+"""Every Redis key name and the queue entry format, in one place.
+
+Key kinds (all start with the layer prefix, then one letter and a colon):
+
+- ``q:<channel>``         list, the queue of a named channel.
+- ``q:<prefix>!``         list, the queue shared by all process-local channels
+                          ``<prefix>!<suffix>`` of one client.
+- ``n:<prefix>!``         hash, per-suffix count of messages queued (in Redis or in a
+                          receiving process's buffer) for those process-local channels.
+- ``g:<group>``           sorted set, member = channel, score = last group_add in ms.
+- ``c:<group>``           hash, member = channel, value = capacity, only where it differs
+                          from the layer's default capacity.
+- ``w:<client>``          list, wake-up tokens for one process's blocked reader.
+
+Queue entry: ``DEADLINE`` (13 ASCII digits, ms since the epoch) ``NN`` (2 ASCII digits,
+length of the suffix) ``SUFFIX`` (the process-local part after ``!``, empty for named
+channels) then the serialized message.
+"""
+
+from __future__ import annotations
+
+KINDS = "qncgw"
+DEADLINE_DIGITS = 13
+SUFFIX_LEN_DIGITS = 2
+HEADER_LEN = DEADLINE_DIGITS + SUFFIX_LEN_DIGITS
+
+
+def split_channel(channel: str) -> tuple[str, str]:
+    """Split a channel into (queue part, suffix): ``a.b!c`` -> (``a.b!``, ``c``)."""
+    bang = channel.find("!")
+    if bang < 0:
+        return channel, ""
+    return channel[: bang + 1], channel[bang + 1 :]
+
+
+def queue_key(prefix: str, channel: str) -> str:
+    """The list holding ``channel``'s messages (shared by a client's local channels)."""
+    return f"{prefix}q:{split_channel(channel)[0]}"
+
+
+def counts_key(prefix: str, channel: str) -> str:
+    """The hash counting queued messages of the local channels sharing a queue."""
+    return f"{prefix}n:{split_channel(channel)[0]}"
+
+
+def group_key(prefix: str, group: str) -> str:
+    """The sorted set of a group's members."""
+    return f"{prefix}g:{group}"
+
+
+def group_capacity_key(prefix: str, group: str) -> str:
+    """The hash of members' capacities that differ from the default."""
+    return f"{prefix}c:{group}"
+
+
+def wake_key(prefix: str, client: str) -> str:
+    """The list a process pushes to so its own blocked reader wakes up."""
+    return f"{prefix}w:{client}"
+
+
+def scan_patterns(prefix: str) -> list[str]:
+    """SCAN MATCH patterns covering exactly this prefix's keys (glob chars escaped)."""
+    escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix)
+    return [f"{escaped}{kind}:*" for kind in KINDS]
+
+
+def make_entry(deadline_ms: int, suffix: str, payload: bytes) -> bytes:
+    """Build one queue entry: fixed header, then the payload."""
+    header = f"{deadline_ms:0{DEADLINE_DIGITS}d}{len(suffix):0{SUFFIX_LEN_DIGITS}d}{suffix}"
+    return header.encode("ascii") + payload
+
+
+def parse_entry(entry: bytes) -> tuple[int, str, bytes]:
+    """Split an entry into (deadline_ms, suffix, payload)."""
+    deadline_ms = int(entry[:DEADLINE_DIGITS])
+    suffix_len = int(entry[DEADLINE_DIGITS:HEADER_LEN])
+    suffix_end = HEADER_LEN + suffix_len
+    return deadline_ms, entry[HEADER_LEN:suffix_end].decode("ascii"), entry[suffix_end:]

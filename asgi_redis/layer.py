@@ -1,0 +1,204 @@
+"""The Django Channels channel layer API: validate, serialize, then call one script."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, ClassVar
+
+from . import codec, commands, config, keys, names
+from .connections import Connections
+from .errors import ChannelFull
+from .receiver import Receiver, now_ms
+
+OPTIONS = (
+    "hosts",
+    "prefix",
+    "expiry",
+    "group_expiry",
+    "capacity",
+    "channel_capacity",
+)
+SCAN_BATCH = 500
+
+
+class RedisChannelLayer:
+    """A channel layer on Redis where each atomic step is one Lua script.
+
+    Args:
+        hosts: Redis servers: URIs (``redis://``, ``rediss://``, ``unix://``), ``(host, port)``
+            pairs, or dicts of redis-py connection options (``address`` holds the URI).
+        prefix: start of every key this layer writes.
+        expiry: seconds a message waits to be received before it is dropped.
+        group_expiry: seconds a group membership lasts after the latest ``group_add``.
+        capacity: messages a channel may hold before ``send`` raises ``ChannelFull``.
+        channel_capacity: per-channel capacities: glob strings or compiled regexes to ints;
+            the first match in the dict's order wins.
+
+    Raises:
+        TypeError: an unknown option or a value of the wrong type (the message names it).
+        ValueError: a value out of range.
+    """
+
+    extensions: ClassVar[list[str]] = ["groups", "flush"]
+
+    def __init__(
+        self,
+        hosts: object = None,
+        prefix: object = "asgi:",
+        expiry: object = 60,
+        group_expiry: object = 86400,
+        capacity: object = 100,
+        channel_capacity: object = None,
+        **unknown: object,
+    ) -> None:
+        if unknown:
+            raise TypeError(
+                f"RedisChannelLayer got unknown option(s) {', '.join(sorted(unknown))}; "
+                f"known options: {', '.join(OPTIONS)}"
+            )
+        self.config = config.parse(
+            hosts, prefix, expiry, group_expiry, capacity, channel_capacity
+        )
+        self.prefix = self.config.prefix
+        self.expiry = self.config.expiry_s
+        self.group_expiry = self.config.group_expiry_s
+        self.capacity = self.config.capacity
+        self._connections = Connections(self.config.hosts[0])
+        self._receivers: dict[asyncio.AbstractEventLoop, Receiver] = {}
+
+    # -- channels --------------------------------------------------------------------
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        """Queue ``message`` on ``channel``.
+
+        Raises:
+            ChannelFull: the channel holds ``capacity`` messages already.
+            TypeError: invalid channel name, or a message that is not a serializable dict.
+        """
+        names.check_channel(channel)
+        payload = codec.dumps(message, f"channel {channel!r}")
+        now = now_ms()
+        suffix = keys.split_channel(channel)[1]
+        queued = await commands.send(
+            self._connections.client(),
+            queue=keys.queue_key(self.prefix, channel),
+            counts=keys.counts_key(self.prefix, channel),
+            now_ms=now,
+            entry=keys.make_entry(now + self.expiry * 1000, suffix, payload),
+            capacity=self.config.capacity_for(channel),
+            ttl_s=self.expiry,
+            suffix=suffix,
+        )
+        if not queued:
+            raise ChannelFull(f"channel {channel!r} is full")
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """Wait for the next message on ``channel``; safe to cancel."""
+        names.check_channel(channel)
+        return (await self._receiver().receive_many([channel]))[1]
+
+    async def receive_many(self, channels: Sequence[str]) -> tuple[str, dict[str, Any]]:
+        """Wait for the next message on any of ``channels``; returns (channel, message)."""
+        if isinstance(channels, str) or not channels:
+            raise TypeError(f"receive_many takes a non-empty list of channels, got {channels!r}")
+        for channel in channels:
+            names.check_channel(channel)
+        return await self._receiver().receive_many(list(dict.fromkeys(channels)))
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        """A new process-local channel name: ``prefix`` + client id + ``!`` + random."""
+        names.check_channel_prefix(prefix)
+        return f"{prefix}{self._receiver().client_id}!{secrets.token_hex(8)}"
+
+    # -- groups ----------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` to ``group`` (or refresh it); idempotent."""
+        names.check_group(group)
+        names.check_channel(channel)
+        capacity = self.config.capacity_for(channel)
+        await commands.group_add(
+            self._connections.client(),
+            prefix=self.prefix,
+            group=group,
+            channel=channel,
+            now_ms=now_ms(),
+            ttl_s=self.group_expiry,
+            capacity=None if capacity == self.capacity else capacity,
+        )
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``; a no-op for non-members."""
+        names.check_group(group)
+        names.check_channel(channel)
+        await commands.group_discard(
+            self._connections.client(), prefix=self.prefix, group=group, channel=channel
+        )
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        """Queue ``message`` on every live member of ``group``; full members are skipped."""
+        names.check_group(group)
+        payload = codec.dumps(message, f"group {group!r}")
+        now = now_ms()
+        await commands.group_send(
+            self._connections.client(),
+            prefix=self.prefix,
+            group=group,
+            now_ms=now,
+            group_ttl_s=self.group_expiry,
+            deadline_ms=now + self.expiry * 1000,
+            payload=payload,
+            capacity=self.capacity,
+            ttl_s=self.expiry,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Delete every key under this layer's prefix (and nothing else)."""
+        client = self._connections.client()
+        for pattern in keys.scan_patterns(self.prefix):
+            batch: list[bytes] = []
+            async for key in client.scan_iter(match=pattern, count=SCAN_BATCH):
+                batch.append(key)
+                if len(batch) >= SCAN_BATCH:
+                    await client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await client.unlink(*batch)
+        for receiver in self._receivers.values():
+            receiver.clear()
+
+    async def close(self) -> None:
+        """Stop reading, return unreceived messages to Redis, close this loop's connections."""
+        receiver = self._receivers.pop(asyncio.get_running_loop(), None)
+        if receiver is not None:
+            await receiver.close()
+        await self._connections.close()
+
+    async def __aenter__(self) -> RedisChannelLayer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _receiver(self) -> Receiver:
+        """The receiver of the running loop (created on first use)."""
+        loop = asyncio.get_running_loop()
+        receiver = self._receivers.get(loop)
+        if receiver is None:
+            for closed in [other for other in self._receivers if other.is_closed()]:
+                del self._receivers[closed]
+            receiver = Receiver(
+                self._connections.client(), self.prefix, secrets.token_hex(6), self.expiry
+            )
+            self._receivers[loop] = receiver
+        return receiver

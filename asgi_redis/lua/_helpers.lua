@@ -1,0 +1,63 @@
+--[[ _helpers: shared functions, prepended to every script by scripts.py (not a script).
+  Entry layout: 13-digit deadline (ms) | 2-digit suffix length | suffix | payload.
+]]
+local function entry_deadline(entry)
+  return tonumber(string.sub(entry, 1, 13))
+end
+
+local function entry_suffix(entry)
+  local suffix_len = tonumber(string.sub(entry, 14, 15))
+  return string.sub(entry, 16, 15 + suffix_len)
+end
+
+-- One message of a process-local channel left the count (delivered, dropped, expired).
+local function release(counts_key, suffix)
+  if redis.call('HINCRBY', counts_key, suffix, -1) <= 0 then
+    redis.call('HDEL', counts_key, suffix)
+  end
+end
+
+-- Pop expired entries off the head of a queue; returns how many were dropped.
+local function drop_expired_head(queue, counts_key, now_ms)
+  local dropped = 0
+  while dropped < 10000 do
+    local head = redis.call('LINDEX', queue, 0)
+    if not head or entry_deadline(head) > now_ms then
+      break
+    end
+    redis.call('LPOP', queue)
+    local suffix = entry_suffix(head)
+    if suffix ~= '' then
+      release(counts_key, suffix)
+    end
+    dropped = dropped + 1
+  end
+  return dropped
+end
+
+-- Messages counted against a channel: the list length for a named channel, the per-suffix
+-- count for a process-local one. At capacity, expired entries of a named queue are removed
+-- wherever they sit, so they never count.
+local function queued_count(queue, counts_key, suffix, now_ms, capacity)
+  if suffix ~= '' then
+    return tonumber(redis.call('HGET', counts_key, suffix) or '0')
+  end
+  local length = redis.call('LLEN', queue)
+  if length >= capacity then
+    for _, entry in ipairs(redis.call('LRANGE', queue, 0, -1)) do
+      if entry_deadline(entry) <= now_ms then
+        length = length - redis.call('LREM', queue, 1, entry)
+      end
+    end
+  end
+  return length
+end
+
+-- Append one entry and count it; the caller refreshes the TTLs.
+local function enqueue(queue, counts_key, suffix, entry)
+  redis.call('RPUSH', queue, entry)
+  if suffix ~= '' then
+    redis.call('HINCRBY', counts_key, suffix, 1)
+  end
+end
+

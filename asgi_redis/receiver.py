@@ -1,0 +1,342 @@
+"""Background reading and the hand-off to waiting ``receive`` calls.
+
+One ``Receiver`` per event loop owns one reader task. The reader is the only code that pops
+from Redis, and callers can never cancel it: a ``receive`` that is cancelled only stops
+waiting, while whatever Redis handed over stays in this process's buffer for the next
+``receive`` of that channel, or goes back to the head of its queue on ``close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from . import codec, commands, keys
+from .connections import BLOCK_TIMEOUT_S
+
+logger = logging.getLogger(__name__)
+
+# How many entries one script call may pop from a process-local queue (all are ours).
+LOCAL_BATCH = 100
+BACKOFF_MIN_S = 0.1
+BACKOFF_MAX_S = 5.0
+SWEEP_EVERY_S = 1.0
+TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def now_ms() -> int:
+    """Wall clock in ms: entries carry absolute deadlines shared by all processes."""
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One popped entry waiting in this process for a ``receive``."""
+
+    deadline_ms: int
+    suffix: str
+    payload: bytes
+    entry: bytes
+    queue: str
+
+
+class Receiver:
+    """Buffers, waiters and the single reader of one event loop."""
+
+    def __init__(self, client: Redis, prefix: str, client_id: str, expiry_s: int) -> None:
+        self.client_id = client_id
+        self._client = client
+        self._prefix = prefix
+        self._expiry_s = expiry_s
+        self._wake_key = keys.wake_key(prefix, client_id)
+        self._buffers: dict[str, deque[Item]] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._releases: list[tuple[str, str]] = []  # (queue, suffix) delivered or dropped
+        self._reader: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._blocking_on: frozenset[str] | None = None
+        self._woken = False
+        self._closing = False
+        self._last_sweep = 0.0
+
+    # -- the caller side -------------------------------------------------------------
+
+    async def receive_many(self, channels: Sequence[str]) -> tuple[str, dict[str, Any]]:
+        """Wait for the next message on any of ``channels``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            for channel in channels:
+                message = self._take(channel)
+                if message is not None:
+                    return channel, message
+            woken: asyncio.Future[None] = loop.create_future()
+            for channel in channels:
+                self._waiters.setdefault(channel, []).append(woken)
+            self._ensure_reader(channels)
+            try:
+                await woken
+            except BaseException:
+                if woken.done() and not woken.cancelled():
+                    self._pass_on(channels)  # we were handed a message we will not take
+                raise
+            finally:
+                self._forget(channels, woken)
+
+    def _take(self, channel: str) -> dict[str, Any] | None:
+        """Pop the next live, decodable buffered message of ``channel``."""
+        buffer = self._buffers.get(channel)
+        while buffer:
+            item = buffer.popleft()
+            if item.suffix:
+                self._release(item)
+            if item.deadline_ms <= now_ms():
+                continue
+            try:
+                return codec.loads(item.payload)
+            except Exception:
+                logger.warning("Dropped a message on %s that could not be decoded", channel)
+        self._buffers.pop(channel, None)
+        return None
+
+    def _forget(self, channels: Sequence[str], woken: asyncio.Future[None]) -> None:
+        """Unregister one waiter from its channels."""
+        for channel in channels:
+            waiting = self._waiters.get(channel)
+            if waiting is not None and woken in waiting:
+                waiting.remove(woken)
+                if not waiting:
+                    del self._waiters[channel]
+
+    def _pass_on(self, channels: Sequence[str]) -> None:
+        """Wake another waiter for channels that still have buffered messages."""
+        for channel in channels:
+            if self._buffers.get(channel):
+                self._notify(channel)
+
+    def _notify(self, channel: str) -> None:
+        """Wake the first waiter of ``channel`` that is not woken yet."""
+        for waiter in self._waiters.get(channel, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    # -- demand ----------------------------------------------------------------------
+
+    def _wanted(self) -> dict[str, int]:
+        """Queues the reader should pop from, with how many entries each."""
+        wanted: dict[str, int] = {}
+        for channel, waiting in self._waiters.items():
+            queue = keys.queue_key(self._prefix, channel)
+            if "!" in channel:
+                wanted[queue] = LOCAL_BATCH
+                continue
+            missing = len(waiting) - len(self._buffers.get(channel, ()))
+            if missing > 0:
+                wanted[queue] = wanted.get(queue, 0) + missing
+        return wanted
+
+    def _ensure_reader(self, channels: Sequence[str]) -> None:
+        """Start the reader, or wake it when it blocks on a set lacking these channels."""
+        if self._reader is None:
+            self._closing = False
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+            return
+        blocking_on = self._blocking_on
+        if blocking_on is None or self._woken:
+            return
+        if any(keys.queue_key(self._prefix, ch) not in blocking_on for ch in channels):
+            self._wake()
+
+    def _wake(self) -> None:
+        """Make the reader's blocking pop return (it then looks at the demand again)."""
+        self._woken = True
+        asyncio.get_running_loop().create_task(self._push_wake())
+
+    async def _push_wake(self) -> None:
+        """Push one token to this reader's wake list."""
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.rpush(self._wake_key, b"1")
+                pipe.expire(self._wake_key, BLOCK_TIMEOUT_S * 2)
+                await pipe.execute()
+        except TRANSIENT_ERRORS as exc:
+            logger.warning("Could not wake the reader: %s", exc)
+
+    # -- the reader ------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        """Pop for waiting receives until nobody waits; never cancelled by callers."""
+        backoff_s = BACKOFF_MIN_S
+        try:
+            while not self._closing:
+                try:
+                    if not await self._read_once():
+                        return
+                    backoff_s = BACKOFF_MIN_S
+                except TRANSIENT_ERRORS as exc:
+                    logger.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff_s)
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+        finally:
+            self._reader = None
+            self._blocking_on = None
+
+    async def _read_once(self) -> bool:
+        """One round: pop what is there, else block; False when there is nothing to do."""
+        self._sweep()
+        wanted = self._wanted()
+        if not wanted and not self._releases:
+            return False
+        if await self._pop(wanted):
+            return True
+        wanted = self._wanted()
+        if not wanted or self._closing:
+            return True
+        if self._releases:
+            self._start_flush()
+        await self._block(list(wanted))
+        return True
+
+    async def _pop(self, wanted: dict[str, int]) -> bool:
+        """Run the receive script for ``wanted`` plus pending releases; True if it popped."""
+        releases, self._releases = self._releases, []
+        queues = [(queue, self._counts_key(queue), count) for queue, count in wanted.items()]
+        index = {queue: pos for pos, (queue, _, _) in enumerate(queues)}
+        pairs = []
+        for queue, suffix in releases:
+            if queue not in index:
+                index[queue] = len(queues)
+                queues.append((queue, self._counts_key(queue), 0))
+            pairs.append((index[queue], suffix))
+        try:
+            popped = await commands.receive(
+                self._client, now_ms=now_ms(), queues=queues, releases=pairs
+            )
+        except BaseException:
+            self._releases[:0] = releases
+            raise
+        for pos, entry in popped:
+            self._dispatch(queues[pos][0], entry)
+        return bool(popped)
+
+    async def _block(self, queues: list[str]) -> None:
+        """Blocking pop on the wanted queues and the wake list."""
+        self._blocking_on = frozenset(queues)
+        self._woken = False
+        shift = int(time.monotonic() * 1000) % len(queues)  # no queue always comes first
+        order = [*queues[shift:], *queues[:shift], self._wake_key]
+        try:
+            result = await self._client.blpop(order, timeout=BLOCK_TIMEOUT_S)
+        finally:
+            self._blocking_on = None
+        if result is not None:
+            popped_from, entry = result
+            queue = popped_from.decode() if isinstance(popped_from, bytes) else popped_from
+            if queue != self._wake_key:
+                self._dispatch(queue, entry if isinstance(entry, bytes) else entry.encode())
+
+    def _dispatch(self, queue: str, entry: bytes) -> None:
+        """Buffer one popped entry for its channel and wake a waiter."""
+        deadline_ms, suffix, payload = keys.parse_entry(entry)
+        item = Item(deadline_ms, suffix, payload, entry, queue)
+        channel = queue[len(self._prefix) + 2 :] + suffix
+        if deadline_ms <= now_ms():
+            if suffix:
+                self._release(item)
+            return
+        self._buffers.setdefault(channel, deque()).append(item)
+        self._notify(channel)
+
+    def _counts_key(self, queue: str) -> str:
+        """The counts hash that belongs to a queue key."""
+        return keys.counts_key(self._prefix, queue[len(self._prefix) + 2 :])
+
+    # -- releases and housekeeping ---------------------------------------------------
+
+    def _release(self, item: Item) -> None:
+        """A process-local message left this process's count; tell Redis soon."""
+        self._releases.append((item.queue, item.suffix))
+        if self._reader is None or self._blocking_on is not None:
+            self._start_flush()
+
+    def _start_flush(self) -> None:
+        """Send pending releases from a side task while the reader blocks or sleeps."""
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_releases())
+
+    async def _flush_releases(self) -> None:
+        """Run the receive script with no pops, only releases."""
+        try:
+            await asyncio.sleep(0)  # let the deliveries of this loop turn pile up
+            if self._releases:
+                await self._pop({})
+        except TRANSIENT_ERRORS as exc:
+            logger.warning("Could not update channel counts (%s); will retry", exc)
+        finally:
+            self._flusher = None
+
+    def _sweep(self) -> None:
+        """Drop expired buffered messages, at most once a second."""
+        now = time.monotonic()
+        if now - self._last_sweep < SWEEP_EVERY_S:
+            return
+        self._last_sweep = now
+        deadline = now_ms()
+        for channel, buffer in list(self._buffers.items()):
+            while buffer and buffer[0].deadline_ms <= deadline:
+                item = buffer.popleft()
+                if item.suffix:
+                    self._releases.append((item.queue, item.suffix))
+            if not buffer:
+                del self._buffers[channel]
+
+    # -- shutdown --------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop the reader and put every buffered message back at the head of its queue."""
+        self._closing = True
+        reader = self._reader
+        if reader is not None:
+            if self._blocking_on is not None:
+                await self._push_wake()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), BLOCK_TIMEOUT_S + 2)
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._restore()
+        if self._releases:
+            await self._pop({})
+
+    async def _restore(self) -> None:
+        """LPUSH buffered entries back in their original order."""
+        by_queue: dict[str, list[bytes]] = {}
+        deadline = now_ms()
+        for buffer in self._buffers.values():
+            for item in buffer:
+                if item.deadline_ms > deadline:
+                    by_queue.setdefault(item.queue, []).append(item.entry)
+                elif item.suffix:
+                    self._releases.append((item.queue, item.suffix))
+        self._buffers.clear()
+        if not by_queue:
+            return
+        async with self._client.pipeline(transaction=True) as pipe:
+            for queue, entries in by_queue.items():
+                pipe.lpush(queue, *reversed(entries))
+                pipe.expire(queue, self._expiry_s)
+            await pipe.execute()
+
+    def clear(self) -> None:
+        """Forget buffered messages and pending releases (after a flush)."""
+        self._buffers.clear()
+        self._releases.clear()

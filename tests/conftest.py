@@ -1,0 +1,110 @@
+"""Shared fixtures: real redis-server processes on free ports, and script clients.
+
+When redis-server cannot be started the tests that need it are skipped, except under CI
+(env ``CI``) or ``make test`` (env ``ASGI_REDIS_REQUIRE_REDIS``), where they fail.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+import pytest
+import redis
+
+from tests.servers import RedisServer, RedisServerError
+
+SCRIPT_BACKENDS = ["fakeredis", "redis-server"]
+
+
+def redis_required() -> bool:
+    """Whether a missing redis-server must fail the run instead of skipping tests."""
+    return any(os.environ.get(name) for name in ("CI", "ASGI_REDIS_REQUIRE_REDIS"))
+
+
+def no_redis(reason: str) -> NoReturn:
+    """Fail or skip the current test because Redis is unavailable."""
+    if redis_required():
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def start_server(*extra_args: str) -> RedisServer:
+    """Start a RedisServer, or fail/skip the test with the reason."""
+    try:
+        return RedisServer(extra_args)
+    except RedisServerError as exc:
+        no_redis(str(exc))
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the whole run; tests get it empty via `redis_url`."""
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def flush(url: str) -> None:
+    """Delete every key on the server at ``url`` (and drop its cached scripts)."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushall()
+        client.script_flush()
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of the session server, flushed so the test starts empty."""
+    if not redis_server.running:
+        # A test that stopped the shared server must not break the ones after it.
+        redis_server.start()
+    flush(redis_server.url)
+    return redis_server.url
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server just for this test, free to stop and restart (same port)."""
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def fake_client() -> Any:
+    """A fakeredis client able to run Lua, or fail/skip when fakeredis[lua] is missing."""
+    try:
+        import fakeredis
+    except ImportError as exc:
+        no_redis(f"fakeredis is missing ({exc}); pip install 'fakeredis[lua]'")
+    if importlib.util.find_spec("lupa") is None:
+        # fakeredis runs EVAL through lupa; without it every script test would error.
+        no_redis("lupa is missing, so fakeredis cannot run Lua; pip install 'fakeredis[lua]'")
+    return fakeredis.FakeRedis(decode_responses=False)
+
+
+@pytest.fixture(params=SCRIPT_BACKENDS, ids=SCRIPT_BACKENDS)
+def script_client(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A sync client (bytes responses) on fakeredis or a real server, flushed first.
+
+    Lua contract tests run once per backend with this fixture.
+    """
+    client: Any
+    if request.param == "fakeredis":
+        client = fake_client()
+    else:
+        url: str = request.getfixturevalue("redis_url")
+        client = redis.Redis.from_url(url, decode_responses=False)
+    client.flushall()
+    try:
+        yield client
+    finally:
+        client.close()

@@ -1,0 +1,158 @@
+"""Small helpers shared by the Lua contract tests: call a script, build keys and entries.
+
+Every test passes explicit clocks (``NOW_MS`` and offsets from it), never the wall clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from asgi_redis import keys, scripts
+
+PREFIX = "asgi:"
+NOW_MS = 1_700_000_000_000
+TTL_S = 60
+GROUP_TTL_S = 86_400
+LIVE_MS = NOW_MS + 60_000
+EXPIRED_MS = NOW_MS - 1
+
+Arg = str | bytes | int
+
+
+def run(client: Any, name: str, script_keys: list[str], args: list[Arg]) -> Any:
+    """EVAL script ``name`` (helpers included) with explicit KEYS and ARGV."""
+    return client.eval(scripts.source(name), len(script_keys), *script_keys, *args)
+
+
+def qkey(channel: str) -> str:
+    """The queue key of ``channel`` under the test prefix."""
+    return keys.queue_key(PREFIX, channel)
+
+
+def nkey(channel: str) -> str:
+    """The counts hash key of ``channel`` under the test prefix."""
+    return keys.counts_key(PREFIX, channel)
+
+
+def gkey(group: str) -> str:
+    """The members sorted set of ``group`` under the test prefix."""
+    return keys.group_key(PREFIX, group)
+
+
+def ckey(group: str) -> str:
+    """The capacity-override hash of ``group`` under the test prefix."""
+    return keys.group_capacity_key(PREFIX, group)
+
+
+def entry(channel: str, payload: bytes, deadline_ms: int = LIVE_MS) -> bytes:
+    """The queue entry of ``payload`` for ``channel`` (suffix taken from the name)."""
+    return keys.make_entry(deadline_ms, keys.split_channel(channel)[1], payload)
+
+
+def send(
+    client: Any,
+    channel: str,
+    payload: bytes,
+    *,
+    capacity: int = 100,
+    now_ms: int = NOW_MS,
+    deadline_ms: int = LIVE_MS,
+    ttl_s: int = TTL_S,
+) -> Any:
+    """Run send.lua for ``channel`` the way the layer does; returns the script's reply."""
+    suffix = keys.split_channel(channel)[1]
+    return run(
+        client,
+        "send",
+        [qkey(channel), nkey(channel)],
+        [now_ms, entry(channel, payload, deadline_ms), capacity, ttl_s, suffix],
+    )
+
+
+def push(client: Any, channel: str, payload: bytes, deadline_ms: int = LIVE_MS) -> bytes:
+    """Append an entry straight to the queue (no script, no count); returns the entry."""
+    item = entry(channel, payload, deadline_ms)
+    client.rpush(qkey(channel), item)
+    return item
+
+
+def queued(client: Any, channel: str) -> list[bytes]:
+    """Every entry in ``channel``'s queue, head first."""
+    return list(client.lrange(qkey(channel), 0, -1))
+
+
+def counts(client: Any, channel: str) -> dict[str, int]:
+    """The counts hash of ``channel``'s queue as ``{suffix: count}``."""
+    raw = client.hgetall(nkey(channel))
+    return {field.decode(): int(value) for field, value in raw.items()}
+
+
+def payloads(entries: list[bytes]) -> list[bytes]:
+    """The payloads of ``entries``."""
+    return [keys.parse_entry(item)[2] for item in entries]
+
+
+def group_add(
+    client: Any,
+    group: str,
+    channel: str,
+    *,
+    now_ms: int = NOW_MS,
+    ttl_s: int = GROUP_TTL_S,
+    capacity: int | str = "",
+) -> Any:
+    """Run group_add.lua; ``capacity`` '' means the layer's default."""
+    return run(client, "group_add", [gkey(group), ckey(group)], [channel, now_ms, ttl_s, capacity])
+
+
+def group_discard(client: Any, group: str, channel: str) -> Any:
+    """Run group_discard.lua."""
+    return run(client, "group_discard", [gkey(group), ckey(group)], [channel])
+
+
+def group_send(
+    client: Any,
+    group: str,
+    payload: bytes,
+    *,
+    now_ms: int = NOW_MS,
+    deadline_ms: int = LIVE_MS,
+    capacity: int = 100,
+    group_ttl_s: int = GROUP_TTL_S,
+    ttl_s: int = TTL_S,
+) -> Any:
+    """Run group_send.lua with a 13-digit header for ``deadline_ms``."""
+    header = f"{deadline_ms:013d}"
+    args: list[Arg] = [now_ms, PREFIX, group_ttl_s, header, payload, capacity, ttl_s]
+    return run(client, "group_send", [gkey(group), ckey(group)], args)
+
+
+def receive(
+    client: Any,
+    wanted: list[tuple[str, int]],
+    releases: Sequence[tuple[int, str]] = (),
+    *,
+    now_ms: int = NOW_MS,
+) -> list[tuple[int, bytes]]:
+    """Run receive.lua over (channel, max) pairs; returns the reply as (i, entry) pairs."""
+    reply = receive_raw(client, wanted, releases, now_ms=now_ms)
+    return [(reply[pos], reply[pos + 1]) for pos in range(0, len(reply), 2)]
+
+
+def receive_raw(
+    client: Any,
+    wanted: list[tuple[str, int]],
+    releases: Sequence[tuple[int, str]] = (),
+    *,
+    now_ms: int = NOW_MS,
+) -> list[Any]:
+    """Run receive.lua over (channel, max) pairs and release pairs; the flat reply."""
+    script_keys: list[str] = []
+    args: list[Arg] = [now_ms]
+    for channel, most in wanted:
+        script_keys += [qkey(channel), nkey(channel)]
+        args.append(most)
+    for index, suffix in releases:
+        args += [index, suffix]
+    return list(run(client, "receive", script_keys, args))

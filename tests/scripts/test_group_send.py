@@ -1,0 +1,175 @@
+"""Contract tests for group_send.lua: fan-out, capacity, stale members, expiry and TTLs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.scripts.helpers import (
+    GROUP_TTL_S,
+    LIVE_MS,
+    NOW_MS,
+    PREFIX,
+    ckey,
+    counts,
+    gkey,
+    group_add,
+    group_send,
+    nkey,
+    payloads,
+    push,
+    qkey,
+    queued,
+    send,
+)
+
+GROUP = "room"
+NAMED = "chat.a"
+OTHER = "chat.b"
+LOCAL_1 = "specific.client!s1"
+LOCAL_22 = "specific.client!s22"
+LOCAL = "specific.client!"
+HEADER = b"%013d" % LIVE_MS
+
+
+def assert_ttl_ms(client: Any, key: str, ttl_s: int) -> None:
+    """The key has a TTL of ``ttl_s`` seconds (less a little time spent since)."""
+    assert ttl_s * 1000 - 2000 < client.pttl(key) <= ttl_s * 1000
+
+
+def add_all(client: Any, *channels: str, now_ms: int = NOW_MS) -> None:
+    """Add every channel to GROUP at ``now_ms`` with the default capacity."""
+    for channel in channels:
+        assert group_add(client, GROUP, channel, now_ms=now_ms) == 1
+
+
+def test_delivers_exact_entries_to_named_and_local_members(script_client: Any) -> None:
+    add_all(script_client, NAMED, LOCAL_1, LOCAL_22)
+    assert group_send(script_client, GROUP, b"\x00payload\xff") == [3, 0]
+    assert queued(script_client, NAMED) == [HEADER + b"00" + b"\x00payload\xff"]
+    assert queued(script_client, LOCAL) == [
+        HEADER + b"02s1" + b"\x00payload\xff",
+        HEADER + b"03s22" + b"\x00payload\xff",
+    ]
+    assert counts(script_client, LOCAL) == {"s1": 1, "s22": 1}
+    assert not script_client.exists(nkey(NAMED))
+    assert script_client.exists(f"{PREFIX}q:{NAMED}")
+
+
+def test_empty_or_missing_group_returns_zeros(script_client: Any) -> None:
+    assert group_send(script_client, GROUP, b"m") == [0, 0]
+    assert script_client.dbsize() == 0
+
+
+def test_skips_full_members_at_default_capacity(script_client: Any) -> None:
+    add_all(script_client, NAMED, OTHER, LOCAL_1, LOCAL_22)
+    assert send(script_client, NAMED, b"old") == 1
+    assert send(script_client, LOCAL_1, b"old") == 1
+    assert group_send(script_client, GROUP, b"new", capacity=1) == [2, 2]
+    assert payloads(queued(script_client, NAMED)) == [b"old"]
+    assert payloads(queued(script_client, OTHER)) == [b"new"]
+    assert payloads(queued(script_client, LOCAL)) == [b"old", b"new"]
+    assert counts(script_client, LOCAL) == {"s1": 1, "s22": 1}
+
+
+def test_capacity_overrides_replace_the_default(script_client: Any) -> None:
+    assert group_add(script_client, GROUP, NAMED, capacity=3) == 1
+    assert group_add(script_client, GROUP, OTHER, capacity=1) == 1
+    assert group_add(script_client, GROUP, LOCAL_1, capacity=2) == 1
+    for channel in (NAMED, NAMED, OTHER, LOCAL_1):
+        assert send(script_client, channel, b"old") == 1
+    assert group_send(script_client, GROUP, b"new", capacity=2) == [2, 1]
+    assert payloads(queued(script_client, NAMED)) == [b"old", b"old", b"new"]
+    assert payloads(queued(script_client, OTHER)) == [b"old"]
+    assert counts(script_client, LOCAL) == {"s1": 2}
+
+
+def test_removes_stale_members_and_their_overrides(script_client: Any) -> None:
+    stale_ms = NOW_MS - GROUP_TTL_S * 1000 - 1
+    assert group_add(script_client, GROUP, NAMED, now_ms=stale_ms, capacity=5) == 1
+    assert group_add(script_client, GROUP, LOCAL_1, now_ms=stale_ms) == 1
+    assert group_add(script_client, GROUP, OTHER, now_ms=NOW_MS - 1000, capacity=4) == 1
+    assert group_send(script_client, GROUP, b"m") == [1, 0]
+    assert script_client.zrange(gkey(GROUP), 0, -1) == [OTHER.encode()]
+    assert script_client.hgetall(ckey(GROUP)) == {OTHER.encode(): b"4"}
+    assert not script_client.exists(qkey(NAMED))
+    assert not script_client.exists(qkey(LOCAL_1))
+    assert not script_client.exists(nkey(LOCAL_1))
+    assert payloads(queued(script_client, OTHER)) == [b"m"]
+
+
+def test_group_of_only_stale_members_is_emptied(script_client: Any) -> None:
+    stale_ms = NOW_MS - GROUP_TTL_S * 1000 - 1
+    assert group_add(script_client, GROUP, NAMED, now_ms=stale_ms, capacity=5) == 1
+    assert group_send(script_client, GROUP, b"m") == [0, 0]
+    assert script_client.dbsize() == 0
+
+
+def test_expired_queue_heads_do_not_count(script_client: Any) -> None:
+    add_all(script_client, NAMED, LOCAL_1)
+    push(script_client, NAMED, b"dead", deadline_ms=NOW_MS - 1)
+    assert send(script_client, LOCAL_1, b"dead", deadline_ms=NOW_MS + 5) == 1
+    assert send(script_client, LOCAL_22, b"dead", deadline_ms=NOW_MS + 5) == 1
+    later = NOW_MS + 10
+    assert group_send(script_client, GROUP, b"new", capacity=1, now_ms=later) == [2, 0]
+    assert payloads(queued(script_client, NAMED)) == [b"new"]
+    assert payloads(queued(script_client, LOCAL)) == [b"new"]
+    # The expired entry of s22 (not a member) was dropped too and released its count.
+    assert counts(script_client, LOCAL) == {"s1": 1}
+
+
+def test_expired_named_entry_behind_a_live_head_does_not_count(script_client: Any) -> None:
+    add_all(script_client, NAMED)
+    push(script_client, NAMED, b"live", deadline_ms=NOW_MS + 1000)
+    push(script_client, NAMED, b"dead", deadline_ms=NOW_MS - 1)
+    assert group_send(script_client, GROUP, b"new", capacity=2) == [1, 0]
+    assert payloads(queued(script_client, NAMED)) == [b"live", b"new"]
+
+
+def test_refreshes_queue_and_counts_ttls(script_client: Any) -> None:
+    add_all(script_client, NAMED, LOCAL_1)
+    assert send(script_client, NAMED, b"old", ttl_s=5) == 1
+    assert send(script_client, LOCAL_1, b"old", ttl_s=5) == 1
+    assert group_send(script_client, GROUP, b"new", ttl_s=300) == [2, 0]
+    assert_ttl_ms(script_client, qkey(NAMED), 300)
+    assert_ttl_ms(script_client, qkey(LOCAL), 300)
+    assert_ttl_ms(script_client, nkey(LOCAL), 300)
+
+
+def test_sets_ttls_on_new_queues(script_client: Any) -> None:
+    add_all(script_client, NAMED, LOCAL_1)
+    assert group_send(script_client, GROUP, b"new", ttl_s=40) == [2, 0]
+    assert_ttl_ms(script_client, qkey(NAMED), 40)
+    assert_ttl_ms(script_client, qkey(LOCAL), 40)
+    assert_ttl_ms(script_client, nkey(LOCAL), 40)
+
+
+def test_does_not_touch_the_group_membership_scores(script_client: Any) -> None:
+    add_all(script_client, NAMED)
+    assert group_send(script_client, GROUP, b"m", now_ms=NOW_MS + 50) == [1, 0]
+    assert script_client.zscore(gkey(GROUP), NAMED) == float(NOW_MS)
+
+
+def test_large_group_is_processed_in_batches(script_client: Any) -> None:
+    size = 2500
+    live = [f"chat.m{n:04d}" for n in range(size)]
+    stale = [f"chat.old{n:04d}" for n in range(size)]
+    stale_ms = NOW_MS - GROUP_TTL_S * 1000 - 1
+    script_client.zadd(gkey(GROUP), dict.fromkeys(live, NOW_MS))
+    script_client.zadd(gkey(GROUP), dict.fromkeys(stale, stale_ms))
+    # The default capacity is 0, so a member gets the message only when its own override
+    # is found: a batch offset error in HMGET would shift this pattern. Stale members all
+    # have overrides, so every HDEL batch has work.
+    overrides = {channel: 0 if n % 10 == 7 else 5 for n, channel in enumerate(live)}
+    for channel in live[3::10]:
+        del overrides[channel]
+    overrides.update(dict.fromkeys(stale, 5))
+    script_client.hset(ckey(GROUP), mapping=overrides)
+    assert group_send(script_client, GROUP, b"m", capacity=0) == [2000, 500]
+    assert script_client.zrange(gkey(GROUP), 0, -1) == [channel.encode() for channel in live]
+    assert script_client.hlen(ckey(GROUP)) == size - size // 10
+    pipe = script_client.pipeline()
+    for channel in live:
+        pipe.llen(qkey(channel))
+    lengths = pipe.execute()
+    assert lengths == [0 if n % 10 in (3, 7) else 1 for n in range(size)]
+    assert not any(script_client.exists(qkey(channel)) for channel in stale)
