@@ -87,7 +87,13 @@ async def group_send(
     group_keys = [keys.group_key(prefix, group), keys.group_capacity_key(prefix, group)]
     header = f"{deadline_ms:0{keys.DEADLINE_DIGITS}d}"
     args: list[str | bytes | int] = [
-        now_ms, prefix, group_ttl_s, header, payload, capacity, ttl_s,
+        now_ms,
+        prefix,
+        group_ttl_s,
+        header,
+        payload,
+        capacity,
+        ttl_s,
     ]
     delivered, full = await run(client, "group_send", group_keys, args)
     return int(delivered), int(full)

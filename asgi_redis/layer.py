@@ -59,9 +59,7 @@ class RedisChannelLayer:
                 f"RedisChannelLayer got unknown option(s) {', '.join(sorted(unknown))}; "
                 f"known options: {', '.join(OPTIONS)}"
             )
-        self.config = config.parse(
-            hosts, prefix, expiry, group_expiry, capacity, channel_capacity
-        )
+        self.config = config.parse(hosts, prefix, expiry, group_expiry, capacity, channel_capacity)
         self.prefix = self.config.prefix
         self.expiry = self.config.expiry_s
         self.group_expiry = self.config.group_expiry_s

@@ -15,8 +15,7 @@ def _check(kind: str, name: object, pattern: re.Pattern[str]) -> str:
         raise TypeError(f"{kind} name must be a str, got {type(name).__name__}: {name!r}")
     if len(name) > MAX_NAME_LENGTH:
         raise TypeError(
-            f"{kind} name {name!r} is {len(name)} characters long; "
-            f"the limit is {MAX_NAME_LENGTH}"
+            f"{kind} name {name!r} is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
         )
     if not pattern.fullmatch(name):
         raise TypeError(
