@@ -36,21 +36,29 @@ local function drop_expired_head(queue, counts_key, now_ms)
 end
 
 -- Messages counted against a channel: the list length for a named channel, the per-suffix
--- count for a process-local one. At capacity, expired entries of a named queue are removed
--- wherever they sit, so they never count.
-local function queued_count(queue, counts_key, suffix, now_ms, capacity)
+-- count for a process-local one. At capacity, expired entries are removed from the queue
+-- wherever they sit (releasing their counts), so they never count. O(queue length) then.
+local function count_queued(queue, counts_key, suffix)
   if suffix ~= '' then
     return tonumber(redis.call('HGET', counts_key, suffix) or '0')
   end
-  local length = redis.call('LLEN', queue)
-  if length >= capacity then
-    for _, entry in ipairs(redis.call('LRANGE', queue, 0, -1)) do
-      if entry_deadline(entry) <= now_ms then
-        length = length - redis.call('LREM', queue, 1, entry)
+  return redis.call('LLEN', queue)
+end
+
+local function queued_count(queue, counts_key, suffix, now_ms, capacity)
+  local count = count_queued(queue, counts_key, suffix)
+  if count < capacity then
+    return count
+  end
+  for _, entry in ipairs(redis.call('LRANGE', queue, 0, -1)) do
+    if entry_deadline(entry) <= now_ms and redis.call('LREM', queue, 1, entry) == 1 then
+      local entry_name = entry_suffix(entry)
+      if entry_name ~= '' then
+        release(counts_key, entry_name)
       end
     end
   end
-  return length
+  return count_queued(queue, counts_key, suffix)
 end
 
 -- Append one entry and count it; the caller refreshes the TTLs.
