@@ -145,8 +145,21 @@ def own_redis_server() -> Iterator[str]:
         raise SystemExit("redis-server not found on PATH (or pass --hosts redis://...)")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="asgi-redis-bench-") as workdir:
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", workdir, "--loglevel", "warning"]
+        args = [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--loglevel",
+            "warning",
+        ]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for_server(port, proc)
@@ -284,8 +297,10 @@ def ping_pong_workload(sizes: Sizes) -> Workload:
                     latencies_ms.append((time.perf_counter() - started) * 1000)
             await echo_task
         latencies_ms.sort()
-        return {"ping_pong_p50": percentile(latencies_ms, 0.5),
-                "ping_pong_p99": percentile(latencies_ms, 0.99)}
+        return {
+            "ping_pong_p50": percentile(latencies_ms, 0.5),
+            "ping_pong_p99": percentile(latencies_ms, 0.99),
+        }
 
     return run
 
@@ -340,8 +355,12 @@ def metrics_for(sizes: Sizes) -> list[Metric]:
         Metric("ping_pong_p99", f"ping_pong p99 ({sizes.round_trips})", "ms", False),
     ]
     rows += [
-        Metric(f"group_send_{members}", f"group_send {members} members ({sizes.group_calls})",
-               "calls/s", True)
+        Metric(
+            f"group_send_{members}",
+            f"group_send {members} members ({sizes.group_calls})",
+            "calls/s",
+            True,
+        )
         for members in sizes.group_members
     ]
     return rows
@@ -350,13 +369,15 @@ def metrics_for(sizes: Sizes) -> list[Metric]:
 def workloads_for(sizes: Sizes) -> list[tuple[str, Workload, list[str]]]:
     """Each workload with the metric keys it produces (used to fill NaN on failure)."""
     result: list[tuple[str, Workload, list[str]]] = [
-        ("send_receive", send_receive_workload(sizes),
-         ["send_receive_named", "send_receive_local"]),
+        (
+            "send_receive",
+            send_receive_workload(sizes),
+            ["send_receive_named", "send_receive_local"],
+        ),
         ("ping_pong", ping_pong_workload(sizes), ["ping_pong_p50", "ping_pong_p99"]),
     ]
     result += [
-        (f"group_send {members}", group_send_workload(sizes, members),
-         [f"group_send_{members}"])
+        (f"group_send {members}", group_send_workload(sizes, members), [f"group_send_{members}"])
         for members in sizes.group_members
     ]
     return result
@@ -376,9 +397,7 @@ async def run_one(
     results.add(name, metrics)
 
 
-async def run_all(
-    factories: dict[str, LayerFactory], sizes: Sizes, reps: int, url: str
-) -> Results:
+async def run_all(factories: dict[str, LayerFactory], sizes: Sizes, reps: int, url: str) -> Results:
     """Every workload, ``reps`` times, alternating which layer goes first."""
     results = Results()
     for rep in range(reps):
@@ -394,8 +413,9 @@ async def run_all(
                     continue
                 started = time.perf_counter()
                 await run_one(name, workload, factories[name], keys, results)
-                print(f"  {label:<18} {name:<15} {time.perf_counter() - started:6.1f} s",
-                      flush=True)
+                print(
+                    f"  {label:<18} {name:<15} {time.perf_counter() - started:6.1f} s", flush=True
+                )
     return results
 
 
@@ -424,8 +444,10 @@ def fmt(value: float, unit: str) -> str:
 
 def print_table(results: Results, sizes: Sizes) -> None:
     """Medians per layer and the ratio of each repetition and of the medians."""
-    header = (f"{'workload (count)':<36} {'unit':<8} {OURS:>11} {THEIRS:>15} "
-              f"{'ratio per repetition':>22} {'ratio':>7}")
+    header = (
+        f"{'workload (count)':<36} {'unit':<8} {OURS:>11} {THEIRS:>15} "
+        f"{'ratio per repetition':>22} {'ratio':>7}"
+    )
     print()
     print(header)
     print("-" * len(header))
@@ -438,17 +460,22 @@ def print_table(results: Results, sizes: Sizes) -> None:
         reps = " ".join(fmt(ratio(a, b, metric.higher_is_better), "ms") for a, b in pairs)
         med_ours, med_theirs = median(ours), median(theirs)
         overall = ratio(med_ours, med_theirs, metric.higher_is_better)
-        print(f"{metric.label:<36} {metric.unit:<8} {fmt(med_ours, metric.unit):>11} "
-              f"{fmt(med_theirs, metric.unit):>15} {reps:>22} {fmt(overall, 'ms'):>7}")
+        print(
+            f"{metric.label:<36} {metric.unit:<8} {fmt(med_ours, metric.unit):>11} "
+            f"{fmt(med_theirs, metric.unit):>15} {reps:>22} {fmt(overall, 'ms'):>7}"
+        )
     print()
-    print("limit = raw redis-py RPUSH loop without any layer, one awaited round trip per "
-          "message: the most")
+    print(
+        "limit = raw redis-py RPUSH loop without any layer, one awaited round trip per "
+        "message: the most"
+    )
     print("any send_receive can reach when each send costs at least one round trip.")
-    print("ratio > 1 means asgi_redis is faster: asgi_redis/channels_redis for msgs/s and "
-          "calls/s,")
+    print("ratio > 1 means asgi_redis is faster: asgi_redis/channels_redis for msgs/s and calls/s,")
     print("channels_redis/asgi_redis for latencies (ms). Values are medians of the repetitions.")
-    print(f"group_send: capacity={sizes.capacity} > {sizes.group_calls} calls, so every call "
-          "really delivers to every member; nobody receives.")
+    print(
+        f"group_send: capacity={sizes.capacity} > {sizes.group_calls} calls, so every call "
+        "really delivers to every member; nobody receives."
+    )
     for error in results.errors:
         print(f"error: {error}")
 
@@ -456,8 +483,10 @@ def print_table(results: Results, sizes: Sizes) -> None:
 def print_baseline(results: Results, sizes: Sizes) -> None:
     """The raw redis-py row, shown in both layer columns: it is the same limit for both."""
     raw = fmt(median(results.baseline.get("raw_rpush", [])), "msgs/s")
-    print(f"{f'  limit: raw RPUSH 1 RT/msg ({sizes.messages})':<36} {'msgs/s':<8} "
-          f"{raw:>11} {raw:>15} {'-':>22} {'-':>7}")
+    print(
+        f"{f'  limit: raw RPUSH 1 RT/msg ({sizes.messages})':<36} {'msgs/s':<8} "
+        f"{raw:>11} {raw:>15} {'-':>22} {'-':>7}"
+    )
 
 
 def package_version(name: str) -> str:
@@ -482,23 +511,29 @@ def print_header(url: str, ours: type[Any] | str, sizes: Sizes, reps: int) -> No
     """Date and versions of everything that takes part."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     ours_version = (
-        ours if isinstance(ours, str)
+        ours
+        if isinstance(ours, str)
         else getattr(sys.modules.get("asgi_redis"), "__version__", "unknown")
     )
     print(f"asgi_redis benchmark, {now}")
-    print(f"python {platform.python_version()}, redis-server {asyncio.run(server_version(url))}, "
-          f"redis-py {package_version('redis')}, channels_redis {package_version('channels_redis')}"
-          f", asgi_redis {ours_version}")
-    print(f"repetitions {reps}, messages {sizes.messages}, round trips {sizes.round_trips}, "
-          f"group_send calls {sizes.group_calls}, capacity {sizes.capacity} (both layers)")
+    print(
+        f"python {platform.python_version()}, redis-server {asyncio.run(server_version(url))}, "
+        f"redis-py {package_version('redis')}, channels_redis {package_version('channels_redis')}"
+        f", asgi_redis {ours_version}"
+    )
+    print(
+        f"repetitions {reps}, messages {sizes.messages}, round trips {sizes.round_trips}, "
+        f"group_send calls {sizes.group_calls}, capacity {sizes.capacity} (both layers)"
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="1 repetition, smaller sizes")
-    parser.add_argument("--hosts", nargs="+", metavar="URL",
-                        help="use these Redis servers instead of starting one")
+    parser.add_argument(
+        "--hosts", nargs="+", metavar="URL", help="use these Redis servers instead of starting one"
+    )
     parser.add_argument("--reps", type=int, help="repetitions (default 3, 1 with --quick)")
     return parser.parse_args(argv)
 

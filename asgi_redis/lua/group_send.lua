@@ -40,6 +40,7 @@ if redis.call('EXISTS', capacities) == 1 then
 end
 
 local touched, cleaned = {}, {}
+local named_entry = header .. '00' .. payload
 local delivered, full = 0, 0
 for _, member in ipairs(members) do
   local bang = string.find(member, '!', 1, true)
@@ -56,7 +57,10 @@ for _, member in ipairs(members) do
   if queued_count(queue, counts_key, suffix, now_ms, capacity) >= capacity then
     full = full + 1
   else
-    local entry = header .. string.format('%02d', #suffix) .. suffix .. payload
+    local entry = named_entry
+    if suffix ~= '' then
+      entry = header .. string.format('%02d', #suffix) .. suffix .. payload
+    end
     enqueue(queue, counts_key, suffix, entry)
     touched[queue] = counts_key
     delivered = delivered + 1
