@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -10,6 +13,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from .config import Host
+
+logger = logging.getLogger(__name__)
 
 # The longest a blocking pop waits before the reader looks around again.
 BLOCK_TIMEOUT_S = 5
@@ -39,14 +44,20 @@ def make_client(host: Host) -> Redis:
         pool = BlockingConnectionPool.from_url(host.url, **options)
     else:
         pool = BlockingConnectionPool(**options)
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)
 
 
 class Connections:
-    """One client per running event loop, created on first use."""
+    """One client per running event loop, created on first use, closed with its loop.
 
-    def __init__(self, host: Host) -> None:
+    ``on_loop_close`` runs inside a loop just before that loop closes (``async_to_sync`` and
+    ``asyncio.run`` close theirs), so sockets and buffered messages are dealt with while the
+    loop can still run them.
+    """
+
+    def __init__(self, host: Host, on_loop_close: Callable[[], Awaitable[None]]) -> None:
         self._host = host
+        self._on_loop_close = on_loop_close
         self._clients: dict[asyncio.AbstractEventLoop, Redis] = {}
 
     def client(self) -> Redis:
@@ -56,7 +67,23 @@ class Connections:
         if client is None:
             self._drop_closed_loops()
             client = self._clients[loop] = make_client(self._host)
+            self._close_with(loop)
         return client
+
+    def _close_with(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run ``on_loop_close`` in ``loop`` right before ``loop.close()``."""
+        original_close = loop.close
+
+        def close() -> None:
+            if loop in self._clients and not loop.is_running() and not loop.is_closed():
+                try:
+                    loop.run_until_complete(self._on_loop_close())
+                except Exception as exc:
+                    logger.warning("Could not close Redis connections with their loop: %s", exc)
+            original_close()
+
+        with contextlib.suppress(AttributeError):  # loops that refuse new attributes
+            loop.close = close  # type: ignore[method-assign]
 
     def _drop_closed_loops(self) -> None:
         """Forget clients whose loop is closed: their sockets died with it."""

@@ -64,7 +64,7 @@ class RedisChannelLayer:
         self.expiry = self.config.expiry_s
         self.group_expiry = self.config.group_expiry_s
         self.capacity = self.config.capacity
-        self._connections = Connections(self.config.hosts[0])
+        self._connections = Connections(self.config.hosts[0], self.close)
         self._receivers: dict[asyncio.AbstractEventLoop, Receiver] = {}
 
     # -- channels --------------------------------------------------------------------

@@ -1,0 +1,58 @@
+"""Connections are closed by close() and with the event loops that async_to_sync makes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import redis
+from asgiref.sync import async_to_sync
+
+from asgi_redis import RedisChannelLayer
+
+
+def client_count(url: str) -> int:
+    """Clients connected to the server, not counting the one asking."""
+    admin = redis.Redis.from_url(url)
+    try:
+        return len(admin.client_list()) - 1
+    finally:
+        admin.close()
+
+
+async def test_close_disconnects_every_socket(redis_url: str) -> None:
+    layer = RedisChannelLayer(hosts=[redis_url])
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "a"})
+    assert await layer.receive(channel) == {"type": "a"}
+    await asyncio.gather(*(layer.send("named", {"n": n}) for n in range(5)))
+    assert client_count(redis_url) >= 1
+    await layer.close()
+    assert client_count(redis_url) == 0
+
+
+def test_async_to_sync_loops_leave_no_connection_behind(redis_url: str) -> None:
+    layer = RedisChannelLayer(hosts=[redis_url])
+    errors: list[BaseException] = []
+
+    def sync_code() -> None:
+        try:
+            for number in range(5):
+                async_to_sync(layer.send)("sync.channel", {"n": number})
+                async_to_sync(layer.group_send)("nobody", {"n": number})
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=sync_code)
+    thread.start()
+    thread.join()
+    assert errors == []
+    assert client_count(redis_url) == 0
+
+    async def drain() -> list[int]:
+        try:
+            return [(await layer.receive("sync.channel"))["n"] for _ in range(5)]
+        finally:
+            await layer.close()
+
+    assert asyncio.run(drain()) == [0, 1, 2, 3, 4]
