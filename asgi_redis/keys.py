@@ -64,6 +64,15 @@ def scan_patterns(prefix: str) -> list[str]:
     return [f"{escaped}{kind}:*" for kind in KINDS]
 
 
+def is_own_key(prefix: str, key: bytes) -> bool:
+    """Whether a key SCAN matched really is this prefix's.
+
+    Names never contain ':', so the colon after the kind letter is the key's last one; a key
+    of another prefix that merely starts the same way (``iso`` vs ``isoq:``) has a later one.
+    """
+    return b":" not in key[len(prefix) + 2 :]
+
+
 def make_entry(deadline_ms: int, suffix: str, payload: bytes) -> bytes:
     """Build one queue entry: fixed header, then the payload."""
     header = f"{deadline_ms:0{DEADLINE_DIGITS}d}{len(suffix):0{SUFFIX_LEN_DIGITS}d}{suffix}"

@@ -161,7 +161,8 @@ class RedisChannelLayer:
         for pattern in keys.scan_patterns(self.prefix):
             batch: list[bytes] = []
             async for key in client.scan_iter(match=pattern, count=SCAN_BATCH):
-                batch.append(key)
+                if keys.is_own_key(self.prefix, key):
+                    batch.append(key)
                 if len(batch) >= SCAN_BATCH:
                     await client.unlink(*batch)
                     batch.clear()

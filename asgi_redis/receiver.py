@@ -68,6 +68,7 @@ class Receiver:
         self._woken = False
         self._closing = False
         self._last_sweep = 0.0
+        self._sweep_timer: asyncio.TimerHandle | None = None
 
     # -- the caller side -------------------------------------------------------------
 
@@ -190,6 +191,8 @@ class Receiver:
         finally:
             self._reader = None
             self._blocking_on = None
+            if self._buffers:
+                self._sweep_later()
 
     async def _read_once(self) -> bool:
         """One round: pop what is there, else block; False when there is nothing to do."""
@@ -285,6 +288,25 @@ class Receiver:
         finally:
             self._flusher = None
 
+    def _sweep_later(self) -> None:
+        """While no reader runs, drop buffered messages when the first of them expires."""
+        heads = [buffer[0].deadline_ms for buffer in self._buffers.values() if buffer]
+        if self._sweep_timer is not None or not heads:
+            return
+        first_ms = min(heads)
+        delay_s = max(0.0, (first_ms - now_ms()) / 1000) + 0.01
+        self._sweep_timer = asyncio.get_running_loop().call_later(delay_s, self._sweep_now)
+
+    def _sweep_now(self) -> None:
+        """Timer callback: sweep, tell Redis about released counts, re-arm."""
+        self._sweep_timer = None
+        self._last_sweep = 0.0
+        self._sweep()
+        if self._releases:
+            self._start_flush()
+        if self._reader is None:
+            self._sweep_later()
+
     def _sweep(self) -> None:
         """Drop expired buffered messages, at most once a second."""
         now = time.monotonic()
@@ -328,6 +350,7 @@ class Receiver:
                 elif item.suffix:
                     self._releases.append((item.queue, item.suffix))
         self._buffers.clear()
+        self._cancel_sweep()
         if not by_queue:
             return
         async with self._client.pipeline(transaction=True) as pipe:
@@ -340,3 +363,10 @@ class Receiver:
         """Forget buffered messages and pending releases (after a flush)."""
         self._buffers.clear()
         self._releases.clear()
+        self._cancel_sweep()
+
+    def _cancel_sweep(self) -> None:
+        """Stop the idle sweep timer."""
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
