@@ -1,25 +1,104 @@
-"""Message serialization: msgpack, bytes stay bytes."""
+"""The one place that turns message dicts into payload bytes and back.
+
+``dumps`` serializes then encrypts (when keys are configured); ``loads`` decrypts then
+deserializes. Serializers: ``"msgpack"`` (default, bytes stay bytes), ``"json"``, or any object
+with ``dumps(dict) -> bytes`` and ``loads(bytes) -> dict``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Protocol, cast
 
 import msgpack
 
+from .crypto import Encryptor
 
-def dumps(message: object, target: str) -> bytes:
-    """Serialize a message dict; raises TypeError naming ``target`` when it cannot."""
-    if not isinstance(message, dict):
-        raise TypeError(f"message for {target} must be a dict, got {type(message).__name__}")
-    try:
+DEFAULT_SERIALIZER = "msgpack"
+
+
+class Serializer(Protocol):
+    """What a custom ``serializer`` object must provide."""
+
+    def dumps(self, message: dict[str, Any]) -> bytes:
+        """Turn a message dict into bytes."""
+
+    def loads(self, payload: bytes) -> dict[str, Any]:
+        """Turn bytes written by ``dumps`` back into a dict."""
+
+
+class MsgpackSerializer:
+    """msgpack with the bin type: bytes stay bytes, str stays str."""
+
+    def dumps(self, message: dict[str, Any]) -> bytes:
+        """Pack a dict."""
         return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise TypeError(f"message for {target} cannot be serialized: {exc}") from exc
+
+    def loads(self, payload: bytes) -> dict[str, Any]:
+        """Unpack a dict."""
+        return msgpack.unpackb(payload, raw=False, strict_map_key=False)  # type: ignore[no-any-return]
 
 
-def loads(payload: bytes) -> dict[str, Any]:
-    """Deserialize a payload written by ``dumps``."""
-    message = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    if not isinstance(message, dict):
-        raise ValueError("payload is not a serialized dict")
-    return message
+class JsonSerializer:
+    """Compact UTF-8 JSON; values JSON cannot represent (bytes, sets, NaN) are refused."""
+
+    def dumps(self, message: dict[str, Any]) -> bytes:
+        """Encode a dict."""
+        return json.dumps(message, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+    def loads(self, payload: bytes) -> dict[str, Any]:
+        """Decode a dict."""
+        return json.loads(payload.decode("utf-8"))  # type: ignore[no-any-return]
+
+
+BUILTIN: dict[str, type[MsgpackSerializer] | type[JsonSerializer]] = {
+    "msgpack": MsgpackSerializer,
+    "json": JsonSerializer,
+}
+
+
+def parse_serializer(value: object) -> Serializer:
+    """Validate the ``serializer`` option; TypeError for anything unusable."""
+    if isinstance(value, str):
+        if value not in BUILTIN:
+            raise TypeError(
+                f"serializer must be one of {', '.join(map(repr, BUILTIN))} or an object with "
+                f"dumps() and loads(), got {value!r}"
+            )
+        return BUILTIN[value]()
+    if not (callable(getattr(value, "dumps", None)) and callable(getattr(value, "loads", None))):
+        raise TypeError(
+            f"serializer must be 'msgpack', 'json' or an object with callable dumps(dict) -> "
+            f"bytes and loads(bytes) -> dict, got {value!r}"
+        )
+    return cast(Serializer, value)
+
+
+class Codec:
+    """Serializer plus optional encryption, shared by send, group_send and the receiver."""
+
+    def __init__(self, serializer: Serializer, encryptor: Encryptor | None = None) -> None:
+        self.serializer = serializer
+        self.encryptor = encryptor
+
+    def dumps(self, message: object, target: str) -> bytes:
+        """Serialize (then encrypt) a message dict; TypeError naming ``target`` when it cannot."""
+        if not isinstance(message, dict):
+            raise TypeError(f"message for {target} must be a dict, got {type(message).__name__}")
+        try:
+            data = self.serializer.dumps(message)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(f"message for {target} cannot be serialized: {exc}") from exc
+        if not isinstance(data, bytes):
+            raise TypeError(
+                f"message for {target}: serializer.dumps returned {type(data).__name__}, not bytes"
+            )
+        return data if self.encryptor is None else self.encryptor.encrypt(data)
+
+    def loads(self, payload: bytes) -> dict[str, Any]:
+        """Decrypt (when encrypting) then deserialize; raises on anything unreadable."""
+        data = payload if self.encryptor is None else self.encryptor.decrypt(payload)
+        message = self.serializer.loads(data)
+        if not isinstance(message, dict):
+            raise ValueError("payload is not a serialized dict")
+        return message

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import codec, crypto
+
 DEFAULT_HOST = "redis://localhost:6379"
 
 
@@ -29,6 +31,8 @@ class Config:
     group_expiry_s: int
     capacity: int
     capacity_rules: tuple[tuple[re.Pattern[str], int], ...]
+    serializer: codec.Serializer = field(default_factory=codec.MsgpackSerializer)
+    encryption_keys: tuple[str, ...] | None = None
 
     def capacity_for(self, channel: str) -> int:
         """The capacity of ``channel``: the first matching rule, else the default."""
@@ -110,6 +114,8 @@ def parse(
     group_expiry: object = 86400,
     capacity: object = 100,
     channel_capacity: object = None,
+    symmetric_encryption_keys: object = None,
+    serializer: object = codec.DEFAULT_SERIALIZER,
 ) -> Config:
     """Validate the layer's options; raises TypeError/ValueError naming the bad one."""
     if not isinstance(prefix, str):
@@ -123,4 +129,6 @@ def parse(
         group_expiry_s=_positive_int("group_expiry", group_expiry),
         capacity=_positive_int("capacity", capacity),
         capacity_rules=_parse_rules(channel_capacity),
+        serializer=codec.parse_serializer(serializer),
+        encryption_keys=crypto.parse_keys(symmetric_encryption_keys),
     )

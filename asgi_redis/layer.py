@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from . import codec, commands, config, keys, names
 from .connections import Connections
+from .crypto import Encryptor
 from .errors import ChannelFull
 from .receiver import Receiver, now_ms
 
@@ -20,6 +21,8 @@ OPTIONS = (
     "group_expiry",
     "capacity",
     "channel_capacity",
+    "symmetric_encryption_keys",
+    "serializer",
 )
 SCAN_BATCH = 500
 
@@ -36,10 +39,19 @@ class RedisChannelLayer:
         capacity: messages a channel may hold before ``send`` raises ``ChannelFull``.
         channel_capacity: per-channel capacities: glob strings or compiled regexes to ints;
             the first match in the dict's order wins.
+        symmetric_encryption_keys: secrets (strings, ideally 32+ characters); messages are
+            encrypted with AES-256-GCM under the first and decrypted with any of them. Needs
+            the ``cryptography`` extra.
+        serializer: ``"msgpack"`` (default), ``"json"``, or an object with
+            ``dumps(dict) -> bytes`` and ``loads(bytes) -> dict``.
 
     Raises:
         TypeError: an unknown option or a value of the wrong type (the message names it).
         ValueError: a value out of range.
+        ImportError: encryption keys given but the ``cryptography`` package is missing.
+
+    ``dropped_undecodable`` counts messages received but dropped because they could not be
+    decrypted or deserialized (summed over event loops).
     """
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
@@ -52,6 +64,8 @@ class RedisChannelLayer:
         group_expiry: object = 86400,
         capacity: object = 100,
         channel_capacity: object = None,
+        symmetric_encryption_keys: object = None,
+        serializer: object = codec.DEFAULT_SERIALIZER,
         **unknown: object,
     ) -> None:
         if unknown:
@@ -59,7 +73,19 @@ class RedisChannelLayer:
                 f"RedisChannelLayer got unknown option(s) {', '.join(sorted(unknown))}; "
                 f"known options: {', '.join(OPTIONS)}"
             )
-        self.config = config.parse(hosts, prefix, expiry, group_expiry, capacity, channel_capacity)
+        self.config = config.parse(
+            hosts,
+            prefix,
+            expiry,
+            group_expiry,
+            capacity,
+            channel_capacity,
+            symmetric_encryption_keys,
+            serializer,
+        )
+        enc_keys = self.config.encryption_keys
+        self._codec = codec.Codec(self.config.serializer, Encryptor(enc_keys) if enc_keys else None)
+        self._dropped_closed = 0  # drops counted by receivers of loops that are gone
         self.prefix = self.config.prefix
         self.expiry = self.config.expiry_s
         self.group_expiry = self.config.group_expiry_s
@@ -77,7 +103,7 @@ class RedisChannelLayer:
             TypeError: invalid channel name, or a message that is not a serializable dict.
         """
         names.check_channel(channel)
-        payload = codec.dumps(message, f"channel {channel!r}")
+        payload = self._codec.dumps(message, f"channel {channel!r}")
         now = now_ms()
         suffix = keys.split_channel(channel)[1]
         queued = await commands.send(
@@ -139,7 +165,7 @@ class RedisChannelLayer:
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """Queue ``message`` on every live member of ``group``; full members are skipped."""
         names.check_group(group)
-        payload = codec.dumps(message, f"group {group!r}")
+        payload = self._codec.dumps(message, f"group {group!r}")
         now = now_ms()
         await commands.group_send(
             self._connections.client(),
@@ -152,6 +178,12 @@ class RedisChannelLayer:
             capacity=self.capacity,
             ttl_s=self.expiry,
         )
+
+    @property
+    def dropped_undecodable(self) -> int:
+        """Messages dropped on receive because they failed to decrypt or deserialize."""
+        live = sum(receiver.dropped_undecodable for receiver in self._receivers.values())
+        return self._dropped_closed + live
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -175,6 +207,7 @@ class RedisChannelLayer:
         """Stop reading, return unreceived messages to Redis, close this loop's connections."""
         receiver = self._receivers.pop(asyncio.get_running_loop(), None)
         if receiver is not None:
+            self._dropped_closed += receiver.dropped_undecodable
             await receiver.close()
         await self._connections.close()
 
@@ -195,9 +228,13 @@ class RedisChannelLayer:
         receiver = self._receivers.get(loop)
         if receiver is None:
             for closed in [other for other in self._receivers if other.is_closed()]:
-                del self._receivers[closed]
+                self._dropped_closed += self._receivers.pop(closed).dropped_undecodable
             receiver = Receiver(
-                self._connections.client(), self.prefix, secrets.token_hex(6), self.expiry
+                self._connections.client(),
+                self.prefix,
+                secrets.token_hex(6),
+                self.expiry,
+                self._codec,
             )
             self._receivers[loop] = receiver
         return receiver

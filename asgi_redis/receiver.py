@@ -21,7 +21,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import codec, commands, keys
+from . import commands, keys
+from .codec import Codec, MsgpackSerializer
 from .connections import BLOCK_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
@@ -53,8 +54,17 @@ class Item:
 class Receiver:
     """Buffers, waiters and the single reader of one event loop."""
 
-    def __init__(self, client: Redis, prefix: str, client_id: str, expiry_s: int) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        prefix: str,
+        client_id: str,
+        expiry_s: int,
+        codec: Codec | None = None,
+    ) -> None:
         self.client_id = client_id
+        self.dropped_undecodable = 0  # messages that failed to decrypt or deserialize
+        self._codec = codec or Codec(MsgpackSerializer())
         self._client = client
         self._prefix = prefix
         self._expiry_s = expiry_s
@@ -103,9 +113,12 @@ class Receiver:
             if item.deadline_ms <= now_ms():
                 continue
             try:
-                return codec.loads(item.payload)
-            except Exception:
-                logger.warning("Dropped a message on %s that could not be decoded", channel)
+                return self._codec.loads(item.payload)
+            except Exception:  # tampered, wrong key, garbage: never the reader's problem
+                self.dropped_undecodable += 1
+                logger.warning(
+                    "Dropped a message on %s that could not be decrypted or decoded", channel
+                )
         self._buffers.pop(channel, None)
         return None
 

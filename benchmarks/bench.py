@@ -42,6 +42,12 @@ THEIRS = "channels_redis"
 PREFIXES = {OURS: "benchar:", THEIRS: "benchcr:"}
 RAW_PREFIX = "benchraw:"
 RUN_TIMEOUT_S = 120.0
+# Encryption workload: one secret for every encrypting layer (a benchmark, not a deployment).
+BENCH_KEY = "benchmark-only-secret-0123456789abcdef"
+ENCRYPTION_MEMBERS = 1000
+PLAIN = f"{OURS} plain"
+ENCRYPTED = f"{OURS} encrypted"
+THEIRS_ENCRYPTED = f"{THEIRS} encrypted"
 SERVER_START_TIMEOUT_S = 10.0
 
 
@@ -202,12 +208,14 @@ def import_theirs() -> type[Any]:
     return layer_class
 
 
-def factory_for(layer_class: type[Any], name: str, hosts: list[str], capacity: int) -> LayerFactory:
-    """A function building a fresh layer with the options both layers share."""
+def factory_for(
+    layer_class: type[Any], name: str, hosts: list[str], capacity: int, **extra: Any
+) -> LayerFactory:
+    """A function building a fresh layer with the options both layers share (plus ``extra``)."""
 
     def build() -> ChannelLayer:
         layer: ChannelLayer = layer_class(
-            hosts=hosts, prefix=PREFIXES[name], expiry=60, capacity=capacity
+            hosts=hosts, prefix=PREFIXES[name], expiry=60, capacity=capacity, **extra
         )
         return layer
 
@@ -322,6 +330,69 @@ def group_send_workload(sizes: Sizes, members: int) -> Workload:
         return {f"group_send_{members}": sizes.group_calls / elapsed}
 
     return run
+
+
+def encryption_workload(sizes: Sizes) -> Workload:
+    """send+receive on one named channel and group_send to 1,000 members, one layer."""
+    send_receive = send_receive_workload(sizes)
+    group_send = group_send_workload(sizes, ENCRYPTION_MEMBERS)
+
+    async def run(factory: LayerFactory) -> dict[str, float]:
+        named = (await send_receive(factory))["send_receive_named"]
+        fan_out = (await group_send(factory))[f"group_send_{ENCRYPTION_MEMBERS}"]
+        return {"send_receive_named": named, f"group_send_{ENCRYPTION_MEMBERS}": fan_out}
+
+    return run
+
+
+async def run_encryption(
+    factories: dict[str, LayerFactory], sizes: Sizes, reps: int
+) -> dict[str, dict[str, list[float]]]:
+    """The encryption workload on each layer, ``reps`` times: metric -> layer -> values."""
+    workload = encryption_workload(sizes)
+    keys = ["send_receive_named", f"group_send_{ENCRYPTION_MEMBERS}"]
+    values: dict[str, dict[str, list[float]]] = {key: {} for key in keys}
+    for rep in range(reps):
+        order = list(factories) if rep % 2 == 0 else list(reversed(factories))
+        print(f"encryption repetition {rep + 1}/{reps} ...", flush=True)
+        for name in order:
+            started = time.perf_counter()
+            try:
+                metrics = await asyncio.wait_for(workload(factories[name]), RUN_TIMEOUT_S)
+            except Exception as exc:  # a broken layer must not hide the other results
+                print(f"    ERROR {name}: {type(exc).__name__}: {exc}", flush=True)
+                metrics = dict.fromkeys(keys, math.nan)
+            for key in keys:
+                values[key].setdefault(name, []).append(metrics[key])
+            print(f"  {'encryption':<18} {name:<26} {time.perf_counter() - started:6.1f} s")
+    return values
+
+
+def print_encryption_table(values: dict[str, dict[str, list[float]]], sizes: Sizes) -> None:
+    """Medians per layer; the last column is asgi_redis encrypted / channels_redis encrypted."""
+    labels = {
+        "send_receive_named": (f"send_receive named ({sizes.messages})", "msgs/s"),
+        f"group_send_{ENCRYPTION_MEMBERS}": (
+            f"group_send {ENCRYPTION_MEMBERS} members ({sizes.group_calls})",
+            "calls/s",
+        ),
+    }
+    names = [PLAIN, ENCRYPTED, THEIRS_ENCRYPTED]
+    header = f"{'encryption (count)':<36} {'unit':<8} " + " ".join(f"{n:>25}" for n in names)
+    header += f" {'ratio':>7}"
+    print()
+    print(header)
+    print("-" * len(header))
+    for key, (label, unit) in labels.items():
+        medians = [median(values[key].get(name, [])) for name in names]
+        cells = " ".join(f"{fmt(value, unit):>25}" for value in medians)
+        print(f"{label:<36} {unit:<8} {cells} {fmt(ratio(medians[1], medians[2], True), 'ms'):>7}")
+    print()
+    print(
+        "ratio = asgi_redis encrypted / channels_redis encrypted (> 1: asgi_redis is faster). "
+        "Both use symmetric_encryption_keys=[one key]:"
+    )
+    print("AES-256-GCM once per call for asgi_redis, Fernet for channels_redis.")
 
 
 async def raw_rpush_baseline(url: str, count: int) -> float:
@@ -535,6 +606,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--hosts", nargs="+", metavar="URL", help="use these Redis servers instead of starting one"
     )
     parser.add_argument("--reps", type=int, help="repetitions (default 3, 1 with --quick)")
+    parser.add_argument(
+        "--encryption-only",
+        action="store_true",
+        help="run only the encryption comparison (plain vs encrypted vs channels_redis encrypted)",
+    )
     return parser.parse_args(argv)
 
 
@@ -550,8 +626,19 @@ def benchmark(hosts: list[str], args: argparse.Namespace) -> None:
     else:
         factories[OURS] = factory_for(ours, OURS, hosts, sizes.capacity)
     started = time.perf_counter()
-    results = asyncio.run(run_all(factories, sizes, reps, hosts[0]))
-    print_table(results, sizes)
+    if not args.encryption_only:
+        results = asyncio.run(run_all(factories, sizes, reps, hosts[0]))
+        print_table(results, sizes)
+    if not isinstance(ours, str):
+        encrypted = {"symmetric_encryption_keys": [BENCH_KEY]}
+        trio = {
+            PLAIN: factories[OURS],
+            ENCRYPTED: factory_for(ours, OURS, hosts, sizes.capacity, **encrypted),
+            THEIRS_ENCRYPTED: factory_for(
+                import_theirs(), THEIRS, hosts, sizes.capacity, **encrypted
+            ),
+        }
+        print_encryption_table(asyncio.run(run_encryption(trio, sizes, reps)), sizes)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 
