@@ -1,0 +1,128 @@
+"""Helpers for the layer tests: build layers, receive with a bound, look at the keyspace.
+
+Timeouts here only stop a broken test from hanging; no test asserts how fast anything is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import queue
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from asgi_redis import RedisChannelLayer
+
+# Long enough for a loaded two-core machine; a message that takes longer is lost, not late.
+RECEIVE_TIMEOUT_S = 10.0
+
+
+def make_layer(url: str, **options: Any) -> RedisChannelLayer:
+    """A layer on the test server at ``url`` with the given options."""
+    return RedisChannelLayer(hosts=[url], **options)
+
+
+async def receive_within(
+    layer: RedisChannelLayer, channel: str, timeout_s: float = RECEIVE_TIMEOUT_S
+) -> dict[str, Any]:
+    """``layer.receive(channel)``, failing the test instead of hanging forever."""
+    return await asyncio.wait_for(layer.receive(channel), timeout_s)
+
+
+async def receive_n(layer: RedisChannelLayer, channel: str, count: int) -> list[dict[str, Any]]:
+    """Receive ``count`` messages from ``channel`` in order."""
+    return [await receive_within(layer, channel) for _ in range(count)]
+
+
+async def cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has finished."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+@contextmanager
+def sync_client(url: str) -> Iterator[redis.Redis]:
+    """A plain redis-py client (bytes responses) for looking at the server directly."""
+    client = redis.Redis.from_url(url, decode_responses=False)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def keyspace(url: str) -> dict[bytes, bytes | None]:
+    """Every key on the server with its DUMP, to compare before and after an operation."""
+    with sync_client(url) as client:
+        return {key: client.dump(key) for key in sorted(client.scan_iter(count=1000))}
+
+
+def keys_with_prefix(url: str, prefix: str) -> set[bytes]:
+    """The keys on the server that start with ``prefix`` (checked in Python, not by glob)."""
+    with sync_client(url) as client:
+        return {key for key in client.scan_iter(count=1000) if key.startswith(prefix.encode())}
+
+
+async def wait_until(predicate: Any, timeout_s: float = RECEIVE_TIMEOUT_S) -> None:
+    """Poll ``predicate()`` until it is true; fail the test if it never becomes true."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition {predicate!r} not met within {timeout_s} s")
+        await asyncio.sleep(0.02)
+
+
+def blocked_clients(url: str) -> int:
+    """How many clients are blocked in a BLPOP-like command on the server."""
+    with sync_client(url) as client:
+        return int(client.info("clients")["blocked_clients"])
+
+
+# -- worker processes (module level so the ``spawn`` start method can import them) ----------
+
+
+def worker_main(url: str, channel: str, worker_id: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """Receive on ``channel`` until a ``stop`` message; report every message id received."""
+    asyncio.run(_worker(url, channel, worker_id, results))
+
+
+async def _worker(
+    url: str,
+    channel: str,
+    worker_id: int,
+    results: multiprocessing.Queue,  # type: ignore[type-arg]
+) -> None:
+    """The async body of one worker process."""
+    got: list[int] = []
+    layer = make_layer(url)
+    try:
+        results.put(("ready", worker_id, None))
+        while True:
+            message = await layer.receive(channel)
+            if message["type"] == "stop":
+                break
+            got.append(message["id"])
+    finally:
+        await layer.close()
+        results.put(("done", worker_id, got))
+
+
+def collect(
+    results: multiprocessing.Queue,  # type: ignore[type-arg]
+    kind: str,
+    count: int,
+    timeout_s: float,
+) -> dict[int, Any]:
+    """Read ``count`` results of ``kind`` from worker processes, keyed by worker id."""
+    found: dict[int, Any] = {}
+    while len(found) < count:
+        try:
+            got_kind, worker_id, value = results.get(timeout=timeout_s)
+        except queue.Empty as exc:
+            raise AssertionError(f"only {len(found)} of {count} workers reported {kind!r}") from exc
+        assert got_kind == kind, (got_kind, worker_id)
+        assert worker_id not in found, f"worker {worker_id} reported {kind!r} twice"
+        found[worker_id] = value
+    return found
