@@ -152,7 +152,8 @@ class Receiver:
         for channel, waiting in self._waiters.items():
             queue = keys.queue_key(self._prefix, channel)
             if "!" in channel:
-                wanted[queue] = LOCAL_BATCH
+                if any(not waiter.done() for waiter in waiting):  # a woken one has its message
+                    wanted[queue] = LOCAL_BATCH
                 continue
             missing = len(waiting) - len(self._buffers.get(channel, ()))
             if missing > 0:
@@ -294,7 +295,7 @@ class Receiver:
         """Run the receive script with no pops, only releases."""
         try:
             await asyncio.sleep(0)  # let the deliveries of this loop turn pile up
-            if self._releases:
+            while self._releases:  # more may come while a call is under way
                 await self._pop({})
         except TRANSIENT_ERRORS as exc:
             logger.warning("Could not update channel counts (%s); will retry", exc)
