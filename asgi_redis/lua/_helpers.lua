@@ -17,6 +17,14 @@ local function release(counts_key, suffix)
   end
 end
 
+-- An entry left its queue without being delivered: release its count if it has one.
+local function release_entry(counts_key, entry)
+  local suffix = entry_suffix(entry)
+  if suffix ~= '' then
+    release(counts_key, suffix)
+  end
+end
+
 -- Pop expired entries off the head of a queue; returns how many were dropped.
 local function drop_expired_head(queue, counts_key, now_ms)
   local dropped = 0
@@ -26,10 +34,7 @@ local function drop_expired_head(queue, counts_key, now_ms)
       break
     end
     redis.call('LPOP', queue)
-    local suffix = entry_suffix(head)
-    if suffix ~= '' then
-      release(counts_key, suffix)
-    end
+    release_entry(counts_key, head)
     dropped = dropped + 1
   end
   return dropped
@@ -52,10 +57,7 @@ local function queued_count(queue, counts_key, suffix, now_ms, capacity)
   end
   for _, entry in ipairs(redis.call('LRANGE', queue, 0, -1)) do
     if entry_deadline(entry) <= now_ms and redis.call('LREM', queue, 1, entry) == 1 then
-      local entry_name = entry_suffix(entry)
-      if entry_name ~= '' then
-        release(counts_key, entry_name)
-      end
+      release_entry(counts_key, entry)
     end
   end
   return count_queued(queue, counts_key, suffix)

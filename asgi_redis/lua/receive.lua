@@ -27,10 +27,7 @@ for i = 1, queues do
       break
     end
     if entry_deadline(entry) <= now_ms then
-      local suffix = entry_suffix(entry)
-      if suffix ~= '' then
-        release(counts_key, suffix)
-      end
+      release_entry(counts_key, entry)
       expired = expired + 1
     else
       popped[#popped + 1] = i
