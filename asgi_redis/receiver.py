@@ -19,6 +19,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import commands, keys
@@ -77,6 +78,7 @@ class Receiver:
         self._blocking_on: frozenset[str] | None = None
         self._woken = False
         self._closing = False
+        self._multi_pop = True  # BLMPOP until the server says it has none
         self._last_sweep = 0.0
         self._sweep_timer: asyncio.TimerHandle | None = None
 
@@ -202,6 +204,10 @@ class Receiver:
                     logger.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff_s)
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+                except Exception:
+                    logger.exception("Reader failed; retrying in %.1f s", backoff_s)
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
         finally:
             self._reader = None
             self._blocking_on = None
@@ -209,19 +215,17 @@ class Receiver:
                 self._sweep_later()
 
     async def _read_once(self) -> bool:
-        """One round: pop what is there, else block; False when there is nothing to do."""
+        """One round of popping; False when nobody waits any more."""
         self._sweep()
         wanted = self._wanted()
-        if not wanted and not self._releases:
+        if not wanted:
             return False
-        if await self._pop(wanted):
-            return True
-        wanted = self._wanted()
-        if not wanted or self._closing:
-            return True
-        if self._releases:
-            self._start_flush()
-        await self._block(list(wanted))
+        if self._multi_pop:
+            await self._block(wanted)
+        elif not await self._pop(wanted):  # Redis < 7: the script, then BLPOP
+            wanted = self._wanted()
+            if wanted and not self._closing:
+                await self._block(wanted)
         return True
 
     async def _pop(self, wanted: dict[str, int]) -> bool:
@@ -246,21 +250,44 @@ class Receiver:
             self._dispatch(queues[pos][0], entry)
         return bool(popped)
 
-    async def _block(self, queues: list[str]) -> None:
-        """Blocking pop on the wanted queues and the wake list."""
+    async def _block(self, wanted: dict[str, int]) -> None:
+        """Blocking pop on the wanted queues and the wake list.
+
+        BLMPOP takes a batch from the first non-empty queue in one round trip; its single COUNT
+        is the smallest demand, so a named channel never gets more than its waiters asked for.
+        """
+        queues = list(wanted)
         self._blocking_on = frozenset(queues)
         self._woken = False
         shift = int(time.monotonic() * 1000) % len(queues)  # no queue always comes first
         order = [*queues[shift:], *queues[:shift], self._wake_key]
         try:
-            result = await self._client.blpop(order, timeout=BLOCK_TIMEOUT_S)
+            if self._multi_pop:
+                result = await self._multi_pop_or_fall_back(order, min(wanted.values()))
+            else:
+                popped = await self._client.blpop(order, timeout=BLOCK_TIMEOUT_S)
+                result = None if popped is None else [popped[0], [popped[1]]]
         finally:
             self._blocking_on = None
         if result is not None:
-            popped_from, entry = result
+            popped_from, entries = result
             queue = popped_from.decode() if isinstance(popped_from, bytes) else popped_from
             if queue != self._wake_key:
-                self._dispatch(queue, entry if isinstance(entry, bytes) else entry.encode())
+                for entry in entries:
+                    self._dispatch(queue, entry if isinstance(entry, bytes) else entry.encode())
+
+    async def _multi_pop_or_fall_back(self, order: list[str], count: int) -> Any:
+        """BLMPOP (Redis >= 7); on servers without it, switch to the script and BLPOP."""
+        try:
+            return await self._client.blmpop(
+                BLOCK_TIMEOUT_S, len(order), *order, direction="LEFT", count=count
+            )
+        except ResponseError as exc:
+            if "unknown command" not in str(exc).lower():
+                raise
+            logger.info("Redis has no BLMPOP; popping with the script and BLPOP instead")
+            self._multi_pop = False
+            return None
 
     def _dispatch(self, queue: str, entry: bytes) -> None:
         """Buffer one popped entry for its channel and wake a waiter."""
@@ -283,8 +310,7 @@ class Receiver:
     def _release(self, item: Item) -> None:
         """A process-local message left this process's count; tell Redis soon."""
         self._releases.append((item.queue, item.suffix))
-        if self._reader is None or self._blocking_on is not None:
-            self._start_flush()
+        self._start_flush()
 
     def _start_flush(self) -> None:
         """Send pending releases from a side task while the reader blocks or sleeps."""
@@ -294,7 +320,7 @@ class Receiver:
     async def _flush_releases(self) -> None:
         """Run the receive script with no pops, only releases."""
         try:
-            await asyncio.sleep(0)  # let the deliveries of this loop turn pile up
+            await asyncio.sleep(0)  # one call for all deliveries of this loop turn
             while self._releases:  # more may come while a call is under way
                 await self._pop({})
         except TRANSIENT_ERRORS as exc:
@@ -316,8 +342,6 @@ class Receiver:
         self._sweep_timer = None
         self._last_sweep = 0.0
         self._sweep()
-        if self._releases:
-            self._start_flush()
         if self._reader is None:
             self._sweep_later()
 
@@ -332,7 +356,7 @@ class Receiver:
             while buffer and buffer[0].deadline_ms <= deadline:
                 item = buffer.popleft()
                 if item.suffix:
-                    self._releases.append((item.queue, item.suffix))
+                    self._release(item)
             if not buffer:
                 del self._buffers[channel]
 
