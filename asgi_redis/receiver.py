@@ -363,8 +363,17 @@ class Receiver:
     # -- shutdown --------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Stop the reader and put every buffered message back at the head of its queue."""
+        """Stop the reader and put every buffered message back at the head of its queue.
+
+        Receives still waiting raise RuntimeError instead of waiting forever.
+        """
         self._closing = True
+        for channel, waiting in self._waiters.items():
+            for waiter in waiting:
+                if not waiter.done():
+                    waiter.set_exception(
+                        RuntimeError(f"the channel layer was closed while receiving on {channel}")
+                    )
         reader = self._reader
         if reader is not None:
             if self._blocking_on is not None:

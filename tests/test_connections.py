@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
 import redis
 from asgiref.sync import async_to_sync
 
@@ -56,3 +57,16 @@ def test_async_to_sync_loops_leave_no_connection_behind(redis_url: str) -> None:
             await layer.close()
 
     assert asyncio.run(drain()) == [0, 1, 2, 3, 4]
+
+
+async def test_close_ends_waiting_receives_with_an_error(redis_url: str) -> None:
+    layer = RedisChannelLayer(hosts=[redis_url])
+    waiting = asyncio.create_task(layer.receive("never.sent"))
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(layer.close(), 10)
+    with pytest.raises(RuntimeError, match=r"closed while receiving on never\.sent"):
+        await asyncio.wait_for(waiting, 5)
+    # The layer is usable again afterwards.
+    await layer.send("after.close", {"type": "x"})
+    assert await asyncio.wait_for(layer.receive("after.close"), 10) == {"type": "x"}
+    await layer.close()
