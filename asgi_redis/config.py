@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from . import codec, crypto
 
@@ -19,6 +20,16 @@ class Host:
 
     url: str | None
     options: Mapping[str, Any] = field(default_factory=dict)
+
+    def label(self) -> str:
+        """The server's address for display, without any password."""
+        if self.url is None:
+            return f"{self.options.get('host', 'localhost')}:{self.options.get('port', 6379)}"
+        parts = urlsplit(self.url)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc = f"{netloc}:{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 @dataclass(frozen=True)

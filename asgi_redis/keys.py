@@ -58,10 +58,10 @@ def wake_key(prefix: str, client: str) -> str:
     return f"{prefix}w:{client}"
 
 
-def scan_patterns(prefix: str) -> list[str]:
-    """SCAN MATCH patterns covering exactly this prefix's keys (glob chars escaped)."""
+def scan_patterns(prefix: str, kinds: str = KINDS) -> list[str]:
+    """SCAN MATCH patterns covering this prefix's keys of ``kinds`` (glob chars escaped)."""
     escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix)
-    return [f"{escaped}{kind}:*" for kind in KINDS]
+    return [f"{escaped}{kind}:*" for kind in kinds]
 
 
 def is_own_key(prefix: str, key: bytes) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, ClassVar
 
-from . import codec, commands, config, keys, names
+from . import codec, commands, config, keys, keyspace, names
 from .connections import Connections
 from .crypto import Encryptor
 from .errors import ChannelFull
@@ -24,7 +24,7 @@ OPTIONS = (
     "symmetric_encryption_keys",
     "serializer",
 )
-SCAN_BATCH = 500
+SCAN_BATCH = keyspace.SCAN_BATCH
 
 
 class RedisChannelLayer:
@@ -54,7 +54,7 @@ class RedisChannelLayer:
     decrypted or deserialized (summed over event loops).
     """
 
-    extensions: ClassVar[list[str]] = ["groups", "flush"]
+    extensions: ClassVar[list[str]] = ["groups", "flush", "receive_many", "statistics"]
 
     def __init__(
         self,
@@ -190,18 +190,50 @@ class RedisChannelLayer:
     async def flush(self) -> None:
         """Delete every key under this layer's prefix (and nothing else)."""
         client = self._connections.client()
-        for pattern in keys.scan_patterns(self.prefix):
-            batch: list[bytes] = []
-            async for key in client.scan_iter(match=pattern, count=SCAN_BATCH):
-                if keys.is_own_key(self.prefix, key):
-                    batch.append(key)
-                if len(batch) >= SCAN_BATCH:
-                    await client.unlink(*batch)
-                    batch.clear()
-            if batch:
+        batch: list[bytes] = []
+        async for key in keyspace.own_keys(client, self.prefix):
+            batch.append(key)
+            if len(batch) >= SCAN_BATCH:
                 await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
         for receiver in self._receivers.values():
             receiver.clear()
+
+    # -- statistics ------------------------------------------------------------------
+
+    async def channel_statistics(self, channel: str) -> dict[str, Any]:
+        """How full one channel is.
+
+        Returns:
+            ``depth``: unexpired messages waiting in Redis; ``counted``: what counts against
+            ``capacity`` (for a process-local channel it includes messages a process has popped
+            but not yet delivered); ``capacity``; ``oldest_age_s``: age of the oldest waiting
+            message in seconds, or None.
+        """
+        names.check_channel(channel)
+        stats = await keyspace.channel_statistics(
+            self._connections.client(),
+            prefix=self.prefix,
+            channel=channel,
+            now_ms=now_ms(),
+            expiry_s=self.expiry,
+        )
+        return {"channel": channel, "capacity": self.config.capacity_for(channel), **stats}
+
+    async def global_statistics(self) -> dict[str, Any]:
+        """Totals for this prefix: queues, messages, groups, memberships, per server.
+
+        Messages include expired ones that no receive or send has removed yet.
+        ``dropped_undecodable`` is this instance's count of undecryptable messages.
+        """
+        totals = await keyspace.server_statistics(self._connections.client(), self.prefix)
+        return {
+            **totals,
+            "dropped_undecodable": self.dropped_undecodable,
+            "shards": [{"host": self.config.hosts[0].label(), **totals}],
+        }
 
     async def close(self) -> None:
         """Stop reading, return unreceived messages to Redis, close this loop's connections."""

@@ -1,0 +1,30 @@
+--[[ channel_statistics: live messages of one channel and the deadline of its oldest.
+  KEYS[1]  queue       list of entries (shared by a client's process-local channels)
+  KEYS[2]  counts      hash suffix -> count of that queue's process-local channels
+  ARGV[1]  now_ms      caller clock, ms
+  ARGV[2]  suffix      process-local part after '!', '' for a named channel
+  Returns  {live, oldest_deadline_ms, counted}: live unexpired entries of the channel in the
+           queue, the deadline of the first of them (-1 when none), and the count held against
+           capacity (the list length for a named channel, the counts field for a local one,
+           which includes messages popped but not yet delivered by a process)
+  Cost     O(queue length), reads only; payloads never leave the server
+]]
+local queue, counts_key = KEYS[1], KEYS[2]
+local now_ms, suffix = tonumber(ARGV[1]), ARGV[2]
+local live, oldest = 0, -1
+for _, entry in ipairs(redis.call('LRANGE', queue, 0, -1)) do
+  local deadline = entry_deadline(entry)
+  if deadline > now_ms and entry_suffix(entry) == suffix then
+    live = live + 1
+    if oldest < 0 then
+      oldest = deadline
+    end
+  end
+end
+local counted
+if suffix == '' then
+  counted = redis.call('LLEN', queue)
+else
+  counted = tonumber(redis.call('HGET', counts_key, suffix) or '0')
+end
+return {live, oldest, counted}

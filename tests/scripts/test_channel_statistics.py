@@ -1,0 +1,54 @@
+"""Contract tests for channel_statistics.lua: live count, oldest deadline, counted value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.scripts.helpers import EXPIRED_MS, LIVE_MS, NOW_MS, nkey, push, qkey, run, send
+
+NAMED = "chat.room"
+LOCAL_A = "specific.client!a"
+LOCAL_B = "specific.client!b"
+
+
+def stats(client: Any, channel: str) -> list[int]:
+    """Run the script for ``channel`` at NOW_MS."""
+    suffix = channel.partition("!")[2]
+    return [
+        int(value)
+        for value in run(
+            client, "channel_statistics", [qkey(channel), nkey(channel)], [NOW_MS, suffix]
+        )
+    ]
+
+
+def test_empty_channel(script_client: Any) -> None:
+    assert stats(script_client, NAMED) == [0, -1, 0]
+    assert stats(script_client, LOCAL_A) == [0, -1, 0]
+
+
+def test_named_channel_counts_live_entries_and_finds_the_oldest(script_client: Any) -> None:
+    send(script_client, NAMED, b"old", deadline_ms=LIVE_MS)
+    send(script_client, NAMED, b"new", deadline_ms=LIVE_MS + 5)
+    assert stats(script_client, NAMED) == [2, LIVE_MS, 2]
+
+
+def test_expired_entries_are_not_live_but_still_in_the_list(script_client: Any) -> None:
+    send(script_client, NAMED, b"live", deadline_ms=LIVE_MS + 7)
+    push(script_client, NAMED, b"gone", deadline_ms=EXPIRED_MS)
+    assert stats(script_client, NAMED) == [1, LIVE_MS + 7, 2]
+    assert script_client.llen(qkey(NAMED)) == 2  # reads only
+
+
+def test_local_channels_are_told_apart_on_their_shared_queue(script_client: Any) -> None:
+    send(script_client, LOCAL_B, b"b1", deadline_ms=LIVE_MS)
+    send(script_client, LOCAL_A, b"a1", deadline_ms=LIVE_MS + 1)
+    send(script_client, LOCAL_A, b"a2", deadline_ms=LIVE_MS + 2)
+    assert stats(script_client, LOCAL_A) == [2, LIVE_MS + 1, 2]
+    assert stats(script_client, LOCAL_B) == [1, LIVE_MS, 1]
+
+
+def test_local_counted_includes_messages_popped_but_not_delivered(script_client: Any) -> None:
+    send(script_client, LOCAL_A, b"a1")
+    script_client.lpop(qkey(LOCAL_A))  # a reader took it; the count stays until released
+    assert stats(script_client, LOCAL_A) == [0, -1, 1]
