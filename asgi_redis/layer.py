@@ -9,10 +9,11 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from . import codec, commands, config, keys, keyspace, names
+from .buffers import now_ms
 from .connections import Connections
 from .crypto import Encryptor
 from .errors import ChannelFull
-from .receiver import Receiver, now_ms
+from .receiver import Receiver
 
 OPTIONS = (
     "hosts",

@@ -12,9 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -23,6 +21,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import commands, keys
+from .buffers import Buffers, Item, now_ms
 from .codec import Codec, MsgpackSerializer
 from .connections import BLOCK_TIMEOUT_S
 
@@ -34,22 +33,6 @@ BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
 SWEEP_EVERY_S = 1.0
 TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
-
-
-def now_ms() -> int:
-    """Wall clock in ms: entries carry absolute deadlines shared by all processes."""
-    return int(time.time() * 1000)
-
-
-@dataclass(frozen=True)
-class Item:
-    """One popped entry waiting in this process for a ``receive``."""
-
-    deadline_ms: int
-    suffix: str
-    payload: bytes
-    entry: bytes
-    queue: str
 
 
 class Receiver:
@@ -70,7 +53,7 @@ class Receiver:
         self._prefix = prefix
         self._expiry_s = expiry_s
         self._wake_key = keys.wake_key(prefix, client_id)
-        self._buffers: dict[str, deque[Item]] = {}
+        self._buffers = Buffers(self._release)
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._releases: list[tuple[str, str]] = []  # (queue, suffix) delivered or dropped
         self._reader: asyncio.Task[None] | None = None
@@ -106,14 +89,8 @@ class Receiver:
                 self._forget(channels, woken)
 
     def _take(self, channel: str) -> dict[str, Any] | None:
-        """Pop the next live, decodable buffered message of ``channel``."""
-        buffer = self._buffers.get(channel)
-        while buffer:
-            item = buffer.popleft()
-            if item.suffix:
-                self._release(item)
-            if item.deadline_ms <= now_ms():
-                continue
+        """The next live, decodable buffered message of ``channel``, or None."""
+        while (item := self._buffers.take(channel)) is not None:
             try:
                 return self._codec.loads(item.payload)
             except Exception:  # tampered, wrong key, garbage: never the reader's problem
@@ -121,7 +98,6 @@ class Receiver:
                 logger.warning(
                     "Dropped a message on %s that could not be decrypted or decoded", channel
                 )
-        self._buffers.pop(channel, None)
         return None
 
     def _forget(self, channels: Sequence[str], woken: asyncio.Future[None]) -> None:
@@ -136,7 +112,7 @@ class Receiver:
     def _pass_on(self, channels: Sequence[str]) -> None:
         """Wake another waiter for channels that still have buffered messages."""
         for channel in channels:
-            if self._buffers.get(channel):
+            if self._buffers.count(channel):
                 self._notify(channel)
 
     def _notify(self, channel: str) -> None:
@@ -157,7 +133,7 @@ class Receiver:
                 if any(not waiter.done() for waiter in waiting):  # a woken one has its message
                     wanted[queue] = LOCAL_BATCH
                 continue
-            missing = len(waiting) - len(self._buffers.get(channel, ()))
+            missing = len(waiting) - self._buffers.count(channel)
             if missing > 0:
                 wanted[queue] = wanted.get(queue, 0) + missing
         return wanted
@@ -298,7 +274,7 @@ class Receiver:
             if suffix:
                 self._release(item)
             return
-        self._buffers.setdefault(channel, deque()).append(item)
+        self._buffers.add(channel, item)
         self._notify(channel)
 
     def _counts_key(self, queue: str) -> str:
@@ -330,15 +306,14 @@ class Receiver:
 
     def _sweep_later(self) -> None:
         """While no reader runs, drop buffered messages when the first of them expires."""
-        heads = [buffer[0].deadline_ms for buffer in self._buffers.values() if buffer]
-        if self._sweep_timer is not None or not heads:
+        first_ms = self._buffers.first_deadline_ms()
+        if self._sweep_timer is not None or first_ms is None:
             return
-        first_ms = min(heads)
         delay_s = max(0.0, (first_ms - now_ms()) / 1000) + 0.01
         self._sweep_timer = asyncio.get_running_loop().call_later(delay_s, self._sweep_now)
 
     def _sweep_now(self) -> None:
-        """Timer callback: sweep, tell Redis about released counts, re-arm."""
+        """Timer callback: sweep, then re-arm while no reader runs."""
         self._sweep_timer = None
         self._last_sweep = 0.0
         self._sweep()
@@ -348,17 +323,9 @@ class Receiver:
     def _sweep(self) -> None:
         """Drop expired buffered messages, at most once a second."""
         now = time.monotonic()
-        if now - self._last_sweep < SWEEP_EVERY_S:
-            return
-        self._last_sweep = now
-        deadline = now_ms()
-        for channel, buffer in list(self._buffers.items()):
-            while buffer and buffer[0].deadline_ms <= deadline:
-                item = buffer.popleft()
-                if item.suffix:
-                    self._release(item)
-            if not buffer:
-                del self._buffers[channel]
+        if now - self._last_sweep >= SWEEP_EVERY_S:
+            self._last_sweep = now
+            self._buffers.drop_expired()
 
     # -- shutdown --------------------------------------------------------------------
 
@@ -388,15 +355,7 @@ class Receiver:
 
     async def _restore(self) -> None:
         """LPUSH buffered entries back in their original order."""
-        by_queue: dict[str, list[bytes]] = {}
-        deadline = now_ms()
-        for buffer in self._buffers.values():
-            for item in buffer:
-                if item.deadline_ms > deadline:
-                    by_queue.setdefault(item.queue, []).append(item.entry)
-                elif item.suffix:
-                    self._releases.append((item.queue, item.suffix))
-        self._buffers.clear()
+        by_queue = self._buffers.drain()
         self._cancel_sweep()
         if not by_queue:
             return

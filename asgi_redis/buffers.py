@@ -1,0 +1,94 @@
+"""Messages that Redis handed to this process and that wait here for a ``receive``."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+def now_ms() -> int:
+    """Wall clock in ms: entries carry absolute deadlines shared by all processes."""
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One popped entry waiting in this process for a ``receive``."""
+
+    deadline_ms: int
+    suffix: str
+    payload: bytes
+    entry: bytes
+    queue: str
+
+
+class Buffers:
+    """A FIFO per channel; every process-local item that leaves is reported to ``on_leave``.
+
+    A process-local message counts against its channel's capacity until it leaves this
+    buffer (delivered or expired), so ``on_leave`` tells Redis to release it.
+    """
+
+    def __init__(self, on_leave: Callable[[Item], None]) -> None:
+        self._on_leave = on_leave
+        self._items: dict[str, deque[Item]] = {}
+
+    def __bool__(self) -> bool:
+        return any(self._items.values())
+
+    def add(self, channel: str, item: Item) -> None:
+        """Queue ``item`` for ``channel``."""
+        self._items.setdefault(channel, deque()).append(item)
+
+    def count(self, channel: str) -> int:
+        """How many items wait for ``channel``."""
+        return len(self._items.get(channel, ()))
+
+    def take(self, channel: str) -> Item | None:
+        """The next unexpired item of ``channel``, or None."""
+        items = self._items.get(channel)
+        while items:
+            item = items.popleft()
+            self._leave(item)
+            if item.deadline_ms > now_ms():
+                return item
+        self._items.pop(channel, None)
+        return None
+
+    def drop_expired(self) -> None:
+        """Remove expired items from the head of every channel's FIFO."""
+        deadline = now_ms()
+        for channel, items in list(self._items.items()):
+            while items and items[0].deadline_ms <= deadline:
+                self._leave(items.popleft())
+            if not items:
+                del self._items[channel]
+
+    def first_deadline_ms(self) -> int | None:
+        """The earliest deadline among the heads of the FIFOs, or None when empty."""
+        heads = [items[0].deadline_ms for items in self._items.values() if items]
+        return min(heads) if heads else None
+
+    def drain(self) -> dict[str, list[bytes]]:
+        """Empty the buffers; returns the live entries by queue, oldest first."""
+        by_queue: dict[str, list[bytes]] = {}
+        deadline = now_ms()
+        for items in self._items.values():
+            for item in items:
+                if item.deadline_ms > deadline:
+                    by_queue.setdefault(item.queue, []).append(item.entry)
+                else:
+                    self._leave(item)
+        self._items.clear()
+        return by_queue
+
+    def clear(self) -> None:
+        """Forget everything without reporting (the keys were flushed)."""
+        self._items.clear()
+
+    def _leave(self, item: Item) -> None:
+        """Report a process-local item that no longer waits here."""
+        if item.suffix:
+            self._on_leave(item)
