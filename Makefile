@@ -14,5 +14,5 @@ bench: setup
 	.venv/bin/python benchmarks/bench.py $(ARGS)
 
 lint: setup
-	.venv/bin/ruff check asgi_redis tests benchmarks
+	.venv/bin/ruff check asgi_redis tests benchmarks examples
 	.venv/bin/mypy

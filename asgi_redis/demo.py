@@ -1,9 +1,15 @@
-"""Demo (``python -m asgi_redis.demo``): a private Redis, two worker processes with two
+"""Demo (``make demo``, ``python -m asgi_redis.demo``).
+
+By default it runs the Django Channels chat example (``examples/chat``) on an embedded Redis:
+two daphne servers on two ports behind one layer and a ``runworker`` process, until Ctrl-C.
+``--check`` starts the same, verifies a websocket round trip across the servers, and exits.
+``--plain`` runs the layer without Django: a private Redis, two worker processes with two
 consumers each, a group broadcast, replies on a named channel and one direct message.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import multiprocessing
@@ -16,10 +22,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
-from asgi_redis import RedisChannelLayer
+from asgi_redis import RedisChannelLayer, demo_chat
 
 GROUP = "lobby"
 REPLIES = "demo.replies"
@@ -135,7 +142,7 @@ async def drive(url: str, channels: dict[str, str]) -> None:
             await layer.send(channel, {"type": "demo.stop"})
 
 
-def run() -> None:
+def run_plain() -> None:
     """Start the server and the workers, drive the demo, and always clean up."""
     context = multiprocessing.get_context("spawn")
     ready = context.Queue()
@@ -163,17 +170,57 @@ def run() -> None:
                     worker.join()
 
 
-def main() -> int:
+def run_chat(check: bool) -> None:
+    """Run the chat example on an embedded Redis: serve until Ctrl-C, or check and return."""
+    with (
+        embedded_redis() as url,
+        tempfile.TemporaryDirectory(prefix="asgi-redis-chat-") as log_dir,
+    ):
+        print("Starting two daphne servers and a runworker process of examples/chat ...")
+        with demo_chat.chat_stack(url, Path(log_dir)) as stack:
+            if check:
+                print("Checking a websocket round trip across the two servers:")
+                demo_chat.check(stack)
+            else:
+                demo_chat.serve(stack)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line: ``--plain`` or ``--check``."""
+    parser = argparse.ArgumentParser(prog="asgi-redis-demo", description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--plain", action="store_true", help="run the layer-only demo (no Django)")
+    mode.add_argument(
+        "--check", action="store_true", help="start the chat demo, verify it end to end, exit"
+    )
+    return parser.parse_args(argv)
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so the clean-up of every started process runs."""
+
+    def handler(signum: int, frame: object) -> None:
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: run the demo and return the process exit code."""
+    args = parse_args(argv)
+    stop_on_sigterm()
+    plain = args.plain or not demo_chat.example_available()
+    if plain and not args.plain:
+        print("examples/chat is not here (installed package?): running the plain demo")
     try:
-        run()
-    except DemoError as exc:
+        run_plain() if plain else run_chat(args.check)
+    except (DemoError, demo_chat.ChatDemoError) as exc:
         print(f"Demo failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\nInterrupted: workers and server stopped.", file=sys.stderr)
+        print("\nInterrupted: every process stopped, temp dirs removed.", file=sys.stderr)
         return 130
-    print("Done: workers exited, server stopped, temp dir removed.")
+    print("Done: every process stopped, server stopped, temp dirs removed.")
     return 0
 
 

@@ -2,7 +2,8 @@
 # The project's test command (`make test` runs it, and so does CI).
 #
 # On a fresh machine it creates .venv, installs the package with its test extras, installs
-# redis-server/redis-sentinel/redis-cli when they are missing, then runs ruff, mypy and pytest.
+# redis-server/redis-sentinel/redis-cli when they are missing (and chromium for the browser
+# test), then runs ruff, mypy and pytest.
 # Extra arguments go to pytest:   scripts/test.sh tests/test_fixtures.py -k restart -x
 # `scripts/test.sh --setup-only` stops after the set-up (used by the demo and bench targets).
 set -euo pipefail
@@ -54,27 +55,41 @@ missing_redis_binaries() {
     done
 }
 
-ensure_redis() {
-    local missing sudo=()
-    missing="$(missing_redis_binaries)"
-    [[ -z "$missing" ]] && return 0
-    local install="apt-get install -y ${REDIS_PACKAGES[*]}"
+# apt_install WHAT PACKAGE...: install Debian packages as root (or with password-less sudo).
+apt_install() {
+    local what="$1" sudo=()
+    shift
+    local install="apt-get install -y $*"
     if ! command -v apt-get >/dev/null 2>&1; then
-        die "missing: ${missing}- install Redis >= 7 (server, sentinel and redis-cli) and rerun"
+        die "missing: ${what} - install it and rerun"
     fi
     if [[ "$(id -u)" -ne 0 ]]; then
         if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
             sudo=(sudo -n)
         else
-            die "missing: ${missing}- run: sudo apt-get update && sudo $install"
+            die "missing: ${what} - run: sudo apt-get update && sudo $install"
         fi
     fi
-    log "installing ${REDIS_PACKAGES[*]} (missing: ${missing% })"
-    # The packages may start a system Redis service; the tests never use it.
+    log "installing $* (missing: ${what})"
     ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${REDIS_PACKAGES[@]}"
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
+}
+
+ensure_redis() {
+    local missing
+    missing="$(missing_redis_binaries)"
+    [[ -z "$missing" ]] && return 0
+    # The packages may start a system Redis service; the tests never use it.
+    apt_install "${missing% } (Redis >= 7: server, sentinel and redis-cli)" "${REDIS_PACKAGES[@]}"
     missing="$(missing_redis_binaries)"
     [[ -z "$missing" ]] || die "still missing after apt-get: $missing"
+}
+
+# The browser test drives the system's Chromium through Playwright (no browser download).
+ensure_chromium() {
+    command -v chromium >/dev/null 2>&1 && return 0
+    apt_install "chromium (for tests/test_browser.py)" chromium
+    command -v chromium >/dev/null 2>&1 || die "still missing after apt-get: chromium"
 }
 
 # Run one step; remember its name if it fails so every step still runs.
@@ -97,9 +112,10 @@ main() {
     if [[ "${1:-}" == "--setup-only" ]]; then
         return 0
     fi
+    ensure_chromium
     export ASGI_REDIS_REQUIRE_REDIS=1
     local lint_paths=() path
-    for path in asgi_redis tests benchmarks; do
+    for path in asgi_redis tests benchmarks examples; do
         [[ -e "$path" ]] && lint_paths+=("$path")
     done
     step ruff "$VENV/bin/ruff" check "${lint_paths[@]}"

@@ -1,0 +1,1 @@
+"""The chat app: a websocket consumer per browser tab, a broadcast view, a shout worker."""
