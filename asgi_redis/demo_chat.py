@@ -8,13 +8,11 @@ tests run.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.cookiejar
 import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -24,6 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.sync.client import connect as ws_connect
+from websockets.typing import Origin
 
 HOST = "127.0.0.1"
 EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "chat"
@@ -211,73 +213,37 @@ def chat_stack(
 
 
 class WebSocketClient:
-    """A minimal blocking websocket client (text frames only), enough for `check`."""
+    """A blocking websocket client (the ``websockets`` package) speaking JSON, for `check`."""
 
     def __init__(self, url: str, origin: str) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        address = (parsed.hostname, parsed.port or 80)
-        self.sock = socket.create_connection(address, MESSAGE_TIMEOUT_S)
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n"
-        )
-        self.sock.sendall(request.encode())
-        self.reader = self.sock.makefile("rb")
-        status = self.reader.readline()
-        if b" 101 " not in status:
-            raise ChatDemoError(f"websocket {url} refused: {status!r}")
-        while self.reader.readline() not in (b"\r\n", b""):
-            pass
+        try:
+            self.connection = ws_connect(
+                url, origin=Origin(origin), open_timeout=MESSAGE_TIMEOUT_S, proxy=None
+            )
+        except (OSError, InvalidHandshake) as exc:
+            raise ChatDemoError(f"websocket {url} refused: {exc}") from exc
 
     def send_json(self, data: dict[str, Any]) -> None:
-        """Send one masked text frame holding ``data`` as JSON."""
-        payload = json.dumps(data).encode()
-        header = bytes([0x81])
-        if len(payload) < 126:
-            header += bytes([0x80 | len(payload)])
-        else:
-            header += bytes([0x80 | 126]) + struct.pack("!H", len(payload))
-        mask = os.urandom(4)
-        masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
-        self.sock.sendall(header + mask + masked)
-
-    def receive_json(self) -> dict[str, Any]:
-        """The next text frame, decoded; pings are answered, a close is an error."""
-        while True:
-            first, second = self.reader.read(2)
-            length = second & 0x7F
-            if length == 126:
-                (length,) = struct.unpack("!H", self.reader.read(2))
-            elif length == 127:
-                (length,) = struct.unpack("!Q", self.reader.read(8))
-            payload = self.reader.read(length)
-            opcode = first & 0x0F
-            if opcode == 0x1:
-                result: dict[str, Any] = json.loads(payload)
-                return result
-            if opcode == 0x8:
-                raise ChatDemoError("the server closed the websocket")
-            if opcode == 0x9:
-                self.sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + b"\0" * 4 + payload)
+        """Send ``data`` as one JSON text frame."""
+        self.connection.send(json.dumps(data))
 
     def expect(self, who: str, **fields: str) -> dict[str, Any]:
         """Read frames until one carries ``fields``; raise when none does in time."""
         deadline = time.monotonic() + MESSAGE_TIMEOUT_S
         try:
-            while time.monotonic() < deadline:
-                frame = self.receive_json()
+            while (left_s := deadline - time.monotonic()) > 0:
+                frame: dict[str, Any] = json.loads(self.connection.recv(timeout=left_s))
                 if all(frame.get(key) == value for key, value in fields.items()):
                     return frame
-        except (OSError, ValueError) as exc:
+        except TimeoutError:
+            pass
+        except (OSError, ValueError, ConnectionClosed) as exc:
             raise ChatDemoError(f"{who} did not get {fields}: {exc}") from exc
         raise ChatDemoError(f"{who} did not get {fields} within {MESSAGE_TIMEOUT_S:.0f} s")
 
     def close(self) -> None:
-        """Close the connection without a closing handshake."""
-        self.reader.close()
-        self.sock.close()
+        """Close the connection."""
+        self.connection.close()
 
 
 def announce(page_url: str, text: str) -> None:

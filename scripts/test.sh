@@ -12,7 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 VENV=.venv
 STAMP="$VENV/.installed-pyproject.toml"
-EXTRAS="test,bench,cryptography,dev"
+EXTRAS="test,bench,cryptography,dev,demo"
 REDIS_PACKAGES=(redis-server redis-sentinel redis-tools)
 
 log() { printf '==> %s\n' "$*" >&2; }
