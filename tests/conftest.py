@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
@@ -108,3 +109,15 @@ def script_client(request: pytest.FixtureRequest) -> Iterator[Any]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def unraisable() -> Iterator[list[str]]:
+    """Exceptions Python could not raise (e.g. in __del__ of a socket of a closed loop)."""
+    caught: list[str] = []
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda info: caught.append(f"{info.exc_type.__name__}: {info.exc_value}")
+    try:
+        yield caught
+    finally:
+        sys.unraisablehook = previous_hook

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -137,29 +136,21 @@ def broadcast_from_sync_code(text: str) -> None:
 
 
 async def test_broadcast_from_sync_code_in_a_thread(
-    layer: BaseChannelLayer, caplog: pytest.LogCaptureFixture
+    layer: BaseChannelLayer, caplog: pytest.LogCaptureFixture, unraisable: list[str]
 ) -> None:
     """Repeated async_to_sync calls from worker threads (a new event loop each) all arrive."""
     caplog.set_level(logging.WARNING)
-    unraisable: list[str] = []
-    previous_hook = sys.unraisablehook
-    sys.unraisablehook = lambda info: unraisable.append(
-        f"{info.exc_type.__name__}: {info.exc_value}"
-    )
-    try:
-        alice, _ = await connect_client()
-        for number in range(4):
-            await asyncio.to_thread(broadcast_from_sync_code, f"sync {number}")
-            await expect_chat(alice, f"sync {number}", "sync")
+    alice, _ = await connect_client()
+    for number in range(4):
+        await asyncio.to_thread(broadcast_from_sync_code, f"sync {number}")
+        await expect_chat(alice, f"sync {number}", "sync")
 
-        # The layer still works on the test's own loop after serving the threads' loops.
-        await layer.group_send(ROOM, {"type": "chat.message", "text": "async", "sender": "test"})
-        await expect_chat(alice, "async", "test")
-        assert await alice.receive_nothing(timeout=SILENCE_S)
-        await alice.disconnect()
-        gc.collect()
-    finally:
-        sys.unraisablehook = previous_hook
+    # The layer still works on the test's own loop after serving the threads' loops.
+    await layer.group_send(ROOM, {"type": "chat.message", "text": "async", "sender": "test"})
+    await expect_chat(alice, "async", "test")
+    assert await alice.receive_nothing(timeout=SILENCE_S)
+    await alice.disconnect()
+    gc.collect()
 
     assert not unraisable
     assert not [
