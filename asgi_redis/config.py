@@ -12,17 +12,48 @@ from urllib.parse import urlsplit, urlunsplit
 from . import codec, crypto
 
 DEFAULT_HOST = "redis://localhost:6379"
+DEFAULT_SENTINEL_PORT = 26379
+SENTINEL_KEYS = ("sentinels", "master_name", "sentinel_kwargs")
+# Keys that make no sense next to ``sentinels``: the sentinels say where the master is.
+_NOT_WITH_SENTINELS = ("address", "host", "port", "path", "unix_socket_path")
+_SENTINEL_SCHEMES = ("redis", "sentinel")
+
+
+def _format_address(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class SentinelService:
+    """A master found through Redis Sentinel: the sentinels to ask and the service's name."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master_name: str
+    sentinel_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def label(self) -> str:
+        """``sentinel://host:port[,host:port...]/master_name``, without any password."""
+        addresses = ",".join(_format_address(host, port) for host, port in self.sentinels)
+        return f"sentinel://{addresses}/{self.master_name}"
 
 
 @dataclass(frozen=True)
 class Host:
-    """One Redis server: a URL for ``from_url`` or plain keyword options, plus extra options."""
+    """One Redis server: a URL for ``from_url`` or plain keyword options, plus extra options.
+
+    With ``sentinel`` set, the server is the master that service's sentinels name, and
+    ``options`` are the connection options for that master.
+    """
 
     url: str | None
     options: Mapping[str, Any] = field(default_factory=dict)
+    sentinel: SentinelService | None = None
 
     def label(self) -> str:
         """The server's address for display, without any password."""
+        if self.sentinel is not None:
+            return self.sentinel.label()
         if self.url is None:
             return f"{self.options.get('host', 'localhost')}:{self.options.get('port', 6379)}"
         parts = urlsplit(self.url)
@@ -74,11 +105,98 @@ def _parse_host(host: object) -> Host:
             return Host(f"redis://{name}:{port}")
     if isinstance(host, Mapping):
         options = dict(host)
+        if any(key in options for key in SENTINEL_KEYS):
+            return _parse_sentinel_host(options)
         if "address" not in options:
             return Host(None, options)
         address = _parse_host(options.pop("address"))
         return Host(address.url, options)
     raise TypeError(f"host {host!r} must be a URI string, a (host, port) pair or a dict")
+
+
+def _parse_sentinel_host(options: dict[str, Any]) -> Host:
+    """A channels_redis-style Sentinel dict; the keys left over are the master's options."""
+    if "sentinels" not in options:
+        raise TypeError("a Sentinel host needs 'sentinels': a list of (host, port) pairs")
+    if "master_name" not in options:
+        raise TypeError("a Sentinel host needs 'master_name': the name the sentinels monitor")
+    clashing = sorted(key for key in _NOT_WITH_SENTINELS if key in options)
+    if clashing:
+        raise ValueError(
+            f"a Sentinel host takes no {', '.join(map(repr, clashing))}: "
+            "the sentinels name the master's address"
+        )
+    sentinels = _parse_sentinels(options.pop("sentinels"))
+    master_name = options.pop("master_name")
+    if not isinstance(master_name, str):
+        raise TypeError(f"master_name must be a string, got {master_name!r}")
+    if not master_name.strip():
+        raise ValueError(f"master_name must be a non-empty string, got {master_name!r}")
+    sentinel_kwargs = options.pop("sentinel_kwargs", None)
+    if sentinel_kwargs is None:
+        sentinel_kwargs = {}
+    if not isinstance(sentinel_kwargs, Mapping):
+        # Not echoed: a misplaced password would end up in logs.
+        kind = type(sentinel_kwargs).__name__
+        raise TypeError(f"sentinel_kwargs must be a dict or None, got a {kind}")
+    service = SentinelService(sentinels, master_name, dict(sentinel_kwargs))
+    return Host(None, options, service)
+
+
+def _parse_sentinels(sentinels: object) -> tuple[tuple[str, int], ...]:
+    """Validate ``sentinels``: a non-empty list of (host, port), "host:port" or URIs."""
+    if isinstance(sentinels, str | bytes) or not isinstance(sentinels, Sequence):
+        raise TypeError(
+            f"sentinels must be a list of (host, port) pairs or 'host:port' strings, "
+            f"got {sentinels!r}"
+        )
+    if not sentinels:
+        raise ValueError("sentinels must list at least one sentinel")
+    return tuple(_parse_sentinel(sentinel) for sentinel in sentinels)
+
+
+def _parse_sentinel(sentinel: object) -> tuple[str, int]:
+    """One item of ``sentinels`` as a (host, port) pair."""
+    if isinstance(sentinel, str):
+        return _parse_sentinel_string(sentinel)
+    if isinstance(sentinel, Sequence) and not isinstance(sentinel, bytes) and len(sentinel) == 2:
+        host, port = sentinel
+        if isinstance(host, str) and host and isinstance(port, int):
+            return host, _sentinel_port(sentinel, port)
+    raise TypeError(
+        f"sentinels item {sentinel!r} must be a (host, port) pair, 'host:port' "
+        "or 'redis://host:port'"
+    )
+
+
+def _parse_sentinel_string(sentinel: str) -> tuple[str, int]:
+    """``host:port`` or ``redis://host[:port]`` (port 26379 when a URI has none)."""
+    is_uri = "://" in sentinel
+    parts = urlsplit(sentinel if is_uri else f"//{sentinel}")
+    if is_uri and parts.scheme not in _SENTINEL_SCHEMES:
+        raise ValueError(
+            f"sentinels item {sentinel!r}: the scheme must be redis:// or sentinel:// "
+            "(for TLS to the sentinels pass sentinel_kwargs={'ssl': True})"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            f"sentinels item for {parts.hostname!r}: put the sentinels' credentials in "
+            "sentinel_kwargs, not in the address"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or (port is None and not is_uri):
+        raise ValueError(f"sentinels item {sentinel!r} must look like 'host:port'")
+    return parts.hostname, _sentinel_port(sentinel, DEFAULT_SENTINEL_PORT if port is None else port)
+
+
+def _sentinel_port(sentinel: object, port: int) -> int:
+    """Check a sentinel's TCP port."""
+    if isinstance(port, bool) or not 0 < port < 65536:
+        raise ValueError(f"sentinels item {sentinel!r}: port must be 1-65535")
+    return port
 
 
 def _parse_hosts(hosts: object) -> tuple[Host, ...]:

@@ -10,9 +10,10 @@ from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
-from .config import Host
+from .config import Host, SentinelService
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,8 @@ logger = logging.getLogger(__name__)
 BLOCK_TIMEOUT_S = 5
 # redis-py 8 gives sockets a 5 s timeout; a blocking pop must never hit it while idle.
 SOCKET_TIMEOUT_S = BLOCK_TIMEOUT_S + 10
+# Sentinels answer short queries; an unreachable one should not hold up asking the next.
+SENTINEL_TIMEOUT_S = 2
 
 
 def pool_options(host: Host) -> dict[str, Any]:
@@ -37,9 +40,43 @@ def pool_options(host: Host) -> dict[str, Any]:
     return options
 
 
+class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """redis-py's Sentinel pool, waiting for a free connection like our other pools.
+
+    ``SentinelConnectionPool`` extends the plain ``ConnectionPool``, which raises "Too many
+    connections" once ``max_connections`` are in use; a burst of sends must wait instead. The
+    Sentinel part asks the sentinels for the master's address whenever a connection connects
+    (and drops idle connections when the address changes); the blocking part only changes how
+    connections are taken and given back (``get_connection``/``release``). They override
+    different methods, so the method order combines them: Sentinel's ``__init__`` passes
+    ``max_connections`` and ``timeout`` on to ``BlockingConnectionPool.__init__``.
+    """
+
+
+def sentinel_options(service: SentinelService) -> dict[str, Any]:
+    """Options of the clients that talk to the sentinels: ours first, the user's on top."""
+    return {
+        "socket_timeout": SENTINEL_TIMEOUT_S,
+        "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+        # On an error redis-py moves on to the next sentinel; retrying this one only waits.
+        "retry": Retry(NoBackoff(), 0),
+        **service.sentinel_options,
+    }
+
+
 def make_client(host: Host) -> Redis:
     """A client whose pool waits for a free connection instead of failing under load."""
     options = pool_options(host)
+    if host.sentinel is not None:
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(host.sentinel.sentinels), sentinel_kwargs=sentinel_options(host.sentinel)
+        )
+        client: Redis = sentinel.master_for(
+            host.sentinel.master_name,
+            connection_pool_class=BlockingSentinelConnectionPool,
+            **options,
+        )
+        return client
     if host.url is not None:
         pool = BlockingConnectionPool.from_url(host.url, **options)
     else:
@@ -96,4 +133,14 @@ class Connections:
         client = self._clients.pop(loop, None)
         self._drop_closed_loops()
         if client is not None:
-            await client.aclose()
+            await close_client(client)
+
+
+async def close_client(client: Redis) -> None:
+    """Close a client, and for a Sentinel master also the clients that asked the sentinels."""
+    await client.aclose()
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        # The master's client owns its pool but not the Sentinel object that pool asks.
+        for sentinel in pool.sentinel_manager.sentinels:
+            await sentinel.aclose()

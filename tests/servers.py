@@ -207,6 +207,16 @@ class RedisServer:
         if process.stderr is not None:
             process.stderr.close()
 
+    def kill(self) -> None:
+        """Kill the server with SIGKILL, as in a crash: no shutdown, no goodbye to replicas."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.kill()
+        process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
     def close(self) -> None:
         """Stop the server and delete its temporary directory."""
         self.stop()
@@ -227,3 +237,31 @@ class RedisServer:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<RedisServer {self.url} {state}>"
+
+
+def start_sentinel(
+    master_name: str,
+    master_port: int,
+    *,
+    quorum: int = 1,
+    down_after_ms: int = 1000,
+    failover_timeout_ms: int = 3000,
+) -> RedisServer:
+    """Start a ``redis-sentinel`` on a free port that monitors the master on ``master_port``.
+
+    Sentinel rewrites its config file, so each one gets its own, in its own temporary
+    directory. Raises `RedisServerError` when ``redis-sentinel`` is missing or does not start.
+    """
+    sentinel = RedisServer(binary=find_binary("redis-sentinel"), start=False)
+    config = sentinel.dir / "sentinel.conf"
+    config.write_text(
+        f"sentinel monitor {master_name} {HOST} {master_port} {quorum}\n"
+        f"sentinel down-after-milliseconds {master_name} {down_after_ms}\n"
+        f"sentinel failover-timeout {master_name} {failover_timeout_ms}\n"
+    )
+    sentinel.config_file = config
+    try:
+        return sentinel.start()
+    except BaseException:
+        sentinel.close()
+        raise
