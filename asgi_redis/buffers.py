@@ -7,6 +7,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import keys
+
 
 def now_ms() -> int:
     """Wall clock in ms: entries carry absolute deadlines shared by all processes."""
@@ -20,8 +22,11 @@ class Item:
     deadline_ms: int
     suffix: str
     payload: bytes
-    entry: bytes
     queue: str
+
+    def entry(self) -> bytes:
+        """The queue entry for this item alone (a group entry is split per channel)."""
+        return keys.make_entry(self.deadline_ms, self.suffix, self.payload)
 
 
 class Buffers:
@@ -78,7 +83,7 @@ class Buffers:
         for items in self._items.values():
             for item in items:
                 if item.deadline_ms > deadline:
-                    by_queue.setdefault(item.queue, []).append(item.entry)
+                    by_queue.setdefault(item.queue, []).append(item.entry())
                 else:
                     self._leave(item)
         self._items.clear()

@@ -14,7 +14,9 @@ Key kinds (all start with the layer prefix, then one letter and a colon):
 
 Queue entry: ``DEADLINE`` (13 ASCII digits, ms since the epoch) ``NN`` (2 ASCII digits,
 length of the suffix) ``SUFFIX`` (the process-local part after ``!``, empty for named
-channels) then the serialized message.
+channels) then the serialized message. A group_send to several process-local channels of one
+client writes a single entry for all of them: ``NN`` is then ``99``, followed by a 6-digit
+byte length and the suffixes joined with ``,``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ KINDS = "qncgw"
 DEADLINE_DIGITS = 13
 SUFFIX_LEN_DIGITS = 2
 HEADER_LEN = DEADLINE_DIGITS + SUFFIX_LEN_DIGITS
+# Suffix length 99 (longer than any suffix) marks a group_send entry for several channels of
+# one client: a 6-digit byte length and the suffixes joined with ',' follow.
+MULTI = 99
+LIST_LEN_DIGITS = 6
 
 
 def split_channel(channel: str) -> tuple[str, str]:
@@ -79,9 +85,14 @@ def make_entry(deadline_ms: int, suffix: str, payload: bytes) -> bytes:
     return header.encode("ascii") + payload
 
 
-def parse_entry(entry: bytes) -> tuple[int, str, bytes]:
-    """Split an entry into (deadline_ms, suffix, payload)."""
+def parse_entry(entry: bytes) -> tuple[int, list[str], bytes]:
+    """Split an entry into (deadline_ms, suffixes, payload); no suffix for a named channel."""
     deadline_ms = int(entry[:DEADLINE_DIGITS])
     suffix_len = int(entry[DEADLINE_DIGITS:HEADER_LEN])
-    suffix_end = HEADER_LEN + suffix_len
-    return deadline_ms, entry[HEADER_LEN:suffix_end].decode("ascii"), entry[suffix_end:]
+    if suffix_len != MULTI:
+        suffix_end = HEADER_LEN + suffix_len
+        suffixes = [entry[HEADER_LEN:suffix_end].decode("ascii")] if suffix_len else []
+        return deadline_ms, suffixes, entry[suffix_end:]
+    list_start = HEADER_LEN + LIST_LEN_DIGITS
+    list_end = list_start + int(entry[HEADER_LEN:list_start])
+    return deadline_ms, entry[list_start:list_end].decode("ascii").split(","), entry[list_end:]

@@ -266,16 +266,18 @@ class Receiver:
             return None
 
     def _dispatch(self, queue: str, entry: bytes) -> None:
-        """Buffer one popped entry for its channel and wake a waiter."""
-        deadline_ms, suffix, payload = keys.parse_entry(entry)
-        item = Item(deadline_ms, suffix, payload, entry, queue)
-        channel = queue[len(self._prefix) + 2 :] + suffix
-        if deadline_ms <= now_ms():
-            if suffix:
-                self._release(item)
-            return
-        self._buffers.add(channel, item)
-        self._notify(channel)
+        """Buffer one popped entry for each of its channels and wake their waiters."""
+        deadline_ms, suffixes, payload = keys.parse_entry(entry)
+        expired = deadline_ms <= now_ms()
+        head = queue[len(self._prefix) + 2 :]
+        for suffix in suffixes or [""]:
+            item = Item(deadline_ms, suffix, payload, queue)
+            if expired:
+                if suffix:
+                    self._release(item)
+                continue
+            self._buffers.add(head + suffix, item)
+            self._notify(head + suffix)
 
     def _counts_key(self, queue: str) -> str:
         """The counts hash that belongs to a queue key."""

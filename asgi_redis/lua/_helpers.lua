@@ -1,13 +1,30 @@
 --[[ _helpers: shared functions, prepended to every script by scripts.py (not a script).
   Entry layout: 13-digit deadline (ms) | 2-digit suffix length | suffix | payload.
+  A group_send to several process-local channels of one client writes one entry for all of
+  them: the suffix length is then 99 (no suffix is that long), followed by a 6-digit byte
+  length and the suffixes joined with ',' - then the payload.
 ]]
+local MULTI = 99
+
 local function entry_deadline(entry)
   return tonumber(string.sub(entry, 1, 13))
 end
 
-local function entry_suffix(entry)
+-- The process-local suffixes an entry is for: {} for a named channel.
+local function entry_suffixes(entry)
   local suffix_len = tonumber(string.sub(entry, 14, 15))
-  return string.sub(entry, 16, 15 + suffix_len)
+  if suffix_len == 0 then
+    return {}
+  end
+  if suffix_len ~= MULTI then
+    return {string.sub(entry, 16, 15 + suffix_len)}
+  end
+  local list_len = tonumber(string.sub(entry, 16, 21))
+  local suffixes = {}
+  for suffix in string.gmatch(string.sub(entry, 22, 21 + list_len), '[^,]+') do
+    suffixes[#suffixes + 1] = suffix
+  end
+  return suffixes
 end
 
 -- One message of a process-local channel left the count (delivered, dropped, expired).
@@ -17,57 +34,61 @@ local function release(counts_key, suffix)
   end
 end
 
--- An entry left its queue without being delivered: release its count if it has one.
+-- An entry left its queue without being delivered: release the counts of its channels.
 local function release_entry(counts_key, entry)
-  local suffix = entry_suffix(entry)
-  if suffix ~= '' then
+  for _, suffix in ipairs(entry_suffixes(entry)) do
     release(counts_key, suffix)
   end
 end
 
--- Pop expired entries off the head of a queue; returns how many were dropped.
-local function drop_expired_head(queue, counts_key, now_ms)
-  local dropped = 0
-  while dropped < 10000 do
-    local head = redis.call('LINDEX', queue, 0)
-    if not head or entry_deadline(head) > now_ms then
-      break
-    end
-    redis.call('LPOP', queue)
-    release_entry(counts_key, head)
-    dropped = dropped + 1
-  end
-  return dropped
-end
-
--- Messages counted against a channel: the list length for a named channel, the per-suffix
--- count for a process-local one. At capacity, expired entries are removed from the queue
--- wherever they sit (releasing their counts), so they never count. O(queue length) then.
-local function count_queued(queue, counts_key, suffix)
-  if suffix ~= '' then
-    return tonumber(redis.call('HGET', counts_key, suffix) or '0')
-  end
-  return redis.call('LLEN', queue)
-end
-
-local function queued_count(queue, counts_key, suffix, now_ms, capacity)
-  local count = count_queued(queue, counts_key, suffix)
-  if count < capacity then
-    return count
-  end
+-- Remove expired entries wherever they sit in a queue, releasing their counts.
+-- Returns how many were removed. O(queue length): only run when a channel looks full.
+local function purge_expired(queue, counts_key, now_ms)
+  local removed = 0
   for _, entry in ipairs(redis.call('LRANGE', queue, 0, -1)) do
     if entry_deadline(entry) <= now_ms and redis.call('LREM', queue, 1, entry) == 1 then
       release_entry(counts_key, entry)
+      removed = removed + 1
     end
   end
-  return count_queued(queue, counts_key, suffix)
+  return removed
 end
 
--- Append one entry and count it; the caller refreshes the TTLs.
-local function enqueue(queue, counts_key, suffix, entry)
-  redis.call('RPUSH', queue, entry)
-  if suffix ~= '' then
-    redis.call('HINCRBY', counts_key, suffix, 1)
+-- Append an entry if its channel has room. The write itself returns the new count (the list
+-- length for a named channel, the suffix's count for a process-local one), so a send costs
+-- one command, two for a process-local channel; a write past capacity is undone at once.
+local function push_if_room(queue, counts_key, suffix, entry, capacity)
+  if suffix == '' then
+    if redis.call('RPUSH', queue, entry) <= capacity then
+      return true
+    end
+    redis.call('RPOP', queue)
+    return false
   end
+  if redis.call('HINCRBY', counts_key, suffix, 1) <= capacity then
+    redis.call('RPUSH', queue, entry)
+    return true
+  end
+  release(counts_key, suffix)
+  return false
+end
+
+-- push_if_room, and when the channel is full, drop expired entries (they never count) and
+-- try once more. ``purged`` (a table, may be nil) remembers queues already purged by this
+-- script run, so a group_send scans a shared queue once, not once per full member.
+local function enqueue(queue, counts_key, suffix, entry, now_ms, capacity, purged)
+  if push_if_room(queue, counts_key, suffix, entry, capacity) then
+    return true
+  end
+  if purged then
+    if purged[queue] then
+      return false
+    end
+    purged[queue] = true
+  end
+  if purge_expired(queue, counts_key, now_ms) == 0 then
+    return false
+  end
+  return push_if_room(queue, counts_key, suffix, entry, capacity)
 end
 

@@ -12,9 +12,23 @@
 local queue, counts_key = KEYS[1], KEYS[2]
 local now_ms, suffix = tonumber(ARGV[1]), ARGV[2]
 local live, oldest = 0, -1
+
+-- Whether an entry is for this channel (a named queue holds only its own channel's entries).
+local function is_for(entry, wanted)
+  if wanted == '' then
+    return true
+  end
+  for _, suffix in ipairs(entry_suffixes(entry)) do
+    if suffix == wanted then
+      return true
+    end
+  end
+  return false
+end
+
 for _, entry in ipairs(redis.call('LRANGE', queue, 0, -1)) do
   local deadline = entry_deadline(entry)
-  if deadline > now_ms and entry_suffix(entry) == suffix then
+  if deadline > now_ms and is_for(entry, suffix) then
     live = live + 1
     if oldest < 0 then
       oldest = deadline

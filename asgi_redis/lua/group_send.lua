@@ -10,8 +10,10 @@
   ARGV[7]  ttl_s       queue key lifetime after this send (the layer's expiry)
   Derived  for member M with queue part H (M up to and including '!', else M):
            queue ARGV[2]..'q:'..H and counts ARGV[2]..'n:'..H
+  Writes   one entry per named member; one entry per client queue for all its accepted
+           process-local members (the multi-suffix form, see _helpers.lua)
   Returns  {delivered, skipped_full}
-  Cost     O(members * (1 + expired head entries))
+  Cost     O(members); plus O(queue length) once per queue found full
 ]]
 local group, capacities = KEYS[1], KEYS[2]
 local now_ms, prefix = tonumber(ARGV[1]), ARGV[2]
@@ -39,36 +41,73 @@ if redis.call('EXISTS', capacities) == 1 then
   end
 end
 
-local touched, cleaned = {}, {}
-local named_entry = header .. '00' .. payload
-local delivered, full = 0, 0
-for _, member in ipairs(members) do
-  local bang = string.find(member, '!', 1, true)
-  local head, suffix = member, ''
-  if bang then
-    head, suffix = string.sub(member, 1, bang), string.sub(member, bang + 1)
+-- Count a process-local member in; its entry is written once per client queue below.
+local function count_in(counts_key, suffix, capacity)
+  if redis.call('HINCRBY', counts_key, suffix, 1) <= capacity then
+    return true
   end
-  local queue, counts_key = prefix .. 'q:' .. head, prefix .. 'n:' .. head
-  if not cleaned[queue] then
-    drop_expired_head(queue, counts_key, now_ms)
-    cleaned[queue] = true
+  release(counts_key, suffix)
+  return false
+end
+
+-- One entry for all accepted channels of a client queue (chunked to keep lists short).
+local function push_local(queue, suffixes)
+  if #suffixes == 1 then
+    redis.call('RPUSH', queue, header .. string.format('%02d', #suffixes[1]) .. suffixes[1] .. payload)
+    return
   end
-  local capacity = overrides[member] or default_capacity
-  if queued_count(queue, counts_key, suffix, now_ms, capacity) >= capacity then
-    full = full + 1
-  else
-    local entry = named_entry
-    if suffix ~= '' then
-      entry = header .. string.format('%02d', #suffix) .. suffix .. payload
-    end
-    enqueue(queue, counts_key, suffix, entry)
-    touched[queue] = counts_key
-    delivered = delivered + 1
+  for first = 1, #suffixes, 5000 do
+    local list = table.concat(suffixes, ',', first, math.min(first + 4999, #suffixes))
+    redis.call('RPUSH', queue, header .. MULTI .. string.format('%06d', #list) .. list .. payload)
   end
 end
-for queue, counts_key in pairs(touched) do
+
+local named_entry = header .. '00' .. payload
+local purged, batches, expire, clients = {}, {}, {}, {}
+local delivered, full = 0, 0
+for _, member in ipairs(members) do
+  local capacity = overrides[member] or default_capacity
+  local bang = string.find(member, '!', 1, true)
+  local accepted
+  if not bang then
+    local queue = prefix .. 'q:' .. member
+    -- A named queue holds no process-local entries, so it never needs a counts key.
+    accepted = enqueue(queue, '', '', named_entry, now_ms, capacity, purged)
+    if accepted then
+      expire[queue] = false
+    end
+  else
+    local head, suffix = string.sub(member, 1, bang), string.sub(member, bang + 1)
+    local client_keys = clients[head]
+    if not client_keys then
+      client_keys = {prefix .. 'q:' .. head, prefix .. 'n:' .. head}
+      clients[head] = client_keys
+    end
+    local queue, counts_key = client_keys[1], client_keys[2]
+    accepted = count_in(counts_key, suffix, capacity)
+    if not accepted and not purged[queue] then
+      purged[queue] = true
+      accepted = purge_expired(queue, counts_key, now_ms) > 0
+        and count_in(counts_key, suffix, capacity)
+    end
+    if accepted then
+      batches[queue] = batches[queue] or {}
+      table.insert(batches[queue], suffix)
+      expire[queue] = counts_key
+    end
+  end
+  if accepted then
+    delivered = delivered + 1
+  else
+    full = full + 1
+  end
+end
+for queue, suffixes in pairs(batches) do
+  push_local(queue, suffixes)
+end
+for queue, counts_key in pairs(expire) do
   redis.call('EXPIRE', queue, ttl_s)
-  if redis.call('EXISTS', counts_key) == 1 then
+  if counts_key then
     redis.call('EXPIRE', counts_key, ttl_s)
   end
 end

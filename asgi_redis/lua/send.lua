@@ -7,17 +7,15 @@
   ARGV[4]  ttl_s       key lifetime after this send (the layer's expiry)
   ARGV[5]  suffix      process-local part after '!', '' for a named channel
   Returns  1 queued | 0 full
-  Cost     O(1 + expired head entries); O(capacity) when a named channel is full
+  Cost     O(1); O(queue length) when the channel is full (expired entries are purged)
 ]]
 local queue, counts_key = KEYS[1], KEYS[2]
 local now_ms = tonumber(ARGV[1])
 local entry, capacity, ttl_s, suffix = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 
-drop_expired_head(queue, counts_key, now_ms)
-if queued_count(queue, counts_key, suffix, now_ms, capacity) >= capacity then
+if not enqueue(queue, counts_key, suffix, entry, now_ms, capacity) then
   return 0
 end
-enqueue(queue, counts_key, suffix, entry)
 redis.call('EXPIRE', queue, ttl_s)
 if suffix ~= '' then
   redis.call('EXPIRE', counts_key, ttl_s)

@@ -156,3 +156,15 @@ def receive_raw(
     for index, suffix in releases:
         args += [index, suffix]
     return list(run(client, "receive", script_keys, args))
+
+
+def push_group_entry(
+    client: Any, queue_part: str, suffixes: list[str], payload: bytes, deadline_ms: int = LIVE_MS
+) -> bytes:
+    """Append a group entry for several local channels of one client, counting each one."""
+    listed = ",".join(suffixes).encode()
+    item = b"%013d99%06d" % (deadline_ms, len(listed)) + listed + payload
+    client.rpush(qkey(queue_part), item)
+    for suffix in suffixes:
+        client.hincrby(nkey(queue_part), suffix, 1)
+    return item

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.scripts.helpers import EXPIRED_MS, LIVE_MS, NOW_MS, nkey, push, qkey, run, send
+from tests.scripts.helpers import (
+    EXPIRED_MS,
+    LIVE_MS,
+    NOW_MS,
+    nkey,
+    push,
+    push_group_entry,
+    qkey,
+    run,
+    send,
+)
 
 NAMED = "chat.room"
 LOCAL_A = "specific.client!a"
@@ -52,3 +62,10 @@ def test_local_counted_includes_messages_popped_but_not_delivered(script_client:
     send(script_client, LOCAL_A, b"a1")
     script_client.lpop(qkey(LOCAL_A))  # a reader took it; the count stays until released
     assert stats(script_client, LOCAL_A) == [0, -1, 1]
+
+
+def test_a_group_entry_counts_for_each_of_its_channels(script_client: Any) -> None:
+    push_group_entry(script_client, "specific.client!", ["a", "b"], b"g", deadline_ms=LIVE_MS + 3)
+    send(script_client, LOCAL_B, b"b2", deadline_ms=LIVE_MS + 4)
+    assert stats(script_client, LOCAL_A) == [1, LIVE_MS + 3, 1]
+    assert stats(script_client, LOCAL_B) == [2, LIVE_MS + 3, 2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgi_redis import keys
 from tests.scripts.helpers import (
     GROUP_TTL_S,
     LIVE_MS,
@@ -46,10 +47,9 @@ def test_delivers_exact_entries_to_named_and_local_members(script_client: Any) -
     add_all(script_client, NAMED, LOCAL_1, LOCAL_22)
     assert group_send(script_client, GROUP, b"\x00payload\xff") == [3, 0]
     assert queued(script_client, NAMED) == [HEADER + b"00" + b"\x00payload\xff"]
-    assert queued(script_client, LOCAL) == [
-        HEADER + b"02s1" + b"\x00payload\xff",
-        HEADER + b"03s22" + b"\x00payload\xff",
-    ]
+    # One entry for both process-local members of the client: suffix length 99, then the
+    # 6-digit length of the suffix list.
+    assert queued(script_client, LOCAL) == [HEADER + b"99000006s1,s22" + b"\x00payload\xff"]
     assert counts(script_client, LOCAL) == {"s1": 1, "s22": 1}
     assert not script_client.exists(nkey(NAMED))
     assert script_client.exists(f"{PREFIX}q:{NAMED}")
@@ -173,3 +173,29 @@ def test_large_group_is_processed_in_batches(script_client: Any) -> None:
     lengths = pipe.execute()
     assert lengths == [0 if n % 10 in (3, 7) else 1 for n in range(size)]
     assert not any(script_client.exists(qkey(channel)) for channel in stale)
+
+
+def test_a_single_local_member_gets_a_plain_entry(script_client: Any) -> None:
+    add_all(script_client, LOCAL_22)
+    assert group_send(script_client, GROUP, b"p") == [1, 0]
+    assert queued(script_client, LOCAL) == [HEADER + b"03s22p"]
+
+
+def test_local_members_of_one_client_share_entries_in_chunks(script_client: Any) -> None:
+    suffixes = [f"c{n:05d}" for n in range(5003)]
+    script_client.zadd(gkey(GROUP), {f"specific.client!{suffix}": NOW_MS for suffix in suffixes})
+    assert group_send(script_client, GROUP, b"p", capacity=5) == [5003, 0]
+    entries = queued(script_client, LOCAL)
+    assert len(entries) == 2  # at most 5,000 channels per entry
+    parsed = [keys.parse_entry(item) for item in entries]
+    assert [name for _, names, _ in parsed for name in names] == suffixes
+    assert {payload for _, _, payload in parsed} == {b"p"}
+    assert counts(script_client, LOCAL) == dict.fromkeys(suffixes, 1)
+
+
+def test_full_local_members_are_left_out_of_the_shared_entry(script_client: Any) -> None:
+    add_all(script_client, LOCAL_1, LOCAL_22)
+    assert send(script_client, LOCAL_1, b"old") == 1
+    assert group_send(script_client, GROUP, b"new", capacity=1) == [1, 1]
+    assert queued(script_client, LOCAL)[1] == HEADER + b"03s22new"
+    assert counts(script_client, LOCAL) == {"s1": 1, "s22": 1}

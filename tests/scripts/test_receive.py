@@ -11,6 +11,7 @@ from tests.scripts.helpers import (
     nkey,
     payloads,
     push,
+    push_group_entry,
     qkey,
     queued,
     receive,
@@ -136,3 +137,11 @@ def test_releases_and_pops_in_one_call(script_client: Any) -> None:
     assert popped == [(1, named), (2, entry(LOCAL_A, b"a0"))]
     assert counts(script_client, LOCAL) == {"b": 1}
     assert queued(script_client, LOCAL) == [entry(LOCAL_B, b"b0")]
+
+
+def test_expired_group_entry_releases_every_channel_it_was_for(script_client: Any) -> None:
+    push_group_entry(script_client, "specific.c!", ["a", "b"], b"old", deadline_ms=NOW_MS)
+    push_group_entry(script_client, "specific.c!", ["b", "c"], b"new")
+    popped = receive(script_client, [("specific.c!", 10)])
+    assert payloads([item for _, item in popped]) == [b"new"]
+    assert counts(script_client, "specific.c!") == {"b": 1, "c": 1}

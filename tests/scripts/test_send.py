@@ -12,6 +12,7 @@ from tests.scripts.helpers import (
     nkey,
     payloads,
     push,
+    push_group_entry,
     qkey,
     queued,
     send,
@@ -135,3 +136,15 @@ def test_expired_local_entry_behind_a_live_head_does_not_count(script_client: An
     assert send(script_client, LOCAL_B, b"b-new", capacity=1, now_ms=later) == 1
     assert counts(script_client, LOCAL_A) == {"a": 1, "b": 1}
     assert payloads(queued(script_client, LOCAL_A)) == [b"a-live", b"b-new"]
+
+
+def test_purge_at_capacity_releases_every_channel_of_an_expired_group_entry(
+    script_client: Any,
+) -> None:
+    push(script_client, LOCAL_A, b"live")
+    script_client.hincrby(nkey(LOCAL_A), "a", 1)
+    push_group_entry(script_client, "specific.client!", ["a", "b"], b"old", deadline_ms=NOW_MS)
+    # a holds 2 of capacity 2, one of them expired inside a group entry behind a live head.
+    assert send(script_client, LOCAL_A, b"new", capacity=2) == 1
+    assert payloads(queued(script_client, LOCAL_A)) == [b"live", b"new"]
+    assert counts(script_client, LOCAL_A) == {"a": 2}
