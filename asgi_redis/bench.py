@@ -1,0 +1,449 @@
+"""Benchmark workloads shared by ``asgi-redis bench`` and ``benchmarks/bench.py``.
+
+Each workload builds fresh layers from a :class:`LayerSpec`, does a fixed amount of work and
+returns ``{metric: value}``. Only the Channels layer API and redis-py are used, so the same
+code measures asgi_redis and channels_redis (imported only when a spec asks for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import math
+import multiprocessing
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+
+OURS = "asgi_redis"
+THEIRS = "channels_redis"
+LAYER_CLASSES = {
+    OURS: ("asgi_redis", "RedisChannelLayer"),
+    THEIRS: ("channels_redis.core", "RedisChannelLayer"),
+}
+RAW_PREFIX = "benchraw:"
+ADD_CONCURRENCY = 100
+HELPER_TIMEOUT_S = 120.0
+MANY_TIMEOUT_S = 60.0
+# The same payload for every workload and both layers.
+PAYLOAD_TEXT = "x" * 100
+
+
+class BenchFailedError(Exception):
+    """A workload could not finish correctly (lost messages, timeouts): a failure, not a number."""
+
+
+class ChannelLayer(Protocol):
+    """The part of the Channels layer API that the workloads use."""
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        """Enqueue one message."""
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """Wait for the next message."""
+
+    async def new_channel(self, prefix: str = ...) -> str:
+        """Return a new process-local channel name."""
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add a channel to a group."""
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        """Send to every member of a group."""
+
+    async def flush(self) -> None:
+        """Delete everything under the layer's prefix."""
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """How to build one layer; picklable, so a helper process can build the same layer.
+
+    ``kind`` is ``OURS`` or ``THEIRS``; ``host_options`` turn the host into a dict of
+    redis-py pool options (e.g. ``max_connections``); ``options`` go to the constructor.
+    """
+
+    name: str
+    kind: str
+    url: str
+    prefix: str
+    options: tuple[tuple[str, Any], ...] = ()
+    host_options: tuple[tuple[str, Any], ...] = ()
+
+    def build(self, **override: Any) -> ChannelLayer:
+        """A new layer instance with this spec's options, then ``override`` on top."""
+        module_name, attribute = LAYER_CLASSES[self.kind]
+        layer_class = getattr(importlib.import_module(module_name), attribute)
+        host: Any = self.url
+        if self.host_options:
+            host = {"address": self.url, **dict(self.host_options)}
+        options = {"prefix": self.prefix, **dict(self.options), **override}
+        layer: ChannelLayer = layer_class(hosts=[host], **options)
+        return layer
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each workload does. ``group_calls`` maps group size -> calls."""
+
+    messages: int = 4000
+    round_trips: int = 1000
+    group_calls: tuple[tuple[int, int], ...] = (
+        (1, 2000),
+        (10, 1000),
+        (100, 400),
+        (1000, 100),
+        (10000, 15),
+    )
+    local_group_calls: tuple[tuple[int, int], ...] = (
+        (1, 1000),
+        (10, 500),
+        (100, 200),
+        (1000, 60),
+        (10000, 10),
+    )
+    many_channels: int = 1000
+    many_messages: int = 10
+    memory_messages: int = 10000
+    script_keys: tuple[int, ...] = (1000, 10000)
+    script_calls: int = 20
+
+    def scaled(self, factor: float) -> Sizes:
+        """The same shape with every count multiplied by ``factor`` (at least 1 each)."""
+
+        def scale(value: int) -> int:
+            return max(1, math.ceil(value * factor))
+
+        def pairs(items: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+            return tuple((members, scale(calls)) for members, calls in items)
+
+        return replace(
+            self,
+            messages=scale(self.messages),
+            round_trips=scale(self.round_trips),
+            group_calls=pairs(self.group_calls),
+            local_group_calls=pairs(self.local_group_calls),
+            many_messages=scale(self.many_messages),
+            memory_messages=scale(self.memory_messages),
+            script_calls=scale(self.script_calls),
+        )
+
+
+Metrics = dict[str, float]
+WorkloadFn = Callable[[LayerSpec], Awaitable[Metrics]]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named workload and the metric keys it reports (NaN-filled when it fails)."""
+
+    name: str
+    run: WorkloadFn
+    keys: tuple[str, ...]
+    layers: tuple[str, ...] = field(default=(OURS, THEIRS))
+    host_options: tuple[tuple[str, Any], ...] = ()
+
+
+def message(kind: str, index: int) -> dict[str, Any]:
+    """The benchmark's message: a type, a counter and the shared payload."""
+    return {"type": f"bench.{kind}", "n": index, "text": PAYLOAD_TEXT}
+
+
+async def close_layer(layer: ChannelLayer) -> None:
+    """Release a layer's connections (channels_redis has ``close_pools``, not ``close``)."""
+    close = getattr(layer, "close", None) or getattr(layer, "close_pools", None)
+    if close is not None:
+        await close()
+
+
+@contextlib.asynccontextmanager
+async def fresh_layers(
+    spec: LayerSpec, count: int, **options: Any
+) -> AsyncIterator[list[ChannelLayer]]:
+    """``count`` layers on one prefix; flushed before and after; closed at the end."""
+    layers = [spec.build(**options) for _ in range(count)]
+    try:
+        await layers[0].flush()
+        yield layers
+    finally:
+        try:
+            await layers[0].flush()
+        finally:
+            for layer in layers:
+                await close_layer(layer)
+
+
+async def add_members(layer: ChannelLayer, group: str, channels: Sequence[str]) -> None:
+    """group_add every channel, ``ADD_CONCURRENCY`` at a time (untimed set-up)."""
+    for start in range(0, len(channels), ADD_CONCURRENCY):
+        batch = channels[start : start + ADD_CONCURRENCY]
+        await asyncio.gather(*(layer.group_add(group, channel) for channel in batch))
+
+
+# --------------------------------------------------------------------------- one channel
+
+
+async def pump(layer: ChannelLayer, channel: str, count: int) -> float:
+    """Send ``count`` messages while one task receives them; return msgs/s."""
+
+    async def produce() -> None:
+        for index in range(count):
+            await layer.send(channel, message("message", index))
+
+    async def consume() -> None:
+        for _ in range(count):
+            await layer.receive(channel)
+
+    started = time.perf_counter()
+    await asyncio.gather(consume(), produce())
+    return count / (time.perf_counter() - started)
+
+
+def send_receive(sizes: Sizes) -> Workload:
+    """One producer, one consumer: one named, then one process-local channel (msgs/s)."""
+
+    async def run(spec: LayerSpec) -> Metrics:
+        async with fresh_layers(spec, 1, capacity=sizes.messages + 100) as (layer,):
+            await pump(layer, "bench.warmup", 50)
+            named = await pump(layer, "bench.queue", sizes.messages)
+            local_channel = await layer.new_channel()
+            await pump(layer, local_channel, 50)
+            local = await pump(layer, local_channel, sizes.messages)
+        return {"send_receive_named": named, "send_receive_local": local}
+
+    return Workload("send_receive", run, ("send_receive_named", "send_receive_local"))
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def ping_pong(sizes: Sizes) -> Workload:
+    """Two layer instances bounce one message over two named channels: p50/p99 in ms."""
+
+    async def echo(layer: ChannelLayer, count: int) -> None:
+        for _ in range(count):
+            await layer.send("bench.pong", await layer.receive("bench.ping"))
+
+    async def run(spec: LayerSpec) -> Metrics:
+        total = 20 + sizes.round_trips
+        async with fresh_layers(spec, 2, capacity=100) as (client, server):
+            echo_task = asyncio.create_task(echo(server, total))
+            latencies_ms: list[float] = []
+            for index in range(total):
+                started = time.perf_counter()
+                await client.send("bench.ping", message("ping", index))
+                await client.receive("bench.pong")
+                latencies_ms.append((time.perf_counter() - started) * 1000)
+            await echo_task
+        timed = sorted(latencies_ms[20:])
+        return {"ping_pong_p50": percentile(timed, 0.5), "ping_pong_p99": percentile(timed, 0.99)}
+
+    return Workload("ping_pong", run, ("ping_pong_p50", "ping_pong_p99"))
+
+
+# --------------------------------------------------------------------------- groups
+
+
+async def net_input_bytes(client: aioredis.Redis) -> int:
+    """The server's ``total_net_input_bytes`` (every byte clients have sent it)."""
+    return int((await client.info("stats"))["total_net_input_bytes"])
+
+
+async def timed_group_sends(layer: ChannelLayer, group: str, calls: int) -> float:
+    """``calls`` group_send calls in a row after one warm-up call; return the seconds taken."""
+    await layer.group_send(group, message("warmup", -1))
+    started = time.perf_counter()
+    for index in range(calls):
+        await layer.group_send(group, message("group", index))
+    return time.perf_counter() - started
+
+
+def group_send_named(members: int, calls: int) -> Workload:
+    """group_send calls/s to ``members`` named channels nobody reads, and bytes per call.
+
+    The capacity exceeds the calls, so every call really enqueues to every member.
+    """
+    rate_key, bytes_key = f"group_send_named_{members}", f"group_bytes_{members}"
+
+    async def run(spec: LayerSpec) -> Metrics:
+        group = f"bench-group-{members}"
+        info = aioredis.Redis.from_url(spec.url)
+        try:
+            async with fresh_layers(spec, 1, capacity=calls + 10) as (layer,):
+                await add_members(layer, group, [f"bench.member.{i}" for i in range(members)])
+                before = await net_input_bytes(info)
+                elapsed = await timed_group_sends(layer, group, calls)
+                sent = await net_input_bytes(info) - before
+        finally:
+            await info.aclose()
+        # The INFO command itself (about 30 bytes) is included; it is the same for every size.
+        return {rate_key: calls / elapsed, bytes_key: sent / calls}
+
+    return Workload(f"group_send named {members}", run, (rate_key, bytes_key))
+
+
+def group_send_local(members: int, calls: int) -> Workload:
+    """group_send calls/s to ``members`` process-local channels held by a helper process.
+
+    The helper creates the channels with ``new_channel()``, adds them to the group and keeps
+    receiving on all of them; this process only sends, so its numbers exclude receiving.
+    """
+    key = f"group_send_local_{members}"
+
+    async def run(spec: LayerSpec) -> Metrics:
+        group = f"bench-local-{members}"
+        capacity = calls + 10
+        async with fresh_layers(spec, 1, capacity=capacity) as (layer,):
+            with member_process(spec, group, members, capacity):
+                elapsed = await timed_group_sends(layer, group, calls)
+        return {key: calls / elapsed}
+
+    return Workload(f"group_send local {members}", run, (key,))
+
+
+@contextlib.contextmanager
+def member_process(spec: LayerSpec, group: str, members: int, capacity: int) -> Any:
+    """Run :func:`hold_members` in a spawned process until the block ends."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(
+        target=hold_members, args=(spec, group, members, capacity, child), daemon=True
+    )
+    process.start()
+    try:
+        if not parent.poll(HELPER_TIMEOUT_S):
+            raise BenchFailedError(f"member process not ready after {HELPER_TIMEOUT_S:.0f} s")
+        ready = parent.recv()
+        if ready != "ready":
+            raise BenchFailedError(f"member process failed: {ready}")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            parent.send("stop")
+        process.join(10)
+        if process.is_alive():
+            process.terminate()
+            process.join(5)
+        parent.close()
+
+
+def hold_members(spec: LayerSpec, group: str, members: int, capacity: int, conn: Any) -> None:
+    """Helper process body: hold ``members`` process-local channels and drain them."""
+    try:
+        asyncio.run(_hold_members(spec, group, members, capacity, conn))
+    except Exception as exc:  # the parent must hear about it instead of waiting
+        with contextlib.suppress(OSError):
+            conn.send(f"{type(exc).__name__}: {exc}")
+
+
+async def _hold_members(
+    spec: LayerSpec, group: str, members: int, capacity: int, conn: Any
+) -> None:
+    """Create, group_add and receive on the channels until the parent says stop."""
+    layer = spec.build(capacity=capacity)
+    channels = [await layer.new_channel() for _ in range(members)]
+    await add_members(layer, group, channels)
+
+    async def drain(channel: str) -> None:
+        while True:
+            await layer.receive(channel)
+
+    tasks = [asyncio.create_task(drain(channel)) for channel in channels]
+    conn.send("ready")
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_reader(conn.fileno(), stop.set)
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(close_layer(layer), 10)
+
+
+# --------------------------------------------------------------------------- scale and memory
+
+
+def many_channels(
+    sizes: Sizes,
+    key: str = "many_channels",
+    layers: tuple[str, ...] = (OURS, THEIRS),
+    host_options: tuple[tuple[str, Any], ...] = (),
+) -> Workload:
+    """Channels x messages on named channels, every sender and receiver a concurrent task.
+
+    Layers keep their default settings (capacity too). A lost message or a stall is a
+    :class:`BenchFailedError`; the metric is delivered msgs/s.
+    """
+
+    async def run(spec: LayerSpec) -> Metrics:
+        count, per_channel = sizes.many_channels, sizes.many_messages
+        names = [f"bench.many.{index}" for index in range(count)]
+        received = 0
+
+        async def receiver(layer: ChannelLayer, channel: str) -> None:
+            nonlocal received
+            for _ in range(per_channel):
+                await layer.receive(channel)
+                received += 1
+
+        async def sender(layer: ChannelLayer, channel: str) -> None:
+            for index in range(per_channel):
+                await layer.send(channel, message("many", index))
+
+        async with fresh_layers(spec, 2) as (sending, receiving):
+            started = time.perf_counter()
+            work = [receiver(receiving, name) for name in names]
+            work += [sender(sending, name) for name in names]
+            try:
+                await asyncio.wait_for(asyncio.gather(*work), MANY_TIMEOUT_S)
+            except Exception as exc:
+                detail = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+                raise BenchFailedError(
+                    f"{detail} after {time.perf_counter() - started:.1f} s with "
+                    f"{received:,}/{count * per_channel:,} messages received: {exc}"
+                ) from exc
+            elapsed = time.perf_counter() - started
+        return {key: count * per_channel / elapsed}
+
+    return Workload(key.replace("_", " "), run, (key,), layers, host_options)
+
+
+async def used_memory(client: aioredis.Redis) -> int:
+    """Bytes of data in Redis: ``used_memory`` without client buffers, lazy frees finished.
+
+    Client buffers are left out because connections that other runs closed are still
+    being freed while this one measures.
+    """
+    for _ in range(100):
+        info = await client.info("memory")
+        if not int(info.get("lazyfree_pending_objects", 0)):
+            break
+        await asyncio.sleep(0.02)
+    return int(info["used_memory"]) - int(info.get("mem_clients_normal", 0))
+
+
+def memory_per_message(sizes: Sizes) -> Workload:
+    """Bytes of Redis memory per queued message: one named channel, nobody receiving."""
+
+    async def run(spec: LayerSpec) -> Metrics:
+        count = sizes.memory_messages
+        info = aioredis.Redis.from_url(spec.url)
+        try:
+            async with fresh_layers(spec, 1, capacity=count + 10) as (layer,):
+                await layer.send("bench.warmup", message("warmup", 0))
+                before = await used_memory(info)
+                for index in range(count):
+                    await layer.send("bench.memory", message("memory", index))
+                grown = await used_memory(info) - before
+        finally:
+            await info.aclose()
+        return {"memory_per_message": grown / count}
+
+    return Workload("memory", run, ("memory_per_message",))

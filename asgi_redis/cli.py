@@ -1,0 +1,324 @@
+"""``asgi-redis bench``: a short benchmark of asgi_redis against channels_redis.
+
+Runs against ``--hosts`` or a private ``redis-server`` started on a free port, shows a
+progress bar, and prints a table of medians and ratios. channels_redis is optional: when it
+is not installed asgi_redis is measured alone. ``benchmarks/bench.py`` runs the full version
+with the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import math
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TextIO
+
+from . import bench, bench_baselines
+from .bench import OURS, THEIRS, LayerSpec, Sizes, Workload
+
+RUN_TIMEOUT_S = 180.0
+SERVER_START_TIMEOUT_S = 10.0
+PREFIXES = {OURS: "benchar:", THEIRS: "benchcr:"}
+COLUMNS = (OURS, THEIRS)
+SHORT = Sizes(
+    messages=1000,
+    round_trips=300,
+    group_calls=((10, 300), (1000, 30)),
+    local_group_calls=((1000, 20),),
+    many_channels=1000,
+    many_messages=2,
+    memory_messages=2000,
+)
+
+
+@dataclass
+class Results:
+    """metric -> layer -> one value per repetition (NaN when that run failed)."""
+
+    values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, layer: str, metrics: dict[str, float]) -> None:
+        """Record one run's metrics for ``layer``."""
+        for key, value in metrics.items():
+            self.values.setdefault(key, {}).setdefault(layer, []).append(value)
+
+    def median(self, key: str, layer: str) -> float:
+        """Median of the finite values (NaN when there are none)."""
+        finite = [v for v in self.values.get(key, {}).get(layer, []) if not math.isnan(v)]
+        return statistics.median(finite) if finite else math.nan
+
+
+# --------------------------------------------------------------------------- redis-server
+
+
+def free_port() -> int:
+    """A TCP port that is free right now on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def private_redis_server() -> Iterator[str]:
+    """Run a throwaway redis-server (no persistence) on a free port; yield its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server not found on PATH (or pass --hosts redis://...)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="asgi-redis-bench-") as workdir:
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "no", "--dir", workdir, "--loglevel", "warning"]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"redis-server did not start on port {port}")
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                    break
+                time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# --------------------------------------------------------------------------- running
+
+
+def theirs_installed() -> bool:
+    """Whether channels_redis can be imported (it is only needed for the comparison)."""
+    return importlib.util.find_spec("channels_redis") is not None
+
+
+def layer_specs(url: str, with_theirs: bool) -> dict[str, LayerSpec]:
+    """The specs to compare (same options, own prefixes) plus the raw baseline's."""
+    specs = {
+        name: LayerSpec(name, name, url, PREFIXES[name], (("expiry", 60),))
+        for name in COLUMNS
+        if name == OURS or with_theirs
+    }
+    specs[bench_baselines.RAW] = LayerSpec(bench_baselines.RAW, OURS, url, bench.RAW_PREFIX)
+    return specs
+
+
+class Progress:
+    """A plain-text progress bar on one line of ``stream``."""
+
+    def __init__(self, total: int, stream: TextIO | None = None, width: int = 30) -> None:
+        self.total, self.done, self.width = max(total, 1), 0, width
+        self.stream = stream or sys.stderr
+
+    def show(self, label: str) -> None:
+        """Redraw the bar with ``label`` as the step that is running now."""
+        filled = self.width * self.done // self.total
+        bar = "#" * filled + "." * (self.width - filled)
+        self.stream.write(f"\r[{bar}] {self.done:>3}/{self.total} {label[:50]:<50}")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """Complete the bar and end its line."""
+        self.done = self.total
+        self.show("done")
+        self.stream.write("\n")
+
+
+async def run_one(
+    workload: Workload, spec: LayerSpec, column: str, results: Results, rep: int
+) -> None:
+    """Run ``workload`` once for ``spec``; a failure is recorded as NaN plus its error."""
+    try:
+        metrics = await asyncio.wait_for(workload.run(spec), RUN_TIMEOUT_S)
+    except Exception as exc:  # one broken run must not hide the other results
+        detail = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        results.errors.append(f"{workload.name} / {spec.name} (repetition {rep + 1}): {detail}")
+        metrics = dict.fromkeys(workload.keys, math.nan)
+    results.add(column, metrics)
+
+
+async def run_workloads(
+    workloads: Sequence[Workload], specs: dict[str, LayerSpec], reps: int, progress: Progress
+) -> Results:
+    """Every workload ``reps`` times, alternating which layer goes first in each repetition."""
+    results = Results()
+    for rep in range(reps):
+        for workload in workloads:
+            order = list(workload.layers) if rep % 2 == 0 else list(reversed(workload.layers))
+            for column in order:
+                progress.show(f"rep {rep + 1}/{reps} {workload.name} {column}")
+                spec = specs.get(column)
+                if spec is None:
+                    results.add(column, dict.fromkeys(workload.keys, math.nan))
+                else:
+                    spec = replace(spec, host_options=workload.host_options or spec.host_options)
+                    await run_one(workload, spec, column, results, rep)
+                progress.done += 1
+    progress.finish()
+    return results
+
+
+def steps(workloads: Sequence[Workload], reps: int) -> int:
+    """How many runs ``run_workloads`` will make (for the progress bar)."""
+    return reps * sum(len(workload.layers) for workload in workloads)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def describe(key: str) -> tuple[str, str, bool]:
+    """(label, unit, higher_is_better) of a metric key."""
+    kind, _, size = key.rpartition("_")
+    if kind == "group_send_named":
+        return f"group_send {int(size):,} named", "calls/s", True
+    if kind == "group_send_local":
+        return f"group_send {int(size):,} local (other process)", "calls/s", True
+    if kind == "group_bytes":
+        return f"bytes sent per group_send {int(size):,}", "B", False
+    if kind == "raw_script":
+        return f"raw: 1 script, {int(size):,} keys", "calls/s", True
+    fixed = {
+        "send_receive_named": ("send_receive named", "msgs/s", True),
+        "send_receive_local": ("send_receive process-local", "msgs/s", True),
+        "raw_rpush": ("raw: RPUSH loop, 1 round trip each", "msgs/s", True),
+        "raw_pipelined": ("raw: RPUSH, pipelines of 100", "msgs/s", True),
+        "ping_pong_p50": ("ping_pong p50", "ms", False),
+        "ping_pong_p99": ("ping_pong p99", "ms", False),
+        "many_channels": ("many_channels, default settings", "msgs/s", True),
+        "many_channels_pool": ("many_channels, larger pool", "msgs/s", True),
+        "memory_per_message": ("Redis memory per queued message", "B", False),
+    }
+    return fixed.get(key, (key, "", True))
+
+
+def ratio(ours: float, theirs: float, higher_is_better: bool) -> float:
+    """> 1 means asgi_redis is better: ours/theirs for rates, theirs/ours otherwise."""
+    if math.isnan(ours) or math.isnan(theirs) or ours == 0 or theirs == 0:
+        return math.nan
+    return ours / theirs if higher_is_better else theirs / ours
+
+
+def fmt(value: float, unit: str = "x") -> str:
+    """A number for the table: 2 decimals for ms and ratios, thousands otherwise."""
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.2f}" if unit in ("ms", "x") else f"{value:,.0f}"
+
+
+def table_rows(results: Results, keys: Sequence[str]) -> list[list[str]]:
+    """[label, unit, ours, theirs, ratios per repetition, ratio of medians] per metric."""
+    rows = []
+    for key in keys:
+        label, unit, higher = describe(key)
+        per_layer = results.values.get(key, {})
+        if bench_baselines.RAW in per_layer:
+            value = fmt(results.median(key, bench_baselines.RAW), unit)
+            rows.append([label, unit, value, value, "-", "-"])
+            continue
+        ours, theirs = per_layer.get(OURS, []), per_layer.get(THEIRS, [])
+        reps = " ".join(fmt(ratio(a, b, higher)) for a, b in zip(ours, theirs, strict=False))
+        med_ours, med_theirs = results.median(key, OURS), results.median(key, THEIRS)
+        overall = fmt(ratio(med_ours, med_theirs, higher))
+        rows.append([label, unit, fmt(med_ours, unit), fmt(med_theirs, unit), reps or "-", overall])
+    return rows
+
+
+def print_table(results: Results, keys: Sequence[str], stream: TextIO | None = None) -> None:
+    """Medians per layer, the ratio of each repetition and of the medians."""
+    stream = stream or sys.stdout
+    header = ["workload", "unit", OURS, THEIRS, "ratio per repetition", "ratio"]
+    rows = [header, *table_rows(results, keys)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for index, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+        cells += [cell.rjust(width) for cell, width in zip(row[2:], widths[2:], strict=True)]
+        print("  ".join(cells), file=stream)
+        if index == 0:
+            print("  ".join("-" * width for width in widths), file=stream)
+    print(
+        "ratio > 1: asgi_redis is better (ours/theirs for rates, theirs/ours for ms and B).",
+        file=stream,
+    )
+    for error in results.errors:
+        print(f"FAILED {error}", file=stream)
+
+
+def metric_keys(workloads: Sequence[Workload]) -> list[str]:
+    """Every metric key of ``workloads`` in order."""
+    return [key for workload in workloads for key in workload.keys]
+
+
+# --------------------------------------------------------------------------- command
+
+
+def short_workloads(sizes: Sizes) -> list[Workload]:
+    """The workloads of ``asgi-redis bench``."""
+    workloads = [
+        bench.send_receive(sizes),
+        bench_baselines.rpush_loop(sizes),
+        bench.ping_pong(sizes),
+    ]
+    workloads += [bench.group_send_named(m, c) for m, c in sizes.group_calls]
+    workloads += [bench.group_send_local(m, c) for m, c in sizes.local_group_calls]
+    workloads += [bench.many_channels(sizes), bench.memory_per_message(sizes)]
+    return workloads
+
+
+def run_bench(url: str, args: argparse.Namespace) -> int:
+    """Run the short benchmark against ``url``; 1 if an asgi_redis run failed."""
+    with_theirs = theirs_installed()
+    if not with_theirs:
+        print("channels_redis is not installed: measuring asgi_redis alone.")
+    sizes = SHORT.scaled(args.scale)
+    workloads = short_workloads(sizes)
+    specs = layer_specs(url, with_theirs)
+    print(f"asgi-redis bench against {url}, {args.reps} repetition(s), scale {args.scale}")
+    started = time.perf_counter()
+    progress = Progress(steps(workloads, args.reps))
+    results = asyncio.run(run_workloads(workloads, specs, args.reps, progress))
+    print_table(results, metric_keys(workloads))
+    print(f"total {time.perf_counter() - started:.0f} s")
+    return 1 if any(f"/ {OURS} " in error for error in results.errors) else 0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options of ``asgi-redis``."""
+    parser = argparse.ArgumentParser(prog="asgi-redis", description="asgi_redis tools")
+    commands = parser.add_subparsers(dest="command", required=True)
+    bench_cmd = commands.add_parser("bench", help="a short benchmark against channels_redis")
+    bench_cmd.add_argument(
+        "--hosts", metavar="URL", help="Redis server URL (default: start a private redis-server)"
+    )
+    bench_cmd.add_argument("--reps", type=int, default=1, help="repetitions (default 1)")
+    bench_cmd.add_argument(
+        "--scale", type=float, default=1.0, help="multiply message and call counts (default 1)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``asgi-redis`` console command."""
+    args = parse_args(argv)
+    if args.hosts:
+        return run_bench(args.hosts, args)
+    with private_redis_server() as url:
+        return run_bench(url, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

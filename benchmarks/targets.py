@@ -1,0 +1,132 @@
+"""The targets of the benchmark issue, checked against one run's results."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from asgi_redis.bench import OURS, THEIRS
+from asgi_redis.cli import Results, fmt, ratio
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One target: what it asks, what was measured, and whether it was met."""
+
+    target: str
+    measured: str
+    met: bool
+
+    @property
+    def status(self) -> str:
+        """MET or MISSED."""
+        return "MET" if self.met else "MISSED"
+
+
+Check = Callable[[Results], Verdict]
+
+
+def at_least(value: float, minimum: float) -> bool:
+    """``value >= minimum``, false when the value is missing."""
+    return not math.isnan(value) and value >= minimum
+
+
+def ratio_target(key: str, label: str, minimum: float, higher_is_better: bool = True) -> Check:
+    """asgi_redis/channels_redis (rates) or the inverse (latencies) of medians >= minimum."""
+
+    def check(results: Results) -> Verdict:
+        ours, theirs = results.median(key, OURS), results.median(key, THEIRS)
+        value = ratio(ours, theirs, higher_is_better)
+        unit = "n" if higher_is_better else "ms"
+        measured = f"{fmt(value)}x ({fmt(ours, unit)} vs {fmt(theirs, unit)})"
+        return Verdict(
+            f"{label} >= {minimum:g}x channels_redis", measured, at_least(value, minimum)
+        )
+
+    return check
+
+
+def raw_fraction_target(key: str, label: str, minimum: float) -> Check:
+    """asgi_redis's rate as a fraction of the raw one-round-trip RPUSH loop."""
+
+    def check(results: Results) -> Verdict:
+        ours, raw = results.median(key, OURS), results.median("raw_rpush", "raw redis-py")
+        value = ours / raw if raw and not math.isnan(raw) else math.nan
+        measured = f"{value:.0%} ({fmt(ours, 'n')} vs {fmt(raw, 'n')} msgs/s)"
+        return Verdict(
+            f"{label} >= {minimum:.0%} of raw RPUSH loop", measured, at_least(value, minimum)
+        )
+
+    return check
+
+
+def many_channels_target(results: Results) -> Verdict:
+    """Every asgi_redis many_channels run with default settings delivered everything."""
+    values = results.values.get("many_channels", {})
+    ours, theirs = values.get(OURS, []), values.get(THEIRS, [])
+    ok_ours = sum(not math.isnan(v) for v in ours)
+    ok_theirs = sum(not math.isnan(v) for v in theirs)
+    measured = f"asgi_redis {ok_ours}/{len(ours)} runs ok, channels_redis {ok_theirs}/{len(theirs)}"
+    return Verdict(
+        "many_channels works with default settings", measured, bool(ours) and ok_ours == len(ours)
+    )
+
+
+def memory_target(results: Results) -> Verdict:
+    """Bytes of Redis memory per queued message no higher than channels_redis's."""
+    ours = results.median("memory_per_message", OURS)
+    theirs = results.median("memory_per_message", THEIRS)
+    met = not math.isnan(ours) and not math.isnan(theirs) and ours <= theirs
+    return Verdict(
+        "memory per queued message <= channels_redis", f"{ours:.0f} B vs {theirs:.0f} B", met
+    )
+
+
+def bytes_flat_target(sizes: list[int]) -> Check:
+    """Bytes sent per group_send stay within 10% (plus 16 bytes) from the smallest group up."""
+
+    def check(results: Results) -> Verdict:
+        values = [results.median(f"group_bytes_{size}", OURS) for size in sizes]
+        theirs = [results.median(f"group_bytes_{size}", THEIRS) for size in sizes]
+        finite = [value for value in values if not math.isnan(value)]
+        met = len(finite) == len(values) and max(finite) <= min(finite) * 1.1 + 16
+        measured = (
+            f"{fmt(values[0], 'n')} -> {fmt(values[-1], 'n')} B for {sizes[0]:,} -> {sizes[-1]:,} "
+            f"members (channels_redis {fmt(theirs[0], 'n')} -> {fmt(theirs[-1], 'n')} B)"
+        )
+        return Verdict("bytes sent per group_send flat in group size", measured, met)
+
+    return check
+
+
+def checks(group_sizes: list[int]) -> list[Check]:
+    """Every target of the issue, in the order the issue lists them."""
+    return [
+        ratio_target("send_receive_named", "send_receive named", 3),
+        ratio_target("send_receive_local", "send_receive process-local", 3),
+        raw_fraction_target("send_receive_named", "send_receive named", 0.8),
+        raw_fraction_target("send_receive_local", "send_receive process-local", 0.8),
+        ratio_target("ping_pong_p50", "ping_pong p50 (theirs/ours)", 3, higher_is_better=False),
+        ratio_target("group_send_named_1000", "group_send 1,000 named", 5),
+        ratio_target("group_send_named_10000", "group_send 10,000 named", 5),
+        ratio_target("group_send_local_10000", "group_send 10,000 process-local", 2),
+        many_channels_target,
+        memory_target,
+        bytes_flat_target(group_sizes),
+    ]
+
+
+def verdicts(results: Results, group_sizes: list[int]) -> list[Verdict]:
+    """Evaluate every target."""
+    return [check(results) for check in checks(group_sizes)]
+
+
+def print_verdicts(items: list[Verdict]) -> None:
+    """The target table: target, measured value, MET/MISSED."""
+    width = max(len(item.target) for item in items)
+    print()
+    print(f"{'target':<{width}}  {'status':<6}  measured")
+    print(f"{'-' * width}  ------  --------")
+    for item in items:
+        print(f"{item.target:<{width}}  {item.status:<6}  {item.measured}")
