@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 MAX_NAME_LENGTH = 99
-_CHANNEL = re.compile(r"[A-Za-z0-9_.\-]+(![A-Za-z0-9_.\-]*)?")
+# Channels also allows nothing after '!'; we don't: such a name would share its key with the
+# queue of a whole client's process-local channels.
+_CHANNEL = re.compile(r"[A-Za-z0-9_.\-]+(![A-Za-z0-9_.\-]+)?")
 _GROUP = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
@@ -20,7 +22,11 @@ def _check(kind: str, name: object, pattern: re.Pattern[str]) -> str:
     if not pattern.fullmatch(name):
         raise TypeError(
             f"{kind} name {name!r} is invalid: use ASCII letters, digits, '-', '_' and '.'"
-            + (" with at most one '!'" if kind == "channel" else "")
+            + (
+                " with at most one '!', followed by at least one character"
+                if kind == "channel"
+                else ""
+            )
         )
     return name
 

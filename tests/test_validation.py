@@ -31,7 +31,7 @@ BAD_NAMES: list[object] = [
     b"bytes.name",
     ["list"],
 ]
-BAD_CHANNELS: list[object] = [*BAD_NAMES, "a!b!c", "x!caf\u00e9", "x!\n"]
+BAD_CHANNELS: list[object] = [*BAD_NAMES, "a!b!c", "x!caf\u00e9", "x!\n", "nothing.after!"]
 BAD_GROUPS: list[object] = [*BAD_NAMES, "a!b", "x!"]
 GOOD = {"type": "ok"}
 
