@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TextIO
 
-from . import bench, bench_baselines
+from . import bench, bench_baselines, bench_groups
 from .bench import OURS, THEIRS, LayerSpec, Sizes, Workload
 
 RUN_TIMEOUT_S = 180.0
@@ -273,8 +273,8 @@ def short_workloads(sizes: Sizes) -> list[Workload]:
         bench_baselines.rpush_loop(sizes),
         bench.ping_pong(sizes),
     ]
-    workloads += [bench.group_send_named(m, c) for m, c in sizes.group_calls]
-    workloads += [bench.group_send_local(m, c) for m, c in sizes.local_group_calls]
+    workloads += [bench_groups.group_send_named(m, c) for m, c in sizes.group_calls]
+    workloads += [bench_groups.group_send_local(m, c) for m, c in sizes.local_group_calls]
     workloads += [bench.many_channels(sizes), bench.memory_per_message(sizes)]
     return workloads
 

@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 import report
 import targets
 
-from asgi_redis import __version__, bench, bench_baselines, cli
+from asgi_redis import __version__, bench, bench_baselines, bench_groups, cli
 from asgi_redis.bench import OURS, THEIRS, LayerSpec, Sizes, Workload
 
 FULL = Sizes()
@@ -65,8 +65,10 @@ def workloads_for(sizes: Sizes) -> list[Workload]:
         bench_baselines.pipelined_writes(sizes),
         bench.ping_pong(sizes),
     ]
-    result += [bench.group_send_named(members, calls) for members, calls in sizes.group_calls]
-    result += [bench.group_send_local(members, calls) for members, calls in sizes.local_group_calls]
+    result += [bench_groups.group_send_named(size, calls) for size, calls in sizes.group_calls]
+    result += [
+        bench_groups.group_send_local(size, calls) for size, calls in sizes.local_group_calls
+    ]
     result += [bench_baselines.script_keys(sizes, count) for count in sizes.script_keys]
     result += [
         bench.memory_per_message(sizes),
@@ -103,7 +105,7 @@ def encryption_section(url: str, sizes: Sizes, reps: int) -> list[str]:
     columns = (PLAIN, ENCRYPTED, THEIRS_ENCRYPTED)
     workloads = [
         replace(bench.send_receive(sizes), layers=columns),
-        replace(bench.group_send_named(ENCRYPTION_MEMBERS, calls), layers=columns),
+        replace(bench_groups.group_send_named(ENCRYPTION_MEMBERS, calls), layers=columns),
     ]
     progress = cli.Progress(cli.steps(workloads, reps))
     results = asyncio.run(cli.run_workloads(workloads, encryption_specs(url), reps, progress))
