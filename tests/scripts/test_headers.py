@@ -185,3 +185,16 @@ def test_no_keyspace_scans_or_blocking_commands(file_name: str) -> None:
         match = LITERAL_COMMAND.match(argument.strip())
         assert match, f"{file_name}: command name {argument!r} is not a string literal"
         assert match.group(2).upper() not in BANNED_COMMANDS, f"{file_name}: {argument}"
+
+
+def returned_codes(file_name: str) -> dict[str, int]:
+    """The ``Returns  1 word | 0 word`` codes of a script header, by their first word."""
+    line = next(line for line in parse(FILES[file_name]).header.splitlines() if "Returns" in line)
+    codes = re.findall(r"(-?\d+)\s+(\w+)", line.split("Returns", 1)[1])
+    return {word: int(code) for code, word in codes}
+
+
+def test_send_return_codes_match_errors_module() -> None:
+    from asgi_redis import errors
+
+    assert returned_codes("send.lua") == {"queued": errors.SEND_QUEUED, "full": errors.SEND_FULL}
