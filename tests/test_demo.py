@@ -6,6 +6,7 @@ two daphne servers and a runworker process of ``examples/chat``, exactly as ``ma
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -19,10 +20,15 @@ DEMO_TIMEOUT_S = 90
 DEMO = [sys.executable, "-m", "asgi_redis.demo"]
 
 
-def run_demo(*args: str) -> str:
+def run_demo(*args: str, env: dict[str, str] | None = None) -> str:
     """Run the demo to its end; assert it succeeded and return its output."""
     result = subprocess.run(
-        [*DEMO, *args], capture_output=True, text=True, timeout=DEMO_TIMEOUT_S, check=False
+        [*DEMO, *args],
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT_S,
+        check=False,
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -36,6 +42,15 @@ def test_check_round_trip_across_two_servers() -> None:
 
 def test_plain_demo_without_django() -> None:
     output = run_demo("--plain")
+    assert "replied; stopping the workers" in output, output
+
+
+def test_demo_falls_back_to_fakeredis_without_redis_server(tmp_path: Path) -> None:
+    """On a machine with no redis-server binary the demo still runs, on fakeredis's server."""
+    (tmp_path / "python").symlink_to(sys.executable)
+    env = {**os.environ, "PATH": str(tmp_path)}
+    output = run_demo("--plain", env=env)
+    assert "fakeredis" in output, output
     assert "replied; stopping the workers" in output, output
 
 
