@@ -57,6 +57,8 @@ class Host:
         if self.url is None:
             return f"{self.options.get('host', 'localhost')}:{self.options.get('port', 6379)}"
         parts = urlsplit(self.url)
+        if parts.scheme == "unix":
+            return f"unix://{parts.path}"
         netloc = parts.hostname or ""
         if parts.port:
             netloc = f"{netloc}:{parts.port}"

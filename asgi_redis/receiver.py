@@ -27,7 +27,7 @@ from .connections import BLOCK_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
 
-# How many entries one script call may pop from a process-local queue (all are ours).
+# How many entries one pop may take from a process-local queue (all of them are ours).
 LOCAL_BATCH = 100
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0

@@ -93,3 +93,7 @@ async def test_channel_statistics_validates_the_name(redis_url: str) -> None:
     async with RedisChannelLayer(hosts=[redis_url]) as layer:
         with pytest.raises(TypeError, match="bad name"):
             await layer.channel_statistics("bad name")
+
+
+def test_unix_socket_labels_keep_the_path() -> None:
+    assert Host("unix:///run/redis/redis.sock?db=2").label() == "unix:///run/redis/redis.sock"
