@@ -296,13 +296,26 @@ class Receiver:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_releases())
 
     async def _flush_releases(self) -> None:
-        """Run the receive script with no pops, only releases."""
+        """Run the receive script with no pops, only releases; retry while Redis is away.
+
+        Until they reach Redis, delivered messages still count against their channel's
+        capacity. On close, ``close()`` sends what is left itself instead.
+        """
+        backoff_s = BACKOFF_MIN_S
         try:
             await asyncio.sleep(0)  # one call for all deliveries of this loop turn
             while self._releases:  # more may come while a call is under way
-                await self._pop({})
-        except TRANSIENT_ERRORS as exc:
-            logger.warning("Could not update channel counts (%s); will retry", exc)
+                try:
+                    await self._pop({})
+                    backoff_s = BACKOFF_MIN_S
+                except TRANSIENT_ERRORS as exc:
+                    if self._closing:
+                        return
+                    logger.warning(
+                        "Could not update channel counts (%s); retrying in %.1f s", exc, backoff_s
+                    )
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
         finally:
             self._flusher = None
 

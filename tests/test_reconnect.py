@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis.exceptions
 
+from asgi_redis import RedisChannelLayer, commands
 from tests.layer_helpers import blocked_clients, make_layer, receive_within, wait_until
 from tests.servers import RedisServer, free_port
 
@@ -74,3 +76,29 @@ async def test_send_to_a_server_that_never_ran_raises_connection_error() -> None
     async with make_layer(f"redis://127.0.0.1:{free_port()}") as layer:
         with pytest.raises(redis.exceptions.ConnectionError):
             await asyncio.wait_for(layer.send("nowhere", {"type": "x"}), FAIL_FAST_S)
+
+
+async def test_count_releases_are_retried_after_a_failed_call(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delivered message stops counting against capacity even if Redis blinked just then."""
+    real_receive = commands.receive
+    failures = [redis.exceptions.ConnectionError("simulated outage")]
+
+    async def flaky_receive(*args: Any, **kwargs: Any) -> Any:
+        if failures and not any(max_pop for _, _, max_pop in kwargs["queues"]):
+            raise failures.pop()
+        return await real_receive(*args, **kwargs)
+
+    monkeypatch.setattr(commands, "receive", flaky_receive)
+    async with RedisChannelLayer(hosts=[redis_url], capacity=1) as layer:
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "first"})
+        assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": "first"}
+        for _ in range(50):  # the retry comes after a short backoff
+            if (await layer.channel_statistics(channel))["counted"] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert not failures, "the release call never failed: the test did not test anything"
+        await layer.send(channel, {"type": "second"})  # capacity 1: room again
+    assert "retrying" in caplog.text
