@@ -70,3 +70,13 @@ async def test_close_ends_waiting_receives_with_an_error(redis_url: str) -> None
     await layer.send("after.close", {"type": "x"})
     assert await asyncio.wait_for(layer.receive("after.close"), 10) == {"type": "x"}
     await layer.close()
+
+
+async def test_host_given_as_redis_py_options(redis_url: str) -> None:
+    port = int(redis_url.rsplit(":", 1)[1])
+    async with RedisChannelLayer(hosts=[{"host": "127.0.0.1", "port": port}]) as layer:
+        await layer.send("options.host", {"type": "x"})
+        assert await asyncio.wait_for(layer.receive("options.host"), 5) == {"type": "x"}
+    async with RedisChannelLayer(hosts=[("127.0.0.1", port)]) as layer:
+        await layer.send("pair.host", {"type": "y"})
+        assert await asyncio.wait_for(layer.receive("pair.host"), 5) == {"type": "y"}

@@ -97,3 +97,12 @@ async def test_channel_statistics_validates_the_name(redis_url: str) -> None:
 
 def test_unix_socket_labels_keep_the_path() -> None:
     assert Host("unix:///run/redis/redis.sock?db=2").label() == "unix:///run/redis/redis.sock"
+
+
+async def test_statistics_and_flush_work_in_batches(redis_url: str) -> None:
+    """More keys than one SCAN/UNLINK batch (500) are all counted, then all deleted."""
+    async with RedisChannelLayer(hosts=[redis_url], prefix="many") as layer:
+        await asyncio.gather(*(layer.send(f"c{n}", {"type": "x"}) for n in range(1234)))
+        assert (await layer.global_statistics())["queues"] == 1234
+        await layer.flush()
+        assert (await layer.global_statistics())["queues"] == 0
