@@ -212,11 +212,11 @@ def _parse_hosts(hosts: object) -> tuple[Host, ...]:
     if isinstance(hosts, tuple) and len(hosts) == 2 and isinstance(hosts[1], int):
         hosts = [hosts]
     parsed = tuple(_parse_host(host) for host in hosts)
-    if len(parsed) > 1:
-        raise ValueError(
-            f"hosts lists {len(parsed)} servers; this release supports one server "
-            "(sharding over several servers is planned)"
-        )
+    labels = [host.label() for host in parsed]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        # A server's label is its identity for sharding: two entries must not share one.
+        raise ValueError(f"hosts lists the same server more than once: {', '.join(repeated)}")
     return parsed
 
 

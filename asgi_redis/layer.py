@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, ClassVar
 
-from . import codec, commands, config, keys, keyspace, names
+from redis.asyncio import Redis
+
+from . import codec, commands, config, keys, keyspace, names, sharding
 from .buffers import now_ms
 from .connections import Connections
 from .crypto import Encryptor
 from .errors import ChannelFull
-from .receiver import Receiver
+from .receiver import Receiver, receive_from
 
 OPTIONS = (
     "hosts",
@@ -91,8 +93,11 @@ class RedisChannelLayer:
         self.expiry = self.config.expiry_s
         self.group_expiry = self.config.group_expiry_s
         self.capacity = self.config.capacity
-        self._connections = Connections(self.config.hosts[0], self.close)
-        self._receivers: dict[asyncio.AbstractEventLoop, Receiver] = {}
+        # One connection set per server; a channel's server is picked by rendezvous hashing.
+        self._shards = [Connections(host, self.close) for host in self.config.hosts]
+        self._labels = tuple(host.label() for host in self.config.hosts)
+        self._receivers: dict[tuple[asyncio.AbstractEventLoop, int], Receiver] = {}
+        self._client_ids: dict[asyncio.AbstractEventLoop, str] = {}
 
     # -- channels --------------------------------------------------------------------
 
@@ -108,7 +113,7 @@ class RedisChannelLayer:
         now = now_ms()
         suffix = keys.split_channel(channel)[1]
         queued = await commands.send(
-            self._connections.client(),
+            self._client_of(channel),
             queue=keys.queue_key(self.prefix, channel),
             counts=keys.counts_key(self.prefix, channel),
             now_ms=now,
@@ -123,7 +128,7 @@ class RedisChannelLayer:
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for the next message on ``channel``; safe to cancel."""
         names.check_channel(channel)
-        return (await self._receiver().receive_many([channel]))[1]
+        return (await self._receiver(self._shard_of(channel)).receive_many([channel]))[1]
 
     async def receive_many(self, channels: Sequence[str]) -> tuple[str, dict[str, Any]]:
         """Wait for the next message on any of ``channels``; returns (channel, message)."""
@@ -131,12 +136,17 @@ class RedisChannelLayer:
             raise TypeError(f"receive_many takes a non-empty list of channels, got {channels!r}")
         for channel in channels:
             names.check_channel(channel)
-        return await self._receiver().receive_many(list(dict.fromkeys(channels)))
+        by_shard: dict[int, list[str]] = {}
+        for channel in dict.fromkeys(channels):
+            by_shard.setdefault(self._shard_of(channel), []).append(channel)
+        return await receive_from(
+            [(self._receiver(shard), shard_channels) for shard, shard_channels in by_shard.items()]
+        )
 
     async def new_channel(self, prefix: str = "specific.") -> str:
         """A new process-local channel name: ``prefix`` + client id + ``!`` + random."""
         names.check_channel_prefix(prefix)
-        return f"{prefix}{self._receiver().client_id}!{secrets.token_hex(8)}"
+        return f"{prefix}{self._client_id()}!{secrets.token_hex(8)}"
 
     # -- groups ----------------------------------------------------------------------
 
@@ -146,7 +156,7 @@ class RedisChannelLayer:
         names.check_channel(channel)
         capacity = self.config.capacity_for(channel)
         await commands.group_add(
-            self._connections.client(),
+            self._client_of(channel),
             prefix=self.prefix,
             group=group,
             channel=channel,
@@ -160,24 +170,33 @@ class RedisChannelLayer:
         names.check_group(group)
         names.check_channel(channel)
         await commands.group_discard(
-            self._connections.client(), prefix=self.prefix, group=group, channel=channel
+            self._client_of(channel), prefix=self.prefix, group=group, channel=channel
         )
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
-        """Queue ``message`` on every live member of ``group``; full members are skipped."""
+        """Queue ``message`` on every live member of ``group``; full members are skipped.
+
+        Members are stored on the server of their channel, so this is one script per server,
+        run concurrently.
+        """
         names.check_group(group)
         payload = self._codec.dumps(message, f"group {group!r}")
         now = now_ms()
-        await commands.group_send(
-            self._connections.client(),
-            prefix=self.prefix,
-            group=group,
-            now_ms=now,
-            group_ttl_s=self.group_expiry,
-            deadline_ms=now + self.expiry * 1000,
-            payload=payload,
-            capacity=self.capacity,
-            ttl_s=self.expiry,
+        await asyncio.gather(
+            *(
+                commands.group_send(
+                    shard.client(),
+                    prefix=self.prefix,
+                    group=group,
+                    now_ms=now,
+                    group_ttl_s=self.group_expiry,
+                    deadline_ms=now + self.expiry * 1000,
+                    payload=payload,
+                    capacity=self.capacity,
+                    ttl_s=self.expiry,
+                )
+                for shard in self._shards
+            )
         )
 
     @property
@@ -189,16 +208,17 @@ class RedisChannelLayer:
     # -- lifecycle -------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Delete every key under this layer's prefix (and nothing else)."""
-        client = self._connections.client()
-        batch: list[bytes] = []
-        async for key in keyspace.own_keys(client, self.prefix):
-            batch.append(key)
-            if len(batch) >= SCAN_BATCH:
+        """Delete every key under this layer's prefix (and nothing else), on every server."""
+        for shard in self._shards:
+            client = shard.client()
+            batch: list[bytes] = []
+            async for key in keyspace.own_keys(client, self.prefix):
+                batch.append(key)
+                if len(batch) >= SCAN_BATCH:
+                    await client.unlink(*batch)
+                    batch.clear()
+            if batch:
                 await client.unlink(*batch)
-                batch.clear()
-        if batch:
-            await client.unlink(*batch)
         for receiver in self._receivers.values():
             receiver.clear()
 
@@ -215,7 +235,7 @@ class RedisChannelLayer:
         """
         names.check_channel(channel)
         stats = await keyspace.channel_statistics(
-            self._connections.client(),
+            self._client_of(channel),
             prefix=self.prefix,
             channel=channel,
             now_ms=now_ms(),
@@ -229,20 +249,29 @@ class RedisChannelLayer:
         Messages include expired ones that no receive or send has removed yet.
         ``dropped_undecodable`` is this instance's count of undecryptable messages.
         """
-        totals = await keyspace.server_statistics(self._connections.client(), self.prefix)
+        per_server = await asyncio.gather(
+            *(keyspace.server_statistics(shard.client(), self.prefix) for shard in self._shards)
+        )
+        totals = {name: sum(stats[name] for stats in per_server) for name in per_server[0]}
         return {
             **totals,
             "dropped_undecodable": self.dropped_undecodable,
-            "shards": [{"host": self.config.hosts[0].label(), **totals}],
+            "shards": [
+                {"host": label, **stats}
+                for label, stats in zip(self._labels, per_server, strict=True)
+            ],
         }
 
     async def close(self) -> None:
         """Stop reading, return unreceived messages to Redis, close this loop's connections."""
-        receiver = self._receivers.pop(asyncio.get_running_loop(), None)
-        if receiver is not None:
+        loop = asyncio.get_running_loop()
+        for key in [key for key in self._receivers if key[0] is loop]:
+            receiver = self._receivers.pop(key)
             self._dropped_closed += receiver.dropped_undecodable
             await receiver.close()
-        await self._connections.close()
+        self._client_ids.pop(loop, None)
+        for shard in self._shards:
+            await shard.close()
 
     async def __aenter__(self) -> RedisChannelLayer:
         return self
@@ -255,19 +284,37 @@ class RedisChannelLayer:
     ) -> None:
         await self.close()
 
-    def _receiver(self) -> Receiver:
-        """The receiver of the running loop (created on first use)."""
+    def _shard_of(self, channel: str) -> int:
+        """The index of the server that holds ``channel`` (a client's local channels share one)."""
+        return sharding.shard_for(self._labels, keys.split_channel(channel)[0])
+
+    def _client_of(self, channel: str) -> Redis:
+        """The running loop's client for the server that holds ``channel``."""
+        return self._shards[self._shard_of(channel)].client()
+
+    def _client_id(self) -> str:
+        """The running loop's client id, the unique part of its process-local channel names."""
         loop = asyncio.get_running_loop()
-        receiver = self._receivers.get(loop)
+        client_id = self._client_ids.get(loop)
+        if client_id is None:
+            for closed in [other for other in self._client_ids if other.is_closed()]:
+                del self._client_ids[closed]
+            client_id = self._client_ids[loop] = secrets.token_hex(6)
+        return client_id
+
+    def _receiver(self, shard: int) -> Receiver:
+        """The running loop's receiver for one server (created on first use)."""
+        loop = asyncio.get_running_loop()
+        receiver = self._receivers.get((loop, shard))
         if receiver is None:
-            for closed in [other for other in self._receivers if other.is_closed()]:
+            for closed in [key for key in self._receivers if key[0].is_closed()]:
                 self._dropped_closed += self._receivers.pop(closed).dropped_undecodable
             receiver = Receiver(
-                self._connections.client(),
+                self._shards[shard].client(),
                 self.prefix,
-                secrets.token_hex(6),
+                self._client_id(),
                 self.expiry,
                 self._codec,
             )
-            self._receivers[loop] = receiver
+            self._receivers[(loop, shard)] = receiver
         return receiver

@@ -69,24 +69,29 @@ class Receiver:
 
     async def receive_many(self, channels: Sequence[str]) -> tuple[str, dict[str, Any]]:
         """Wait for the next message on any of ``channels``."""
-        loop = asyncio.get_running_loop()
-        while True:
-            for channel in channels:
-                message = self._take(channel)
-                if message is not None:
-                    return channel, message
-            woken: asyncio.Future[None] = loop.create_future()
-            for channel in channels:
-                self._waiters.setdefault(channel, []).append(woken)
-            self._ensure_reader(channels)
-            try:
-                await woken
-            except BaseException:
-                if woken.done() and not woken.cancelled():
-                    self._pass_on(channels)  # we were handed a message we will not take
-                raise
-            finally:
-                self._forget(channels, woken)
+        return await receive_from([(self, channels)])
+
+    def take_any(self, channels: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
+        """A buffered message of the first of ``channels`` that has one, or None."""
+        for channel in channels:
+            message = self._take(channel)
+            if message is not None:
+                return channel, message
+        return None
+
+    def wait_on(self, channels: Sequence[str], woken: asyncio.Future[None]) -> None:
+        """Register ``woken`` to be set when a message for one of ``channels`` arrives."""
+        for channel in channels:
+            self._waiters.setdefault(channel, []).append(woken)
+        self._ensure_reader(channels)
+
+    def stop_waiting(
+        self, channels: Sequence[str], woken: asyncio.Future[None], *, pass_on: bool
+    ) -> None:
+        """Unregister ``woken``; with ``pass_on``, wake others for messages it won't take."""
+        self._forget(channels, woken)
+        if pass_on:
+            self._pass_on(channels)
 
     def _take(self, channel: str) -> dict[str, Any] | None:
         """The next live, decodable buffered message of ``channel``, or None."""
@@ -391,3 +396,31 @@ class Receiver:
         if self._sweep_timer is not None:
             self._sweep_timer.cancel()
             self._sweep_timer = None
+
+
+async def receive_from(
+    parts: Sequence[tuple[Receiver, Sequence[str]]],
+) -> tuple[str, dict[str, Any]]:
+    """Wait for the next message on any channel of ``parts`` (receivers of several servers).
+
+    One future waits in every receiver at once; cancelling the wait loses nothing, since a
+    message stays in its receiver's buffer until a ``receive`` takes it.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        for receiver, channels in parts:
+            got = receiver.take_any(channels)
+            if got is not None:
+                return got
+        woken: asyncio.Future[None] = loop.create_future()
+        for receiver, channels in parts:
+            receiver.wait_on(channels, woken)
+        try:
+            await woken
+        except BaseException:
+            handed = woken.done() and not woken.cancelled()  # woken, then cancelled
+            for receiver, channels in parts:
+                receiver.stop_waiting(channels, woken, pass_on=handed)
+            raise
+        for receiver, channels in parts:
+            receiver.stop_waiting(channels, woken, pass_on=False)
