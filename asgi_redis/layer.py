@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from redis.asyncio import Redis
 
@@ -28,6 +28,7 @@ OPTIONS = (
     "serializer",
 )
 SCAN_BATCH = keyspace.SCAN_BATCH
+T = TypeVar("T")
 
 
 class RedisChannelLayer:
@@ -182,20 +183,17 @@ class RedisChannelLayer:
         names.check_group(group)
         payload = self._codec.dumps(message, f"group {group!r}")
         now = now_ms()
-        await asyncio.gather(
-            *(
-                commands.group_send(
-                    shard.client(),
-                    prefix=self.prefix,
-                    group=group,
-                    now_ms=now,
-                    group_ttl_s=self.group_expiry,
-                    deadline_ms=now + self.expiry * 1000,
-                    payload=payload,
-                    capacity=self.capacity,
-                    ttl_s=self.expiry,
-                )
-                for shard in self._shards
+        await self._on_every_server(
+            lambda client: commands.group_send(
+                client,
+                prefix=self.prefix,
+                group=group,
+                now_ms=now,
+                group_ttl_s=self.group_expiry,
+                deadline_ms=now + self.expiry * 1000,
+                payload=payload,
+                capacity=self.capacity,
+                ttl_s=self.expiry,
             )
         )
 
@@ -249,8 +247,8 @@ class RedisChannelLayer:
         Messages include expired ones that no receive or send has removed yet.
         ``dropped_undecodable`` is this instance's count of undecryptable messages.
         """
-        per_server = await asyncio.gather(
-            *(keyspace.server_statistics(shard.client(), self.prefix) for shard in self._shards)
+        per_server = await self._on_every_server(
+            lambda client: keyspace.server_statistics(client, self.prefix)
         )
         totals = {name: sum(stats[name] for stats in per_server) for name in per_server[0]}
         return {
@@ -283,6 +281,12 @@ class RedisChannelLayer:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+    async def _on_every_server(self, call: Callable[[Redis], Awaitable[T]]) -> list[T]:
+        """Run ``call`` with each server's client, concurrently when there are several."""
+        if len(self._shards) == 1:  # the common case: no task per call on the hot path
+            return [await call(self._shards[0].client())]
+        return list(await asyncio.gather(*(call(shard.client()) for shard in self._shards)))
 
     def _shard_of(self, channel: str) -> int:
         """The index of the server that holds ``channel`` (a client's local channels share one)."""
