@@ -16,7 +16,6 @@ import django
 import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.test.utils import override_settings
 
 if not settings.configured:
     settings.configure(
@@ -28,8 +27,10 @@ if not settings.configured:
     django.setup()
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from channels.layers import BaseChannelLayer, channel_layers, get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
 from channels.testing import WebsocketCommunicator
+
+from tests.django_layers import default_layer, layer_config
 
 BACKEND = "asgi_redis.RedisChannelLayer"
 ROOM = "room"
@@ -62,20 +63,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 @pytest.fixture
 def layer_settings(redis_url: str) -> Iterator[None]:
     """Point the default channel layer at this test's redis-server, with a fresh instance."""
-    layers = {"default": {"BACKEND": BACKEND, "CONFIG": {"hosts": [redis_url]}}}
-    channel_layers.backends = {}
-    with override_settings(CHANNEL_LAYERS=layers):
+    with layer_config({"hosts": [redis_url]}):
         yield
-    channel_layers.backends = {}
 
 
 @pytest.fixture
 async def layer(layer_settings: None) -> AsyncIterator[BaseChannelLayer]:
     """The layer instance the consumers use; closed when the test ends."""
-    instance = get_channel_layer()
-    assert type(instance).__module__.startswith("asgi_redis"), type(instance)
-    yield instance
-    await instance.close()
+    async with default_layer() as instance:
+        yield instance
 
 
 async def connect_client() -> tuple[WebsocketCommunicator, str]:

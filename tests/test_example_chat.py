@@ -18,7 +18,6 @@ import django
 import pytest
 from django.conf import settings
 from django.test import RequestFactory
-from django.test.utils import override_settings
 
 from asgi_redis import demo_chat
 
@@ -29,11 +28,13 @@ if not settings.configured:
 
 sys.path.insert(0, str(demo_chat.EXAMPLE_DIR))
 
-from channels.layers import BaseChannelLayer, channel_layers, get_channel_layer
+from channels.layers import BaseChannelLayer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from chat import views
 from chat.routing import websocket_urlpatterns
+
+from tests.django_layers import default_layer, layer_config
 
 PREFIX = "chat:"  # the example project's prefix, so the runworker processes share our keys
 TIMEOUT_S = 5.0
@@ -44,21 +45,15 @@ JOBS = 40
 @pytest.fixture
 def layer_settings(redis_url: str) -> Iterator[None]:
     """The example's layer configuration, pointed at this test's redis-server."""
-    config = {"hosts": [redis_url], "prefix": PREFIX}
-    layers = {"default": {"BACKEND": "asgi_redis.RedisChannelLayer", "CONFIG": config}}
-    channel_layers.backends = {}
-    with override_settings(CHANNEL_LAYERS=layers, CHAT_SERVER_NAME="test server"):
+    with layer_config({"hosts": [redis_url], "prefix": PREFIX}, CHAT_SERVER_NAME="test server"):
         yield
-    channel_layers.backends = {}
 
 
 @pytest.fixture
 async def layer(layer_settings: None) -> AsyncIterator[BaseChannelLayer]:
     """The layer instance the consumers use; closed when the test ends."""
-    instance = get_channel_layer()
-    assert type(instance).__module__.startswith("asgi_redis"), type(instance)
-    yield instance
-    await instance.close()
+    async with default_layer() as instance:
+        yield instance
 
 
 async def join(room: str = "lobby") -> tuple[WebsocketCommunicator, str]:
