@@ -46,7 +46,6 @@ class Receiver:
         expiry_s: int,
         codec: Codec | None = None,
     ) -> None:
-        self.client_id = client_id
         self.dropped_undecodable = 0  # messages that failed to decrypt or deserialize
         self._codec = codec or Codec(MsgpackSerializer())
         self._client = client
