@@ -47,6 +47,28 @@ class Buffers:
         """Queue ``item`` for ``channel``."""
         self._items.setdefault(channel, deque()).append(item)
 
+    def channels(self) -> list[str]:
+        """Channels that have buffered items."""
+        return [channel for channel, items in self._items.items() if items]
+
+    def take_newest(self, channel: str, count: int) -> list[Item]:
+        """Remove up to ``count`` of the newest live items of ``channel``, oldest first.
+
+        They are not reported as leaving: they go back to Redis still counted.
+        """
+        items = self._items.get(channel)
+        taken: list[Item] = []
+        while items and len(taken) < count:
+            taken.append(items.pop())
+        if items is not None and not items:
+            del self._items[channel]
+        deadline = now_ms()
+        live = [item for item in reversed(taken) if item.deadline_ms > deadline]
+        for item in taken:
+            if item.deadline_ms <= deadline:
+                self._leave(item)
+        return live
+
     def count(self, channel: str) -> int:
         """How many items wait for ``channel``."""
         return len(self._items.get(channel, ()))

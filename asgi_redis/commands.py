@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -97,3 +98,62 @@ async def group_send(
     ]
     delivered, full = await run(client, "group_send", group_keys, args)
     return int(delivered), int(full)
+
+
+async def requeue(
+    client: Redis, *, queue: str, token_key: str, entries: Sequence[bytes], expiry_s: int
+) -> int:
+    """Run lua/requeue.lua: ``entries`` (oldest first) back at the head of ``queue``.
+
+    Safe to retry with the same ``token_key``: a second run pushes nothing. Returns how many
+    entries were pushed.
+    """
+    args: list[str | bytes | int] = [expiry_s * 1000, expiry_s, *entries]
+    return int(await run(client, "requeue", [queue, token_key], args))
+
+
+async def multi_pop(
+    client: Redis, queues: Sequence[str], count: int, timeout_s: float
+) -> tuple[str, list[bytes]] | None:
+    """BLMPOP: up to ``count`` entries from the first non-empty of ``queues``, or None.
+
+    Raises ``ResponseError`` on servers without BLMPOP (Redis < 7).
+    """
+    result = await client.blmpop(timeout_s, len(queues), *queues, direction="LEFT", count=count)
+    if result is None:
+        return None
+    popped_from, entries = result
+    return _text(popped_from), [_data(entry) for entry in entries]
+
+
+async def single_pop(
+    client: Redis, queues: Sequence[str], timeout_s: float
+) -> tuple[str, list[bytes]] | None:
+    """BLPOP (for Redis < 7): one entry from the first non-empty of ``queues``, or None."""
+    result = await client.blpop(list(queues), timeout=timeout_s)
+    if result is None:
+        return None
+    return _text(result[0]), [_data(result[1])]
+
+
+async def ping(client: Redis) -> None:
+    """One PING: raises when the server cannot be reached."""
+    await client.ping()
+
+
+async def wake(client: Redis, *, wake_key: str, ttl_s: int) -> None:
+    """Push one token to a reader's wake list so its blocking pop returns."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.rpush(wake_key, b"1")
+        pipe.expire(wake_key, ttl_s)
+        await pipe.execute()
+
+
+def _text(value: Any) -> str:
+    """A key name as text (redis-py hands back bytes)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _data(value: Any) -> bytes:
+    """An entry as bytes."""
+    return value if isinstance(value, bytes) else value.encode()

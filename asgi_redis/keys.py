@@ -11,6 +11,8 @@ Key kinds (all start with the layer prefix, then one letter and a colon):
 - ``c:<group>``           hash, member = channel, value = capacity, only where it differs
                           from the layer's default capacity.
 - ``w:<client>``          list, wake-up tokens for one process's blocked reader.
+- ``r:<queue part>/<id>`` string, marks a hand-back of popped entries to that queue as done,
+                          so a retried hand-back never pushes them twice.
 
 Queue entry: ``DEADLINE`` (13 ASCII digits, ms since the epoch) ``NN`` (2 ASCII digits,
 length of the suffix) ``SUFFIX`` (the process-local part after ``!``, empty for named
@@ -21,7 +23,7 @@ byte length and the suffixes joined with ``,``.
 
 from __future__ import annotations
 
-KINDS = "qncgw"
+KINDS = "qncgwr"
 DEADLINE_DIGITS = 13
 SUFFIX_LEN_DIGITS = 2
 HEADER_LEN = DEADLINE_DIGITS + SUFFIX_LEN_DIGITS
@@ -62,6 +64,16 @@ def group_capacity_key(prefix: str, group: str) -> str:
 def wake_key(prefix: str, client: str) -> str:
     """The list a process pushes to so its own blocked reader wakes up."""
     return f"{prefix}w:{client}"
+
+
+def queue_part(prefix: str, queue: str) -> str:
+    """The channel part of a queue key: ``asgi:q:a.b!`` -> ``a.b!``; ``asgi:q:jobs`` -> ``jobs``."""
+    return queue[len(prefix) + 2 :]
+
+
+def requeue_token_key(prefix: str, queue: str, token: str) -> str:
+    """The marker of one hand-back of entries to ``queue`` (a queue key)."""
+    return f"{prefix}r:{queue_part(prefix, queue)}/{token}"
 
 
 def scan_patterns(prefix: str, kinds: str = KINDS) -> list[str]:

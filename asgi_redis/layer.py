@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -28,6 +29,7 @@ OPTIONS = (
     "serializer",
 )
 SCAN_BATCH = keyspace.SCAN_BATCH
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -261,15 +263,34 @@ class RedisChannelLayer:
         }
 
     async def close(self) -> None:
-        """Stop reading, return unreceived messages to Redis, close this loop's connections."""
+        """Stop reading, return unreceived messages to Redis, close this loop's connections.
+
+        Every server is dealt with even when one fails; then the first failure is raised.
+        Messages that could not be returned stay in this process, and calling ``close``
+        again retries (the connections are only closed once nothing is left to return).
+        """
         loop = asyncio.get_running_loop()
+        errors: list[Exception] = []
         for key in [key for key in self._receivers if key[0] is loop]:
-            receiver = self._receivers.pop(key)
+            receiver = self._receivers[key]
+            try:
+                await receiver.close()
+            except Exception as exc:
+                logger.error("Could not return buffered messages to Redis: %r", exc)
+                errors.append(exc)
+                continue
+            del self._receivers[key]
             self._dropped_closed += receiver.dropped_undecodable
-            await receiver.close()
+        if errors:
+            raise errors[0]
         self._client_ids.pop(loop, None)
         for shard in self._shards:
-            await shard.close()
+            try:
+                await shard.close()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     async def __aenter__(self) -> RedisChannelLayer:
         return self
@@ -319,6 +340,7 @@ class RedisChannelLayer:
                 self._client_id(),
                 self.expiry,
                 self._codec,
+                self._labels[shard],
             )
             self._receivers[(loop, shard)] = receiver
         return receiver

@@ -1,0 +1,141 @@
+"""What a process owes Redis after popping: count releases, and entries it will not deliver."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from . import commands, keys
+from .buffers import now_ms
+from .sidetask import SideTask
+
+
+class Releases:
+    """Process-local messages that left this process (delivered, dropped, expired).
+
+    They count against their channel's capacity until the counts hash hears of it, which a
+    side task does soon after, in one script call for everything released meanwhile.
+    """
+
+    def __init__(self, client: Redis, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._pending: list[tuple[str, str]] = []  # (queue key, suffix)
+        self._task = SideTask("update channel counts", self._write)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, queue: str, suffix: str) -> None:
+        """One message of the local channel ``suffix`` of ``queue`` no longer counts."""
+        self._pending.append((queue, suffix))
+        self._task.start()
+
+    def clear(self) -> None:
+        """Forget pending releases (their keys were flushed)."""
+        self._pending.clear()
+
+    async def close(self) -> None:
+        """Stop the side task and write what is left once; raises if Redis refuses."""
+        await self._task.stop()
+        await self._write()
+
+    async def _write(self) -> bool:
+        """Send the pending releases; False when there were none."""
+        batch, self._pending = self._pending, []
+        if not batch:
+            return False
+        queues: list[tuple[str, str, int]] = []
+        index: dict[str, int] = {}
+        pairs = []
+        for queue, suffix in batch:
+            if queue not in index:
+                index[queue] = len(queues)
+                counts = keys.counts_key(self._prefix, keys.queue_part(self._prefix, queue))
+                queues.append((queue, counts, 0))
+            pairs.append((index[queue], suffix))
+        try:
+            await commands.receive(self._client, now_ms=now_ms(), queues=queues, releases=pairs)
+        except BaseException:
+            self._pending[:0] = batch
+            raise
+        return True
+
+
+class Returns:
+    """Popped entries this process will not deliver, on their way back to their queues' heads.
+
+    ``collect`` hands over the entries to return (by queue key, oldest first) and forgets them
+    locally. Each batch gets a token, so a retry after a lost reply never pushes twice.
+    ``on_returned`` is told when a queue has nothing on its way back any more.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        prefix: str,
+        expiry_s: int,
+        collect: Callable[[], dict[str, list[bytes]]],
+        on_returned: Callable[[str], None],
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._expiry_s = expiry_s
+        self._collect = collect
+        self._on_returned = on_returned
+        self._batches: list[tuple[str, str, list[bytes]]] = []  # (queue, token key, entries)
+        self._task = SideTask("return undelivered messages to Redis", self._write)
+
+    def __len__(self) -> int:
+        return sum(len(entries) for _, _, entries in self._batches)
+
+    @property
+    def returning(self) -> set[str]:
+        """Queue keys with entries on their way back: popping there now would overtake them."""
+        return {queue for queue, _, _ in self._batches}
+
+    def request(self) -> None:
+        """Look for entries to return on the next loop turn."""
+        self._task.start()
+
+    def add(self, by_queue: dict[str, list[bytes]]) -> None:
+        """Return these entries (by queue key, oldest first)."""
+        for queue, entries in by_queue.items():
+            if entries:
+                token = keys.requeue_token_key(self._prefix, queue, secrets.token_hex(8))
+                self._batches.append((queue, token, entries))
+
+    def clear(self) -> None:
+        """Forget pending returns (their keys were flushed)."""
+        self._batches.clear()
+
+    async def close(self, remaining: dict[str, list[bytes]]) -> None:
+        """Return ``remaining`` and anything pending now; raises if Redis refuses.
+
+        What could not be written stays pending, so a later ``close`` tries again.
+        """
+        await self._task.stop()
+        self.add(remaining)
+        while await self._write():
+            pass
+
+    async def _write(self) -> bool:
+        """Write every pending batch; False when there was nothing to write."""
+        self.add(self._collect())
+        if not self._batches:
+            return False
+        while self._batches:
+            queue, token_key, entries = self._batches[0]
+            await commands.requeue(
+                self._client,
+                queue=queue,
+                token_key=token_key,
+                entries=entries,
+                expiry_s=self._expiry_s,
+            )
+            self._batches.pop(0)
+            if queue not in self.returning:
+                self._on_returned(queue)
+        return True

@@ -1,0 +1,214 @@
+"""The one task of an event loop that pops from one Redis server for the waiting receives.
+
+Callers never pop and can never cancel this task: a blocking pop that is cut off after the
+server answered would lose what it popped. It pops only what the demand asks for, hands every
+entry to ``dispatch``, and stops when nobody waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from . import commands, keys
+from .buffers import now_ms
+from .connections import BLOCK_TIMEOUT_S
+from .sidetask import BACKOFF_MAX_S, BACKOFF_MIN_S
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+# How long close() waits for a pop under way (the wake token makes it return at once).
+STOP_TIMEOUT_S = BLOCK_TIMEOUT_S + 2
+
+
+class Reader:
+    """Blocking pops on one server for the queues ``wanted`` names.
+
+    Args:
+        client: the loop's client for the server.
+        prefix: the layer's key prefix.
+        wake_key: this process's wake list on that server (pushing to it ends a blocking pop).
+        label: the server's address for messages (no password).
+        wanted: queue key -> how many entries the waiting receives want now ({} = stop).
+        dispatch: called with (queue key, entry) for every popped entry.
+        on_unreachable: called when the server could not be reached and never was by this
+            reader: waiting receives should fail instead of waiting through a typo.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        prefix: str,
+        wake_key: str,
+        label: str,
+        wanted: Callable[[], dict[str, int]],
+        dispatch: Callable[[str, bytes], None],
+        on_unreachable: Callable[[Exception], None],
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._wake_key = wake_key
+        self._label = label
+        self._wanted = wanted
+        self._dispatch = dispatch
+        self._on_unreachable = on_unreachable
+        self._task: asyncio.Task[None] | None = None
+        self._wakes: set[asyncio.Task[None]] = set()
+        self._blocking_on: frozenset[str] | None = None
+        self._woken = False
+        self._stopping = False
+        self._reached = False
+        self._multi_pop = True  # BLMPOP until the server says it has none
+
+    @property
+    def running(self) -> bool:
+        """Whether the reader task is alive."""
+        return self._task is not None
+
+    def ensure(self, queues: list[str]) -> None:
+        """Start the reader, or wake it when it blocks on a set lacking one of ``queues``."""
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.get_running_loop().create_task(self._read())
+        elif self._blocking_on is not None and any(q not in self._blocking_on for q in queues):
+            self.wake()
+
+    def reconsider(self) -> None:
+        """Wake the reader if it blocks on a queue nobody wants any more."""
+        if self._blocking_on is not None and not self._blocking_on <= set(self._wanted()):
+            self.wake()
+
+    def wake(self) -> None:
+        """Make the blocking pop return, so the reader looks at the demand again."""
+        if self._woken:
+            return
+        self._woken = True
+        task = asyncio.get_running_loop().create_task(self._push_wake())
+        self._wakes.add(task)
+        task.add_done_callback(self._wakes.discard)
+
+    async def stop(self) -> None:
+        """End the reader; a pop under way completes and is dispatched first.
+
+        Only when the server does not answer within ``STOP_TIMEOUT_S`` is the task cancelled;
+        what that pop took is then lost (logged).
+        """
+        self._stopping = True
+        task = self._task
+        if task is not None:
+            if self._blocking_on is not None:
+                self._woken = False
+                await self._push_wake()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                logger.warning("Redis at %s did not answer; stopped reading anyway", self._label)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        for wake in list(self._wakes):
+            wake.cancel()
+        await asyncio.gather(*self._wakes, return_exceptions=True)
+
+    async def _push_wake(self) -> None:
+        """Push one token to the wake list; a failure only delays the reader."""
+        try:
+            await commands.wake(self._client, wake_key=self._wake_key, ttl_s=BLOCK_TIMEOUT_S * 2)
+        except Exception as exc:
+            logger.warning("Could not wake the reader on %s: %r", self._label, exc)
+
+    async def _read(self) -> None:
+        """Pop for waiting receives until nobody waits."""
+        backoff_s = BACKOFF_MIN_S
+        try:
+            while not self._stopping:
+                try:
+                    if not self._reached:
+                        await commands.ping(self._client)  # tells a typo from an outage
+                        self._reached = True
+                    if not await self._read_once():
+                        return
+                    backoff_s = BACKOFF_MIN_S
+                except TRANSIENT_ERRORS as exc:
+                    if not self._reached:  # a typo or a server that is not up: say so now
+                        self._on_unreachable(exc)
+                    else:
+                        logger.warning(
+                            "Redis at %s unavailable (%s); retrying in %.1f s",
+                            *(self._label, exc, backoff_s),
+                        )
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+                except Exception:
+                    label = self._label
+                    logger.exception("Reader on %s failed; retrying in %.1f s", label, backoff_s)
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+        finally:
+            self._task = None
+            self._blocking_on = None
+
+    async def _read_once(self) -> bool:
+        """One round of popping; False when nobody waits any more."""
+        wanted = self._wanted()
+        if not wanted:
+            return False
+        if self._multi_pop:
+            await self._block(wanted)
+        elif not await self._pop(wanted):  # Redis < 7: the script, then BLPOP
+            wanted = self._wanted()
+            if wanted and not self._stopping:
+                await self._block(wanted)
+        return True
+
+    async def _pop(self, wanted: dict[str, int]) -> bool:
+        """Non-blocking pop with the receive script (Redis < 7); True if it popped."""
+        queues = [
+            (queue, keys.counts_key(self._prefix, keys.queue_part(self._prefix, queue)), count)
+            for queue, count in wanted.items()
+        ]
+        popped = await commands.receive(self._client, now_ms=now_ms(), queues=queues)
+        for pos, entry in popped:
+            self._dispatch(queues[pos][0], entry)
+        return bool(popped)
+
+    async def _block(self, wanted: dict[str, int]) -> None:
+        """Blocking pop on the wanted queues and the wake list.
+
+        BLMPOP takes a batch from the first non-empty queue in one round trip; its single COUNT
+        is the smallest demand, so a named channel never gets more than its waiters asked for.
+        """
+        queues = list(wanted)
+        self._blocking_on = frozenset(queues)
+        self._woken = False
+        shift = int(time.monotonic() * 1000) % len(queues)  # no queue always comes first
+        order = [*queues[shift:], *queues[:shift], self._wake_key]
+        try:
+            if self._multi_pop:
+                result = await self._multi_pop_or_fall_back(order, min(wanted.values()))
+            else:
+                result = await commands.single_pop(self._client, order, BLOCK_TIMEOUT_S)
+        finally:
+            self._blocking_on = None
+        if result is not None and result[0] != self._wake_key:
+            for entry in result[1]:
+                self._dispatch(result[0], entry)
+
+    async def _multi_pop_or_fall_back(self, order: list[str], count: int) -> Any:
+        """BLMPOP (Redis >= 7); on servers without it, switch to the script and BLPOP."""
+        try:
+            return await commands.multi_pop(self._client, order, count, BLOCK_TIMEOUT_S)
+        except ResponseError as exc:
+            if "unknown command" not in str(exc).lower():
+                raise
+            logger.info("Redis has no BLMPOP; popping with the script and BLPOP instead")
+            self._multi_pop = False
+            return None
