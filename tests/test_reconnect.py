@@ -102,3 +102,11 @@ async def test_count_releases_are_retried_after_a_failed_call(
         assert not failures, "the release call never failed: the test did not test anything"
         await layer.send(channel, {"type": "second"})  # capacity 1: room again
     assert "retrying" in caplog.text
+
+
+async def test_receive_from_a_server_that_never_ran_fails_naming_it() -> None:
+    """A typo in ``hosts`` is an error, not an endless retry that looks like a hang."""
+    port = free_port()
+    async with make_layer(f"redis://127.0.0.1:{port}") as layer:
+        with pytest.raises(redis.exceptions.ConnectionError, match=f"127.0.0.1:{port}"):
+            await asyncio.wait_for(layer.receive("nowhere"), FAIL_FAST_S)
