@@ -11,7 +11,7 @@ port of 127.0.0.1 and stops it at the end. With ``--hosts`` it only deletes keys
 own prefixes, never the rest of the database. A full run (not ``--quick``) rewrites
 ``RESULTS.md`` and ``group_send.png`` next to this file unless ``--no-write`` is given.
 
-The workloads live in ``asgi_redis.bench`` (shared with ``asgi-redis bench``); this script
+The workloads live in ``asgi_redis.cli.bench`` (shared with ``asgi-redis bench``); this script
 adds the full sizes, the raw baselines, the targets, the encryption table and the report.
 See ``benchmarks/README.md`` for what each workload measures.
 """
@@ -37,8 +37,10 @@ import redis.asyncio as aioredis
 import report
 import targets
 
-from asgi_redis import __version__, bench, bench_baselines, bench_groups, cli
-from asgi_redis.bench import OURS, THEIRS, LayerSpec, Sizes, Workload
+from asgi_redis import __version__
+from asgi_redis.cli import bench, bench_baselines, bench_groups
+from asgi_redis.cli import main as cli
+from asgi_redis.cli.bench import OURS, THEIRS, LayerSpec, Sizes, Workload
 
 FULL = Sizes()
 QUICK = Sizes(

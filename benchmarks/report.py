@@ -10,8 +10,8 @@ from pathlib import Path
 
 from targets import Verdict
 
-from asgi_redis.bench import OURS, THEIRS
-from asgi_redis.cli import Results, table_rows
+from asgi_redis.cli.bench import OURS, THEIRS
+from asgi_redis.cli.main import Results, table_rows
 
 HERE = Path(__file__).resolve().parent
 RESULTS_MD = HERE / "RESULTS.md"

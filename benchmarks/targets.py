@@ -6,8 +6,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from asgi_redis.bench import OURS, THEIRS
-from asgi_redis.cli import Results, fmt, ratio
+from asgi_redis.cli.bench import OURS, THEIRS
+from asgi_redis.cli.main import Results, fmt, ratio
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_bench_command_prints_the_table(redis_url: str) -> None:
     """The command runs every short workload against the given server and exits 0."""
-    command = [sys.executable, "-m", "asgi_redis.cli", "bench", "--hosts", redis_url]
+    command = [sys.executable, "-m", "asgi_redis.cli.main", "bench", "--hosts", redis_url]
     done = subprocess.run(
         [*command, "--scale", "0.01"], capture_output=True, text=True, timeout=50, check=False
     )
@@ -28,7 +28,7 @@ def test_bench_command_prints_the_table(redis_url: str) -> None:
 def test_bench_help_lists_the_options() -> None:
     """``asgi-redis bench --help`` documents --hosts and --scale."""
     done = subprocess.run(
-        [sys.executable, "-m", "asgi_redis.cli", "bench", "--help"],
+        [sys.executable, "-m", "asgi_redis.cli.main", "bench", "--help"],
         capture_output=True,
         text=True,
         timeout=30,

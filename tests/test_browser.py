@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from asgi_redis import demo_chat
+from asgi_redis.cli import demo_chat
 from tests.conftest import redis_required
 
 CHROMIUM_ARGS = [

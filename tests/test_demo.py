@@ -1,4 +1,4 @@
-"""``make demo`` cannot rot: every mode of ``python -m asgi_redis.demo`` runs here.
+"""``make demo`` cannot rot: every mode of ``python -m asgi_redis.cli.demo`` runs here.
 
 The demo starts its own embedded Redis (a private redis-server, or fakeredis's TCP server),
 two daphne servers and a runworker process of ``examples/chat``, exactly as ``make demo`` does.
@@ -17,7 +17,7 @@ import urllib.parse
 from pathlib import Path
 
 DEMO_TIMEOUT_S = 90
-DEMO = [sys.executable, "-m", "asgi_redis.demo"]
+DEMO = [sys.executable, "-m", "asgi_redis.cli.demo"]
 
 
 def run_demo(*args: str, env: dict[str, str] | None = None) -> str:

@@ -19,7 +19,7 @@ import pytest
 from django.conf import settings
 from django.test import RequestFactory
 
-from asgi_redis import demo_chat
+from asgi_redis.cli import demo_chat
 
 if not settings.configured:
     # The same minimal settings as test_django.py: whichever module is imported first wins.

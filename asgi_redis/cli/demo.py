@@ -1,4 +1,4 @@
-"""Demo (``make demo``, ``python -m asgi_redis.demo``).
+"""Demo (``make demo``, ``python -m asgi_redis.cli.demo``).
 
 By default it runs the Django Channels chat example (``examples/chat``) on an embedded Redis:
 two daphne servers on two ports behind one layer and a ``runworker`` process, until Ctrl-C.
@@ -26,7 +26,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from asgi_redis import RedisChannelLayer, demo_chat
+from asgi_redis import RedisChannelLayer
+from asgi_redis.cli import demo_chat
 
 GROUP = "lobby"
 REPLIES = "demo.replies"

@@ -28,7 +28,7 @@ from websockets.sync.client import connect as ws_connect
 from websockets.typing import Origin
 
 HOST = "127.0.0.1"
-EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "chat"
+EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "chat"
 WORKER_CHANNEL = "chat.shout"
 ROOM = "lobby"
 START_TIMEOUT_S = 45.0
