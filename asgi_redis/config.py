@@ -7,9 +7,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from . import codec, crypto
+from . import codec, crypto, redis_options
 
 DEFAULT_HOST = "redis://localhost:6379"
 DEFAULT_SENTINEL_PORT = 26379
@@ -51,18 +51,14 @@ class Host:
     sentinel: SentinelService | None = None
 
     def label(self) -> str:
-        """The server's address for display, without any password."""
+        """The server's canonical address, its identity for sharding; never a password.
+
+        ``redis://h``, ``redis://h:6379/0``, ``("h", 6379)`` and ``{"host": "h"}`` all give
+        ``redis://h:6379/0``, so processes that spell one server differently shard alike.
+        """
         if self.sentinel is not None:
             return self.sentinel.label()
-        if self.url is None:
-            return f"{self.options.get('host', 'localhost')}:{self.options.get('port', 6379)}"
-        parts = urlsplit(self.url)
-        if parts.scheme == "unix":
-            return f"unix://{parts.path}"
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc = f"{netloc}:{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        return redis_options.identity(redis_options.effective_options(self.url, self.options))
 
 
 @dataclass(frozen=True)
@@ -212,12 +208,26 @@ def _parse_hosts(hosts: object) -> tuple[Host, ...]:
     if isinstance(hosts, tuple) and len(hosts) == 2 and isinstance(hosts[1], int):
         hosts = [hosts]
     parsed = tuple(_parse_host(host) for host in hosts)
+    for host in parsed:
+        _check_options(host)
     labels = [host.label() for host in parsed]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
         # A server's label is its identity for sharding: two entries must not share one.
         raise ValueError(f"hosts lists the same server more than once: {', '.join(repeated)}")
     return parsed
+
+
+def _check_options(host: Host) -> None:
+    """Check a host's options with redis-py's own rules and against the layer's guarantees."""
+    if host.sentinel is not None:
+        redis_options.check_keys(host.options, sentinel=True)
+        redis_options.check_sentinel_kwargs(host.sentinel.sentinel_options)
+        redis_options.check_guarantees(host.options)
+        return
+    options = redis_options.effective_options(host.url, host.options)
+    redis_options.check_keys(options)
+    redis_options.check_guarantees(options)
 
 
 def _parse_rules(rules: object) -> tuple[tuple[re.Pattern[str], int], ...]:

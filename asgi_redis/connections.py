@@ -16,13 +16,12 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from .config import Host, SentinelService
+from .redis_options import BLOCK_TIMEOUT_S, SOCKET_TIMEOUT_S
+
+__all__ = ["BLOCK_TIMEOUT_S", "SOCKET_TIMEOUT_S", "Connections", "make_client"]
 
 logger = logging.getLogger(__name__)
 
-# The longest a blocking pop waits before the reader looks around again.
-BLOCK_TIMEOUT_S = 5
-# redis-py 8 gives sockets a 5 s timeout; a blocking pop must never hit it while idle.
-SOCKET_TIMEOUT_S = BLOCK_TIMEOUT_S + 10
 # Sentinels answer short queries; an unreachable one should not hold up asking the next.
 SENTINEL_TIMEOUT_S = 2
 
