@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from . import codec, crypto, redis_options
 
 DEFAULT_HOST = "redis://localhost:6379"
 DEFAULT_SENTINEL_PORT = 26379
+DEFAULT_HEARTBEAT_S = 5
 SENTINEL_KEYS = ("sentinels", "master_name", "sentinel_kwargs")
 # Keys that make no sense next to ``sentinels``: the sentinels say where the master is.
 _NOT_WITH_SENTINELS = ("address", "host", "port", "path", "unix_socket_path")
@@ -73,6 +75,7 @@ class Config:
     capacity_rules: tuple[tuple[re.Pattern[str], int], ...]
     serializer: codec.Serializer = field(default_factory=codec.MsgpackSerializer)
     encryption_keys: tuple[str, ...] | None = None
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
 
     def capacity_for(self, channel: str) -> int:
         """The capacity of ``channel``: the first matching rule, else the default."""
@@ -89,6 +92,15 @@ def _positive_int(name: str, value: object) -> int:
     if value < 1:
         raise ValueError(f"{name} must be at least 1, got {value!r}")
     return int(value)
+
+
+def _positive_seconds(name: str, value: object) -> float:
+    """Accept a finite number of seconds above 0 (not a bool) or raise naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number of seconds above 0, got {value!r}")
+    return float(value)
 
 
 def _parse_host(host: object) -> Host:
@@ -257,6 +269,7 @@ def parse(
     channel_capacity: object = None,
     symmetric_encryption_keys: object = None,
     serializer: object = codec.DEFAULT_SERIALIZER,
+    heartbeat: object = DEFAULT_HEARTBEAT_S,
 ) -> Config:
     """Validate the layer's options; raises TypeError/ValueError naming the bad one."""
     if not isinstance(prefix, str):
@@ -272,4 +285,5 @@ def parse(
         capacity_rules=_parse_rules(channel_capacity),
         serializer=codec.parse_serializer(serializer),
         encryption_keys=crypto.parse_keys(symmetric_encryption_keys),
+        heartbeat_s=_positive_seconds("heartbeat", heartbeat),
     )

@@ -26,6 +26,7 @@ OPTIONS = (
     "channel_capacity",
     "symmetric_encryption_keys",
     "serializer",
+    "heartbeat",
 )
 SCAN_BATCH = keyspace.SCAN_BATCH
 T = TypeVar("T")
@@ -48,6 +49,8 @@ class RedisChannelLayer:
             the ``cryptography`` extra.
         serializer: ``"msgpack"`` (default), ``"json"``, or an object with
             ``dumps(dict) -> bytes`` and ``loads(bytes) -> dict``.
+        heartbeat: seconds (int or float above 0) between the liveness marks of a client
+            that owns process-local channels; a client unseen for 3 heartbeats is dead.
 
     Raises:
         TypeError: an unknown option or a value of the wrong type (the message names it).
@@ -70,6 +73,7 @@ class RedisChannelLayer:
         channel_capacity: object = None,
         symmetric_encryption_keys: object = None,
         serializer: object = codec.DEFAULT_SERIALIZER,
+        heartbeat: object = config.DEFAULT_HEARTBEAT_S,
         **unknown: object,
     ) -> None:
         if unknown:
@@ -86,6 +90,7 @@ class RedisChannelLayer:
             channel_capacity,
             symmetric_encryption_keys,
             serializer,
+            heartbeat,
         )
         enc_keys = self.config.encryption_keys
         self._codec = codec.Codec(self.config.serializer, Encryptor(enc_keys) if enc_keys else None)
@@ -94,6 +99,7 @@ class RedisChannelLayer:
         self.expiry = self.config.expiry_s
         self.group_expiry = self.config.group_expiry_s
         self.capacity = self.config.capacity
+        self.heartbeat = self.config.heartbeat_s
         # One connection set per server; a channel's server is picked by rendezvous hashing.
         self._shards = [Connections(host, self.close) for host in self.config.hosts]
         self._labels = tuple(host.label() for host in self.config.hosts)
