@@ -55,7 +55,9 @@ def peer_closed(connection: AbstractConnection) -> bool:
     if reader.at_eof() or writer.transport.is_closing():
         return True
     transport_socket = writer.get_extra_info("socket")
-    if transport_socket is None or transport_socket.fileno() < 0:
+    if transport_socket is None:
+        return False  # no socket to look at (a test double): leave it to redis-py
+    if transport_socket.fileno() < 0:
         return True
     # asyncio hands out a wrapper without recv(); borrow the descriptor, never close it.
     peek = socket.socket(
@@ -65,6 +67,7 @@ def peer_closed(connection: AbstractConnection) -> bool:
         transport_socket.fileno(),
     )
     try:
+        peek.settimeout(0)  # never wait, whatever socket.setdefaulttimeout() says
         return peek.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)) == b""
     except (BlockingIOError, InterruptedError):
         return False  # nothing to read: the connection is open and idle

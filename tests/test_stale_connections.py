@@ -8,6 +8,7 @@ these tests also count every message: each one is delivered exactly once.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
 from typing import Any
 
@@ -78,6 +79,20 @@ async def test_peer_closed_sees_a_kill_the_loop_has_not_processed(redis_url: str
         assert await client.ping()
     finally:
         await client.aclose()
+
+
+async def test_peer_closed_never_waits_on_an_idle_connection(redis_url: str) -> None:
+    # With a default timeout, a borrowed socket would wait for data, then time out (an
+    # OSError) and the idle connection would be taken for closed.
+    socket.setdefaulttimeout(0.2)
+    try:
+        client = make_client(Host(redis_url))
+        await client.ping()
+        connection = client.connection_pool._available_connections[-1]  # type: ignore[attr-defined]
+        assert not peer_closed(connection)
+        await client.aclose()
+    finally:
+        socket.setdefaulttimeout(None)
 
 
 def test_the_sentinel_pool_replaces_closed_connections_too() -> None:
