@@ -95,6 +95,35 @@ async def test_peer_closed_never_waits_on_an_idle_connection(redis_url: str) -> 
         socket.setdefaulttimeout(None)
 
 
+class BareTransportSocket:
+    """Like asyncio's socket wrapper, without the private socket peer_closed prefers."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.family, self.type, self.proto = sock.family, sock.type, sock.proto
+        self._fileno = sock.fileno()
+
+    def fileno(self) -> int:
+        return self._fileno
+
+
+async def test_peer_closed_borrows_the_descriptor_without_waiting(redis_url: str) -> None:
+    client = make_client(Host(redis_url))
+    socket.setdefaulttimeout(0.2)
+    try:
+        await client.ping()
+        connection = client.connection_pool._available_connections[-1]  # type: ignore[attr-defined]
+        writer = connection._writer
+        bare = BareTransportSocket(writer.get_extra_info("socket"))
+        writer.get_extra_info = lambda name, default=None: bare if name == "socket" else default
+        assert not peer_closed(connection)
+        kill_normal_clients(redis_url)
+        assert peer_closed(connection)
+        assert await client.ping()  # the pool replaced it, descriptor untouched until then
+    finally:
+        socket.setdefaulttimeout(None)
+        await client.aclose()
+
+
 def test_the_sentinel_pool_replaces_closed_connections_too() -> None:
     assert issubclass(BlockingSentinelConnectionPool, FreshConnectionsMixin)
     assert (
