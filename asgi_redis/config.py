@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from . import codec, crypto
+from . import codec, crypto, redis_options
 
 DEFAULT_HOST = "redis://localhost:6379"
 DEFAULT_SENTINEL_PORT = 26379
+DEFAULT_HEARTBEAT_S = 5
 SENTINEL_KEYS = ("sentinels", "master_name", "sentinel_kwargs")
 # Keys that make no sense next to ``sentinels``: the sentinels say where the master is.
 _NOT_WITH_SENTINELS = ("address", "host", "port", "path", "unix_socket_path")
@@ -51,18 +53,14 @@ class Host:
     sentinel: SentinelService | None = None
 
     def label(self) -> str:
-        """The server's address for display, without any password."""
+        """The server's canonical address, its identity for sharding; never a password.
+
+        ``redis://h``, ``redis://h:6379/0``, ``("h", 6379)`` and ``{"host": "h"}`` all give
+        ``redis://h:6379/0``, so processes that spell one server differently shard alike.
+        """
         if self.sentinel is not None:
             return self.sentinel.label()
-        if self.url is None:
-            return f"{self.options.get('host', 'localhost')}:{self.options.get('port', 6379)}"
-        parts = urlsplit(self.url)
-        if parts.scheme == "unix":
-            return f"unix://{parts.path}"
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc = f"{netloc}:{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        return redis_options.identity(redis_options.effective_options(self.url, self.options))
 
 
 @dataclass(frozen=True)
@@ -77,6 +75,7 @@ class Config:
     capacity_rules: tuple[tuple[re.Pattern[str], int], ...]
     serializer: codec.Serializer = field(default_factory=codec.MsgpackSerializer)
     encryption_keys: tuple[str, ...] | None = None
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
 
     def capacity_for(self, channel: str) -> int:
         """The capacity of ``channel``: the first matching rule, else the default."""
@@ -93,6 +92,15 @@ def _positive_int(name: str, value: object) -> int:
     if value < 1:
         raise ValueError(f"{name} must be at least 1, got {value!r}")
     return int(value)
+
+
+def _positive_seconds(name: str, value: object) -> float:
+    """Accept a finite number of seconds above 0 (not a bool) or raise naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number of seconds above 0, got {value!r}")
+    return float(value)
 
 
 def _parse_host(host: object) -> Host:
@@ -212,12 +220,26 @@ def _parse_hosts(hosts: object) -> tuple[Host, ...]:
     if isinstance(hosts, tuple) and len(hosts) == 2 and isinstance(hosts[1], int):
         hosts = [hosts]
     parsed = tuple(_parse_host(host) for host in hosts)
+    for host in parsed:
+        _check_options(host)
     labels = [host.label() for host in parsed]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
         # A server's label is its identity for sharding: two entries must not share one.
         raise ValueError(f"hosts lists the same server more than once: {', '.join(repeated)}")
     return parsed
+
+
+def _check_options(host: Host) -> None:
+    """Check a host's options with redis-py's own rules and against the layer's guarantees."""
+    if host.sentinel is not None:
+        redis_options.check_keys(host.options, sentinel=True)
+        redis_options.check_sentinel_kwargs(host.sentinel.sentinel_options)
+        redis_options.check_guarantees(host.options)
+        return
+    options = redis_options.effective_options(host.url, host.options)
+    redis_options.check_keys(options)
+    redis_options.check_guarantees(options)
 
 
 def _parse_rules(rules: object) -> tuple[tuple[re.Pattern[str], int], ...]:
@@ -247,6 +269,7 @@ def parse(
     channel_capacity: object = None,
     symmetric_encryption_keys: object = None,
     serializer: object = codec.DEFAULT_SERIALIZER,
+    heartbeat: object = DEFAULT_HEARTBEAT_S,
 ) -> Config:
     """Validate the layer's options; raises TypeError/ValueError naming the bad one."""
     if not isinstance(prefix, str):
@@ -262,4 +285,5 @@ def parse(
         capacity_rules=_parse_rules(channel_capacity),
         serializer=codec.parse_serializer(serializer),
         encryption_keys=crypto.parse_keys(symmetric_encryption_keys),
+        heartbeat_s=_positive_seconds("heartbeat", heartbeat),
     )

@@ -5,22 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from .config import Host, SentinelService
+from .redis_options import BLOCK_TIMEOUT_S, SOCKET_TIMEOUT_S
+
+__all__ = ["BLOCK_TIMEOUT_S", "SOCKET_TIMEOUT_S", "Connections", "make_client"]
 
 logger = logging.getLogger(__name__)
 
-# The longest a blocking pop waits before the reader looks around again.
-BLOCK_TIMEOUT_S = 5
-# redis-py 8 gives sockets a 5 s timeout; a blocking pop must never hit it while idle.
-SOCKET_TIMEOUT_S = BLOCK_TIMEOUT_S + 10
 # Sentinels answer short queries; an unreachable one should not hold up asking the next.
 SENTINEL_TIMEOUT_S = 2
 
@@ -40,7 +41,79 @@ def pool_options(host: Host) -> dict[str, Any]:
     return options
 
 
-class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+def peer_closed(connection: AbstractConnection) -> bool:
+    """Whether the server already closed this idle connection (EOF or reset on its socket).
+
+    Looks without reading: the transport's state, then a non-blocking ``MSG_PEEK`` on the
+    socket, which sees a FIN the event loop has not processed yet (a ``CLIENT KILL`` just
+    before the next command). Pending data is not EOF: redis-py deals with that itself.
+    """
+    reader = getattr(connection, "_reader", None)
+    writer = getattr(connection, "_writer", None)
+    if reader is None or writer is None:
+        return False  # not connected: redis-py connects before writing anyway
+    if reader.at_eof() or writer.transport.is_closing():
+        return True
+    transport_socket = writer.get_extra_info("socket")
+    if transport_socket is None:
+        return False  # no socket to look at (a test double): leave it to redis-py
+    if transport_socket.fileno() < 0:
+        return True
+    # asyncio hands out a wrapper without recv(). Its own non-blocking socket is the cheap
+    # way in (a few microseconds); else borrow the descriptor, never closing it.
+    own = getattr(transport_socket, "_sock", None)
+    if isinstance(own, socket.socket) and own.gettimeout() == 0:
+        return _peek_eof(own)
+    borrowed = socket.socket(
+        transport_socket.family,
+        transport_socket.type,
+        transport_socket.proto,
+        transport_socket.fileno(),
+    )
+    try:
+        borrowed.settimeout(0)  # never wait, whatever socket.setdefaulttimeout() says
+        return _peek_eof(borrowed)
+    finally:
+        borrowed.detach()
+
+
+def _peek_eof(sock: socket.socket) -> bool:
+    """Whether a non-blocking socket's peer closed it: EOF or an error, without reading."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)) == b""
+    except (BlockingIOError, InterruptedError):
+        return False  # nothing to read: the connection is open and idle
+    except OSError:
+        return True  # reset, or another socket error: the connection is unusable
+
+
+class FreshConnectionsMixin:
+    """Replace a pooled connection the server closed before any command is written to it.
+
+    redis-py 8 hands out such connections: ``ensure_connection`` sees EOF through
+    ``can_read()``, but ignores it when maintenance notifications are enabled (the default,
+    ``"auto"``), taking it for a pending push. The next command is then written to a dead
+    socket and fails with "Connection closed by server" although Redis is back (after a
+    restart, a failover, a ``CLIENT KILL`` or a proxy's idle timeout). Reconnecting here is
+    safe: nothing was sent on the dead connection, so no script can run twice. A connection
+    that dies after the command is written still fails the call, never retried.
+    """
+
+    async def ensure_connection(self, connection: AbstractConnection) -> None:
+        """Reconnect ``connection`` if its server closed it, then let redis-py check it."""
+        if peer_closed(connection):
+            logger.debug("Reconnecting a pooled connection the server closed")
+            await connection.disconnect()
+        await super().ensure_connection(connection)  # type: ignore[misc]
+
+
+class FreshBlockingConnectionPool(FreshConnectionsMixin, BlockingConnectionPool):
+    """redis-py's blocking pool that never hands out a connection the server closed."""
+
+
+class BlockingSentinelConnectionPool(
+    FreshConnectionsMixin, SentinelConnectionPool, BlockingConnectionPool
+):
     """redis-py's Sentinel pool, waiting for a free connection like our other pools.
 
     ``SentinelConnectionPool`` extends the plain ``ConnectionPool``, which raises "Too many
@@ -78,9 +151,9 @@ def make_client(host: Host) -> Redis:
         )
         return client
     if host.url is not None:
-        pool = BlockingConnectionPool.from_url(host.url, **options)
+        pool = FreshBlockingConnectionPool.from_url(host.url, **options)
     else:
-        pool = BlockingConnectionPool(**options)
+        pool = FreshBlockingConnectionPool(**options)
     return Redis.from_pool(pool)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from redis.exceptions import OutOfMemoryError
+
 if TYPE_CHECKING:
     _Base = Exception
 else:
@@ -24,3 +26,12 @@ class ChannelFull(_Base):
 # Return codes of lua/send.lua (checked against the script header by the tests).
 SEND_QUEUED = 1
 SEND_FULL = 0
+
+
+class RedisOutOfMemoryError(OutOfMemoryError):
+    """Redis refused a write: ``maxmemory`` is reached and its policy evicts nothing.
+
+    Raised by ``send``, ``group_add`` and the other calls that write; a subclass of
+    redis-py's ``OutOfMemoryError`` (a ``ResponseError``), never ``ChannelFull``: the
+    channel may have room, the server has none. Writes work again once memory is freed.
+    """

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, TypeVar
 
 from redis.asyncio import Redis
 
-from . import codec, commands, config, keys, keyspace, names, sharding
+from . import codec, commands, config, failures, keys, keyspace, names, sharding
 from .buffers import now_ms
 from .connections import Connections
 from .crypto import Encryptor
@@ -27,6 +27,7 @@ OPTIONS = (
     "channel_capacity",
     "symmetric_encryption_keys",
     "serializer",
+    "heartbeat",
 )
 SCAN_BATCH = keyspace.SCAN_BATCH
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class RedisChannelLayer:
             the ``cryptography`` extra.
         serializer: ``"msgpack"`` (default), ``"json"``, or an object with
             ``dumps(dict) -> bytes`` and ``loads(bytes) -> dict``.
+        heartbeat: seconds (int or float above 0) between the liveness marks of a client
+            that owns process-local channels; a client unseen for 3 heartbeats is dead.
 
     Raises:
         TypeError: an unknown option or a value of the wrong type (the message names it).
@@ -72,6 +75,7 @@ class RedisChannelLayer:
         channel_capacity: object = None,
         symmetric_encryption_keys: object = None,
         serializer: object = codec.DEFAULT_SERIALIZER,
+        heartbeat: object = config.DEFAULT_HEARTBEAT_S,
         **unknown: object,
     ) -> None:
         if unknown:
@@ -88,6 +92,7 @@ class RedisChannelLayer:
             channel_capacity,
             symmetric_encryption_keys,
             serializer,
+            heartbeat,
         )
         enc_keys = self.config.encryption_keys
         self._codec = codec.Codec(self.config.serializer, Encryptor(enc_keys) if enc_keys else None)
@@ -96,6 +101,7 @@ class RedisChannelLayer:
         self.expiry = self.config.expiry_s
         self.group_expiry = self.config.group_expiry_s
         self.capacity = self.config.capacity
+        self.heartbeat = self.config.heartbeat_s
         # One connection set per server; a channel's server is picked by rendezvous hashing.
         self._shards = [Connections(host, self.close) for host in self.config.hosts]
         self._labels = tuple(host.label() for host in self.config.hosts)
@@ -115,16 +121,18 @@ class RedisChannelLayer:
         payload = self._codec.dumps(message, f"channel {channel!r}")
         now = now_ms()
         suffix = keys.split_channel(channel)[1]
-        queued = await commands.send(
-            self._client_of(channel),
-            queue=keys.queue_key(self.prefix, channel),
-            counts=keys.counts_key(self.prefix, channel),
-            now_ms=now,
-            entry=keys.make_entry(now + self.expiry * 1000, suffix, payload),
-            capacity=self.config.capacity_for(channel),
-            ttl_s=self.expiry,
-            suffix=suffix,
-        )
+        shard = self._shard_of(channel)
+        with failures.naming(f"send to channel {channel!r}", self._labels[shard]):
+            queued = await commands.send(
+                self._shards[shard].client(),
+                queue=keys.queue_key(self.prefix, channel),
+                counts=keys.counts_key(self.prefix, channel),
+                now_ms=now,
+                entry=keys.make_entry(now + self.expiry * 1000, suffix, payload),
+                capacity=self.config.capacity_for(channel),
+                ttl_s=self.expiry,
+                suffix=suffix,
+            )
         if not queued:
             raise ChannelFull(f"channel {channel!r} is full")
 
@@ -158,23 +166,27 @@ class RedisChannelLayer:
         names.check_group(group)
         names.check_channel(channel)
         capacity = self.config.capacity_for(channel)
-        await commands.group_add(
-            self._client_of(channel),
-            prefix=self.prefix,
-            group=group,
-            channel=channel,
-            now_ms=now_ms(),
-            ttl_s=self.group_expiry,
-            capacity=None if capacity == self.capacity else capacity,
-        )
+        shard = self._shard_of(channel)
+        with failures.naming(f"group_add of {channel!r} to {group!r}", self._labels[shard]):
+            await commands.group_add(
+                self._shards[shard].client(),
+                prefix=self.prefix,
+                group=group,
+                channel=channel,
+                now_ms=now_ms(),
+                ttl_s=self.group_expiry,
+                capacity=None if capacity == self.capacity else capacity,
+            )
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``; a no-op for non-members."""
         names.check_group(group)
         names.check_channel(channel)
-        await commands.group_discard(
-            self._client_of(channel), prefix=self.prefix, group=group, channel=channel
-        )
+        shard = self._shard_of(channel)
+        with failures.naming(f"group_discard of {channel!r} from {group!r}", self._labels[shard]):
+            await commands.group_discard(
+                self._shards[shard].client(), prefix=self.prefix, group=group, channel=channel
+            )
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """Queue ``message`` on every live member of ``group``; full members are skipped.
@@ -186,16 +198,21 @@ class RedisChannelLayer:
         payload = self._codec.dumps(message, f"group {group!r}")
         now = now_ms()
         await self._on_every_server(
-            lambda client: commands.group_send(
-                client,
-                prefix=self.prefix,
-                group=group,
-                now_ms=now,
-                group_ttl_s=self.group_expiry,
-                deadline_ms=now + self.expiry * 1000,
-                payload=payload,
-                capacity=self.capacity,
-                ttl_s=self.expiry,
+            failures.per_server(
+                f"group_send to group {group!r}",
+                self._shards,
+                self._labels,
+                lambda client: commands.group_send(
+                    client,
+                    prefix=self.prefix,
+                    group=group,
+                    now_ms=now,
+                    group_ttl_s=self.group_expiry,
+                    deadline_ms=now + self.expiry * 1000,
+                    payload=payload,
+                    capacity=self.capacity,
+                    ttl_s=self.expiry,
+                ),
             )
         )
 
@@ -209,16 +226,17 @@ class RedisChannelLayer:
 
     async def flush(self) -> None:
         """Delete every key under this layer's prefix (and nothing else), on every server."""
-        for shard in self._shards:
+        for shard, label in zip(self._shards, self._labels, strict=True):
             client = shard.client()
             batch: list[bytes] = []
-            async for key in keyspace.own_keys(client, self.prefix):
-                batch.append(key)
-                if len(batch) >= SCAN_BATCH:
+            with failures.naming(f"flush of prefix {self.prefix!r}", label):
+                async for key in keyspace.own_keys(client, self.prefix):
+                    batch.append(key)
+                    if len(batch) >= SCAN_BATCH:
+                        await client.unlink(*batch)
+                        batch.clear()
+                if batch:
                     await client.unlink(*batch)
-                    batch.clear()
-            if batch:
-                await client.unlink(*batch)
         for receiver in self._receivers.values():
             receiver.clear()
 
@@ -234,13 +252,15 @@ class RedisChannelLayer:
             message in seconds, or None.
         """
         names.check_channel(channel)
-        stats = await keyspace.channel_statistics(
-            self._client_of(channel),
-            prefix=self.prefix,
-            channel=channel,
-            now_ms=now_ms(),
-            expiry_s=self.expiry,
-        )
+        shard = self._shard_of(channel)
+        with failures.naming(f"channel_statistics of {channel!r}", self._labels[shard]):
+            stats = await keyspace.channel_statistics(
+                self._shards[shard].client(),
+                prefix=self.prefix,
+                channel=channel,
+                now_ms=now_ms(),
+                expiry_s=self.expiry,
+            )
         return {"channel": channel, "capacity": self.config.capacity_for(channel), **stats}
 
     async def global_statistics(self) -> dict[str, Any]:
@@ -250,7 +270,12 @@ class RedisChannelLayer:
         ``dropped_undecodable`` is this instance's count of undecryptable messages.
         """
         per_server = await self._on_every_server(
-            lambda client: keyspace.server_statistics(client, self.prefix)
+            failures.per_server(
+                "global_statistics",
+                self._shards,
+                self._labels,
+                lambda client: keyspace.server_statistics(client, self.prefix),
+            )
         )
         totals = {name: sum(stats[name] for stats in per_server) for name in per_server[0]}
         return {

@@ -197,6 +197,13 @@ BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"hosts": [object()]}, TypeError, "host"),
     ({"hosts": ["localhost:6379"]}, ValueError, "host"),
     ({"hosts": []}, TypeError, "hosts"),
+    ({"heartbeat": 0}, ValueError, "heartbeat"),
+    ({"heartbeat": -1.5}, ValueError, "heartbeat"),
+    ({"heartbeat": float("nan")}, ValueError, "heartbeat"),
+    ({"heartbeat": float("inf")}, ValueError, "heartbeat"),
+    ({"heartbeat": "5"}, TypeError, "heartbeat"),
+    ({"heartbeat": None}, TypeError, "heartbeat"),
+    ({"heartbeat": True}, TypeError, "heartbeat"),
 ]
 
 
@@ -210,6 +217,14 @@ def test_bad_option_values_raise(
     with pytest.raises(error) as caught:
         RedisChannelLayer(**options)
     assert named in str(caught.value)
+
+
+@pytest.mark.parametrize(("heartbeat", "expected_s"), [(None, 5.0), (2, 2.0), (0.25, 0.25)])
+def test_heartbeat_is_kept_in_seconds(heartbeat: float | None, expected_s: float) -> None:
+    options = {} if heartbeat is None else {"heartbeat": heartbeat}
+    layer = RedisChannelLayer(hosts=[UNREACHABLE], **options)
+    assert layer.heartbeat == layer.config.heartbeat_s == expected_s
+    assert isinstance(layer.heartbeat, float)
 
 
 def test_host_forms_are_accepted() -> None:
