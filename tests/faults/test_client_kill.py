@@ -1,0 +1,162 @@
+"""Scenario 1: ``CLIENT KILL TYPE normal`` every 40 sends while two workers and a group run.
+
+Bounds: no message is delivered twice; acknowledged-but-lost <= number of kills (a kill can
+drop a reply that carried popped entries). Sends that raised are not acknowledged; they are
+counted apart, and one that ran anyway (its reply was lost) is counted as ``late``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis
+import redis.exceptions
+
+from tests.faults.conftest import Spawn
+from tests.faults.helpers import Tally, Worker, record, wait_until
+from tests.layer_helpers import make_layer
+from tests.servers import RedisServer
+
+pytestmark = pytest.mark.faults
+
+CHANNEL = "faults.kill.jobs"
+GROUP = "faults.kill.room"
+MEMBERS = 3
+KILL_EVERY_SENDS = 40
+STORM_S = 5.0
+MAX_SENDS = 3000  # bounds the loop whatever the clock does
+MAX_GROUP_SENDS = 1000
+PAUSE_S = 0.002  # a producer that leaves the workers some of the two cores
+DRAIN_S = 10.0  # lost messages never arrive: wait for them only this long
+FAILURES = (redis.exceptions.RedisError, OSError)
+
+
+class Storm:
+    """The producer side: numbered sends, a group_send loop, and the killer client."""
+
+    def __init__(self, url: str) -> None:
+        self.layer = make_layer(url, capacity=100_000)
+        self.killer = redis.Redis.from_url(url)
+        self.acked: list[int] = []
+        self.failed: list[int] = []
+        self.group_acked: list[int] = []
+        self.group_failed: list[int] = []
+        self.errors: Counter[str] = Counter()
+        self.kills = 0
+        self.killed_clients = 0
+
+    async def produce(self) -> None:
+        """Send numbered messages for STORM_S seconds, killing every client each 40 sends."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STORM_S
+        for number in range(MAX_SENDS):
+            if loop.time() > deadline:
+                break
+            await self._attempt(
+                self.layer.send(CHANNEL, {"type": "job", "id": number}),
+                number,
+                self.acked,
+                self.failed,
+            )
+            if (number + 1) % KILL_EVERY_SENDS == 0:
+                self.killed_clients += int(self.killer.client_kill_filter(_type="normal"))
+                self.kills += 1
+            await asyncio.sleep(PAUSE_S)
+
+    async def group_loop(self, running: asyncio.Event) -> None:
+        """group_send numbered messages while the producer runs."""
+        for number in range(MAX_GROUP_SENDS):
+            if not running.is_set():
+                return
+            await self._attempt(
+                self.layer.group_send(GROUP, {"type": "job", "id": number}),
+                number,
+                self.group_acked,
+                self.group_failed,
+            )
+            await asyncio.sleep(PAUSE_S * 5)
+
+    async def _attempt(self, call: Any, number: int, acked: list[int], failed: list[int]) -> None:
+        """Await one send; file its id under acknowledged or failed."""
+        try:
+            await call
+        except FAILURES as exc:
+            self.errors[type(exc).__name__] += 1
+            failed.append(number)
+        else:
+            acked.append(number)
+
+    async def send_stop(self, call: Any) -> None:
+        """Send a stop message, retrying a few times (the first send after a kill may fail)."""
+        for _ in range(5):
+            try:
+                await call()
+                return
+            except FAILURES:
+                await asyncio.sleep(0.2)
+        raise AssertionError("could not send a stop message after 5 tries")
+
+
+def _delivered(workers: list[Worker], members: Worker, storm: Storm) -> bool:
+    """Whether every acknowledged message reached its workers."""
+    named = {number for worker in workers for _, number in worker.ids()}
+    member_ids = Counter(label for label, _ in members.ids())
+    return set(storm.acked) <= named and all(
+        member_ids[f"m{index}"] >= len(storm.group_acked) for index in range(MEMBERS)
+    )
+
+
+async def test_client_kill_storm(private_redis: RedisServer, spawn: Spawn) -> None:
+    url = private_redis.url
+    workers = [spawn(url, f"named{index}", "named", CHANNEL) for index in range(2)]
+    members = spawn(url, "members", "group", GROUP, str(MEMBERS))
+    for worker in [*workers, members]:
+        worker.wait_ready()
+    storm = Storm(url)
+    try:
+        running = asyncio.Event()
+        running.set()
+        group_task = asyncio.create_task(storm.group_loop(running))
+        try:
+            await storm.produce()
+        finally:
+            running.clear()
+            await group_task
+        await wait_until(lambda: _delivered(workers, members, storm), DRAIN_S)
+        for _ in workers:
+            await storm.send_stop(lambda: storm.layer.send(CHANNEL, {"type": "stop"}))
+        await storm.send_stop(lambda: storm.layer.group_send(GROUP, {"type": "stop"}))
+        for worker in [*workers, members]:
+            await asyncio.to_thread(worker.process.wait, DRAIN_S)
+    finally:
+        storm.killer.close()
+        await storm.layer.close()
+
+    named = Tally("client-kill: named channel, 2 workers", "duplicates = 0, lost <= kills")
+    named.count(storm.acked, storm.failed, [n for w in workers for _, n in w.ids()])
+    named.extra.update(
+        kills=storm.kills,
+        killed_clients=storm.killed_clients,
+        errors=dict(storm.errors),
+        per_worker=[len(worker.ids()) for worker in workers],
+    )
+    group = Tally(
+        "client-kill: group_send, 3 process-local members", "duplicates = 0, lost <= kills"
+    )
+    group.count(
+        [(m, n) for m in range(MEMBERS) for n in storm.group_acked],
+        [(m, n) for m in range(MEMBERS) for n in storm.group_failed],
+        [(int(label[1:]), n) for label, n in members.ids()],
+    )
+    group.extra.update(
+        kills=storm.kills, group_sends=len(storm.group_acked) + len(storm.group_failed)
+    )
+    record(named)
+    record(group)
+    assert named.duplicates == 0 and group.duplicates == 0
+    assert named.lost <= storm.kills
+    assert group.lost <= storm.kills
+    assert named.extra["unknown"] == 0 and group.extra["unknown"] == 0
