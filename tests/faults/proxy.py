@@ -64,12 +64,12 @@ class StallProxy:
         self.connections += 1
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         try:
             server_in, server_out = await asyncio.open_connection(HOST, self.target_port)
         except OSError:
             client_out.close()
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
             return
         try:
             await asyncio.gather(
@@ -78,7 +78,7 @@ class StallProxy:
         finally:
             for writer in (client_out, server_out):
                 writer.close()
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
 
     async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         """Copy bytes, waiting while stalled; close the sink when the source ends."""

@@ -48,12 +48,15 @@ async def _send_counted(
     layer: RedisChannelLayer, channel: str, first_id: int, count: int, tally: Tally
 ) -> tuple[list[int], list[int]]:
     """Send ``count`` numbered messages; returns (acknowledged ids, failed ids)."""
-    acked, failed = [], []
+    acked: list[int] = []
+    failed: list[int] = []
+    errors = tally.extra.setdefault("errors", [])
+    assert isinstance(errors, list)
     for number in range(first_id, first_id + count):
         try:
             await layer.send(channel, {"type": "job", "id": number})
         except FAILURES as exc:
-            tally.extra.setdefault("errors", []).append(f"{type(exc).__name__}: {exc}")  # type: ignore[union-attr]
+            errors.append(f"{type(exc).__name__}: {exc}")
             failed.append(number)
         else:
             acked.append(number)
