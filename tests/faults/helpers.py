@@ -5,7 +5,6 @@ Timeouts here only stop a broken scenario from hanging; no test asserts how fast
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -88,7 +87,10 @@ def record(tally: Tally) -> None:
         **asdict(tally),
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path.write_text(json.dumps(existing, indent=2, sort_keys=True, default=str))
+    # Written whole then renamed, so a reader never sees half a file.
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(existing, indent=2, sort_keys=True, default=str))
+    os.replace(partial, path)
 
 
 class Worker:
@@ -146,13 +148,3 @@ class Worker:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.kill()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    """Poll ``predicate()`` without blocking the loop until true or the time is up."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(POLL_S)
-    return predicate()

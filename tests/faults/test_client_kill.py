@@ -17,7 +17,7 @@ import redis.exceptions
 
 from asgi_redis import keys
 from tests.faults.conftest import Spawn
-from tests.faults.helpers import Tally, Worker, record, wait_until
+from tests.faults.helpers import Tally, record
 from tests.layer_helpers import make_layer
 from tests.servers import RedisServer
 
@@ -31,7 +31,7 @@ STORM_S = 5.0
 MAX_SENDS = 3000  # bounds the loop whatever the clock does
 MAX_GROUP_SENDS = 1000
 PAUSE_S = 0.002  # a producer that leaves the workers some of the two cores
-DRAIN_S = 10.0  # lost messages never arrive: wait for them only this long
+EXIT_S = 60.0  # a worker still busy with its backlog on a loaded machine
 FAILURES = (redis.exceptions.RedisError, OSError)
 
 
@@ -101,15 +101,6 @@ class Storm:
         raise AssertionError("could not send a stop message after 5 tries")
 
 
-def _delivered(workers: list[Worker], members: Worker, storm: Storm) -> bool:
-    """Whether every acknowledged message reached its workers."""
-    named = {number for worker in workers for _, number in worker.ids()}
-    member_ids = Counter(label for label, _ in members.ids())
-    return set(storm.acked) <= named and all(
-        member_ids[f"m{index}"] >= len(storm.group_acked) for index in range(MEMBERS)
-    )
-
-
 async def test_client_kill_storm(private_redis: RedisServer, spawn: Spawn) -> None:
     url = private_redis.url
     workers = [spawn(url, f"named{index}", "named", CHANNEL) for index in range(2)]
@@ -126,12 +117,13 @@ async def test_client_kill_storm(private_redis: RedisServer, spawn: Spawn) -> No
         finally:
             running.clear()
             await group_task
-        await wait_until(lambda: _delivered(workers, members, storm), DRAIN_S)
+        # Stops go after every job (FIFO per sender): a worker that exits has logged all the
+        # jobs that reached it, so whatever is missing then is lost, not late.
         for _ in workers:
             await storm.send_stop(lambda: storm.layer.send(CHANNEL, {"type": "stop"}))
         await storm.send_stop(lambda: storm.layer.group_send(GROUP, {"type": "stop"}))
         for worker in [*workers, members]:
-            await asyncio.to_thread(worker.process.wait, DRAIN_S)
+            await asyncio.to_thread(worker.process.wait, EXIT_S)
         # What the workers put back on close, or never took: not lost, but not delivered.
         left = storm.killer.lrange(keys.queue_key(storm.layer.prefix, CHANNEL), 0, -1)
     finally:
