@@ -14,9 +14,10 @@ import pytest
 import redis.exceptions
 
 from asgi_redis import RedisChannelLayer
+from tests.conftest import start_server
 from tests.faults.helpers import Tally, record
 from tests.layer_helpers import make_layer, receive_within, sync_client
-from tests.servers import RedisServer, RedisServerError
+from tests.servers import RedisServer
 
 pytestmark = pytest.mark.faults
 
@@ -27,10 +28,7 @@ FAILURES = (redis.exceptions.RedisError, OSError)
 @pytest.fixture
 def aof_redis() -> Iterator[RedisServer]:
     """A redis-server that writes every command to its append-only file before replying."""
-    try:
-        server = RedisServer(["--appendonly", "yes", "--appendfsync", "always"])
-    except RedisServerError as exc:
-        pytest.fail(str(exc))
+    server = start_server("--appendonly", "yes", "--appendfsync", "always")
     try:
         yield server
     finally:
