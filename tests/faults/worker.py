@@ -20,7 +20,7 @@ from typing import Any
 
 from asgi_redis import RedisChannelLayer
 
-# Numbers of a big sender's capacity: the fault tests never want ChannelFull.
+# High enough that no fault scenario ever meets ChannelFull.
 CAPACITY = 100_000
 
 
