@@ -13,7 +13,8 @@
   Writes   one entry per named member; one entry per client queue for all its accepted
            process-local members (the multi-suffix form, see _helpers.lua)
   Returns  {delivered, skipped_full}
-  Cost     O(members); plus O(queue length) once per queue found full
+  Cost     O(members); a full queue drops at most 100 expired entries from its head, once
+           per call
 ]]
 local group, capacities = KEYS[1], KEYS[2]
 local now_ms, prefix = tonumber(ARGV[1]), ARGV[2]
@@ -87,7 +88,7 @@ for _, member in ipairs(members) do
     accepted = count_in(counts_key, suffix, capacity)
     if not accepted and not purged[queue] then
       purged[queue] = true
-      accepted = purge_expired(queue, counts_key, now_ms) > 0
+      accepted = purge_head(queue, counts_key, now_ms) > 0
         and count_in(counts_key, suffix, capacity)
     end
     if accepted then

@@ -16,8 +16,37 @@ TTL_S = 60
 GROUP_TTL_S = 86_400
 LIVE_MS = NOW_MS + 60_000
 EXPIRED_MS = NOW_MS - 1
+PURGE_MAX = 100  # expired entries a full queue's head loses per call (_helpers.lua)
 
 Arg = str | bytes | int
+
+_LIVE = b"%013d" % LIVE_MS
+# One entry per way a header can be malformed; keys.parse_entry and the scripts reject each.
+GARBAGE = {
+    "short": b"garbage",
+    "empty": b"",
+    "deadline-not-digits": b"17000000000x0" + b"00payload",
+    "deadline-signed": b"+700000000000" + b"00payload",
+    "suffix-length-not-digits": _LIVE + b"x5abcdepayload",
+    "suffix-shorter-than-its-length": _LIVE + b"05abc",
+    "suffix-bad-characters": _LIVE + b"03a,bpayload",
+    "suffix-not-ascii": _LIVE + b"02\xff\xfepayload",
+    "list-length-not-digits": _LIVE + b"99 00003a,bpayload",
+    "list-length-zero": _LIVE + b"99000000payload",
+    "list-shorter-than-its-length": _LIVE + b"99000050a,b",
+    "list-empty-suffix": _LIVE + b"99000004a,,bpayload",
+    "list-trailing-comma": _LIVE + b"99000002a,payload",
+}
+POSITIONS = ("head", "middle", "tail")
+
+
+def layout(garbage: bytes, position: str, first: bytes, second: bytes) -> list[bytes]:
+    """``first`` and ``second`` with ``garbage`` placed at ``position`` (head/middle/tail)."""
+    return {
+        "head": [garbage, first, second],
+        "middle": [first, garbage, second],
+        "tail": [first, second, garbage],
+    }[position]
 
 
 def run(client: Any, name: str, script_keys: list[str], args: list[Arg]) -> Any:

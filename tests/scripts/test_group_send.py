@@ -4,17 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from asgi_redis import keys
 from tests.scripts.helpers import (
+    GARBAGE,
     GROUP_TTL_S,
     LIVE_MS,
     NOW_MS,
+    POSITIONS,
     PREFIX,
+    PURGE_MAX,
     ckey,
     counts,
+    entry,
     gkey,
     group_add,
     group_send,
+    layout,
     nkey,
     payloads,
     push,
@@ -117,12 +124,16 @@ def test_expired_queue_heads_do_not_count(script_client: Any) -> None:
     assert counts(script_client, LOCAL) == {"s1": 1}
 
 
-def test_expired_named_entry_behind_a_live_head_does_not_count(script_client: Any) -> None:
+def test_expired_named_entry_behind_a_live_head_counts_until_the_head_leaves(
+    script_client: Any,
+) -> None:
     add_all(script_client, NAMED)
     push(script_client, NAMED, b"live", deadline_ms=NOW_MS + 1000)
     push(script_client, NAMED, b"dead", deadline_ms=NOW_MS - 1)
-    assert group_send(script_client, GROUP, b"new", capacity=2) == [1, 0]
-    assert payloads(queued(script_client, NAMED)) == [b"live", b"new"]
+    assert group_send(script_client, GROUP, b"new", capacity=2) == [0, 1]
+    later = NOW_MS + 1000
+    assert group_send(script_client, GROUP, b"new", capacity=2, now_ms=later) == [1, 0]
+    assert payloads(queued(script_client, NAMED)) == [b"new"]
 
 
 def test_refreshes_queue_and_counts_ttls(script_client: Any) -> None:
@@ -198,4 +209,43 @@ def test_full_local_members_are_left_out_of_the_shared_entry(script_client: Any)
     assert send(script_client, LOCAL_1, b"old") == 1
     assert group_send(script_client, GROUP, b"new", capacity=1) == [1, 1]
     assert queued(script_client, LOCAL)[1] == HEADER + b"03s22new"
+    assert counts(script_client, LOCAL) == {"s1": 1, "s22": 1}
+
+
+# -- bounded purging and malformed entries --------------------------------------------------
+
+
+def test_a_shared_full_queue_is_purged_once_per_call_within_the_bound(
+    script_client: Any,
+) -> None:
+    add_all(script_client, LOCAL_1, LOCAL_22)
+    dead = entry("specific.client!gone", b"old", NOW_MS - 1)
+    script_client.rpush(qkey(LOCAL), *[dead] * (PURGE_MAX + 50))
+    script_client.hset(nkey(LOCAL), mapping={"gone": PURGE_MAX + 50, "s1": 1, "s22": 1})
+    assert group_send(script_client, GROUP, b"new", capacity=1) == [0, 2]
+    # One purge of at most PURGE_MAX entries, for the first full member only.
+    assert script_client.llen(qkey(LOCAL)) == 50
+    assert counts(script_client, LOCAL) == {"gone": 50, "s1": 1, "s22": 1}
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("kind", sorted(GARBAGE))
+def test_garbage_in_member_queues_never_aborts(
+    script_client: Any, kind: str, position: str
+) -> None:
+    assert group_add(script_client, GROUP, NAMED, capacity=3) == 1
+    add_all(script_client, LOCAL_1)
+    garbage = GARBAGE[kind]
+    named_live = entry(NAMED, b"live")
+    named = layout(garbage, position, entry(NAMED, b"dead", NOW_MS - 1), named_live)
+    script_client.rpush(qkey(NAMED), *named)
+    local_live = entry(LOCAL_22, b"live")
+    local = layout(garbage, position, entry(LOCAL_1, b"dead", NOW_MS - 1), local_live)
+    script_client.rpush(qkey(LOCAL), *local)
+    script_client.hset(nkey(LOCAL), mapping={"s1": 1, "s22": 1})
+    # Both members are full; each purge drops the expired entry and garbage met at the head.
+    assert group_send(script_client, GROUP, b"new", capacity=1) == [2, 0]
+    kept = [garbage] if position == "tail" else []
+    assert queued(script_client, NAMED) == [named_live, *kept, HEADER + b"00new"]
+    assert queued(script_client, LOCAL) == [local_live, *kept, HEADER + b"02s1new"]
     assert counts(script_client, LOCAL) == {"s1": 1, "s22": 1}
