@@ -11,6 +11,11 @@ Key kinds (all start with the layer prefix, then one letter and a colon):
 - ``c:<group>``           hash, member = channel, value = capacity, only where it differs
                           from the layer's default capacity.
 - ``w:<client>``          list, wake-up tokens for one process's blocked reader.
+- ``h:<prefix>!``         string, liveness mark of the client owning the process-local
+                          channels ``<prefix>!<suffix>``; its process refreshes it every
+                          heartbeat with a TTL of 3 heartbeats, and group_add creates it
+                          (only if missing) for a new member. group_send drops the members
+                          of a client whose mark is gone, and deletes its keys.
 
 Queue entry: ``DEADLINE`` (13 ASCII digits, ms since the epoch) ``NN`` (2 ASCII digits,
 length of the suffix) ``SUFFIX`` (the process-local part after ``!``, empty for named
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import re
 
-KINDS = "qncgw"
+KINDS = "qncgwh"
 DEADLINE_DIGITS = 13
 SUFFIX_LEN_DIGITS = 2
 HEADER_LEN = DEADLINE_DIGITS + SUFFIX_LEN_DIGITS
@@ -69,6 +74,11 @@ def group_capacity_key(prefix: str, group: str) -> str:
 def wake_key(prefix: str, client: str) -> str:
     """The list a process pushes to so its own blocked reader wakes up."""
     return f"{prefix}w:{client}"
+
+
+def heartbeat_key(prefix: str, channel_or_head: str) -> str:
+    """The liveness mark of the client owning a process-local channel (or its ``a.b!`` head)."""
+    return f"{prefix}h:{split_channel(channel_or_head)[0]}"
 
 
 def scan_patterns(prefix: str, kinds: str = KINDS) -> list[str]:

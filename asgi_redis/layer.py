@@ -164,6 +164,9 @@ class RedisChannelLayer:
             now_ms=now_ms(),
             ttl_s=self.group_expiry,
             capacity=None if capacity == self.capacity else capacity,
+            # Until this layer refreshes liveness marks (a heartbeat), a mark created here
+            # lasts as long as the membership, so no member is dropped as dead early.
+            heartbeat_ttl_ms=self.group_expiry * 1000,
         )
 
     async def group_discard(self, group: str, channel: str) -> None:

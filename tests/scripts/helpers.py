@@ -16,6 +16,7 @@ TTL_S = 60
 GROUP_TTL_S = 86_400
 LIVE_MS = NOW_MS + 60_000
 EXPIRED_MS = NOW_MS - 1
+HEARTBEAT_TTL_MS = 15_000
 PURGE_MAX = 100  # expired entries a full queue's head loses per call (_helpers.lua)
 
 Arg = str | bytes | int
@@ -74,6 +75,11 @@ def ckey(group: str) -> str:
     return keys.group_capacity_key(PREFIX, group)
 
 
+def hkey(channel: str) -> str:
+    """The liveness key of the client owning process-local ``channel``."""
+    return keys.heartbeat_key(PREFIX, channel)
+
+
 def entry(channel: str, payload: bytes, deadline_ms: int = LIVE_MS) -> bytes:
     """The queue entry of ``payload`` for ``channel`` (suffix taken from the name)."""
     return keys.make_entry(deadline_ms, keys.split_channel(channel)[1], payload)
@@ -130,9 +136,11 @@ def group_add(
     now_ms: int = NOW_MS,
     ttl_s: int = GROUP_TTL_S,
     capacity: int | str = "",
+    heartbeat_ttl_ms: int = HEARTBEAT_TTL_MS,
 ) -> Any:
     """Run group_add.lua; ``capacity`` '' means the layer's default."""
-    return run(client, "group_add", [gkey(group), ckey(group)], [channel, now_ms, ttl_s, capacity])
+    args: list[Arg] = [channel, now_ms, ttl_s, capacity, heartbeat_ttl_ms]
+    return run(client, "group_add", [gkey(group), ckey(group), hkey(channel)], args)
 
 
 def group_discard(client: Any, group: str, channel: str) -> Any:
@@ -155,6 +163,14 @@ def group_send(
     header = f"{deadline_ms:013d}"
     args: list[Arg] = [now_ms, PREFIX, group_ttl_s, header, payload, capacity, ttl_s]
     return run(client, "group_send", [gkey(group), ckey(group)], args)
+
+
+def group_statistics(
+    client: Any, group: str, *, now_ms: int = NOW_MS, group_ttl_s: int = GROUP_TTL_S
+) -> list[int]:
+    """Run group_statistics.lua: [named, local, local_dead, clients, dead_clients]."""
+    reply = run(client, "group_statistics", [gkey(group)], [now_ms, PREFIX, group_ttl_s])
+    return [int(value) for value in reply]
 
 
 def receive(
