@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import flush
 from tests.scripts.helpers import (
     EXPIRED_MS,
     GARBAGE,
@@ -255,9 +254,10 @@ def test_full_local_queue_with_garbage_never_aborts_or_leaks_a_count(
     assert queued(script_client, LOCAL_A) == [live, *kept, entry(LOCAL_A, b"a-new")]
 
 
-def test_dropped_garbage_is_logged_naming_the_queue(redis_server: RedisServer) -> None:
-    flush(redis_server.url)
-    client = redis.Redis.from_url(redis_server.url)
+def test_dropped_garbage_is_logged_naming_the_queue(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    client = redis.Redis.from_url(redis_url)  # redis_url restarts the server if it was stopped
     try:
         client.rpush(qkey("chat.logged"), GARBAGE["short"])
         assert send(client, "chat.logged", b"new", capacity=1) == 1
