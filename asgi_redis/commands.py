@@ -59,11 +59,22 @@ async def group_add(
     now_ms: int,
     ttl_s: int,
     capacity: int | None,
+    heartbeat_ttl_ms: int,
 ) -> bool:
-    """Run lua/group_add.lua; True when the channel was not a member before."""
-    group_keys = [keys.group_key(prefix, group), keys.group_capacity_key(prefix, group)]
+    """Run lua/group_add.lua; True when the channel was not a member before.
+
+    For a process-local channel it also creates its client's liveness key with a TTL of
+    ``heartbeat_ttl_ms`` unless the key exists, so a member is never judged dead before its
+    process's first heartbeat.
+    """
+    group_keys = [
+        keys.group_key(prefix, group),
+        keys.group_capacity_key(prefix, group),
+        keys.heartbeat_key(prefix, channel),
+    ]
     override = "" if capacity is None else capacity
-    return bool(await run(client, "group_add", group_keys, [channel, now_ms, ttl_s, override]))
+    args: list[str | bytes | int] = [channel, now_ms, ttl_s, override, heartbeat_ttl_ms]
+    return bool(await run(client, "group_add", group_keys, args))
 
 
 async def group_discard(client: Redis, *, prefix: str, group: str, channel: str) -> bool:
@@ -83,8 +94,12 @@ async def group_send(
     payload: bytes,
     capacity: int,
     ttl_s: int,
-) -> tuple[int, int]:
-    """Run lua/group_send.lua; returns (delivered, skipped because full)."""
+) -> tuple[int, int, int]:
+    """Run lua/group_send.lua; returns (delivered, skipped because full, dropped dead).
+
+    The third number counts process-local members dropped from the group because their
+    client's liveness key was gone; their queues, counts and liveness keys were deleted too.
+    """
     group_keys = [keys.group_key(prefix, group), keys.group_capacity_key(prefix, group)]
     header = f"{deadline_ms:0{keys.DEADLINE_DIGITS}d}"
     args: list[str | bytes | int] = [
@@ -96,8 +111,22 @@ async def group_send(
         capacity,
         ttl_s,
     ]
-    delivered, full = await run(client, "group_send", group_keys, args)
-    return int(delivered), int(full)
+    delivered, full, dropped_dead = await run(client, "group_send", group_keys, args)
+    return int(delivered), int(full), int(dropped_dead)
+
+
+async def heartbeat(client: Redis, *, prefix: str, heads: Sequence[str], ttl_ms: int) -> None:
+    """Mark the clients owning ``heads`` (``a.b!`` or any of their channels) alive.
+
+    One pipelined round trip of ``SET key 1 PX ttl_ms``; no script, since each key stands
+    alone. A client whose mark expires is dropped from its groups by the next group_send.
+    """
+    if not heads:
+        return
+    async with client.pipeline(transaction=False) as pipe:
+        for head in heads:
+            pipe.set(keys.heartbeat_key(prefix, head), 1, px=ttl_ms)
+        await pipe.execute()
 
 
 async def requeue(

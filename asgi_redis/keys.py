@@ -13,17 +13,26 @@ Key kinds (all start with the layer prefix, then one letter and a colon):
 - ``w:<client>``          list, wake-up tokens for one process's blocked reader.
 - ``r:<queue part>/<id>`` string, marks a hand-back of popped entries to that queue as done,
                           so a retried hand-back never pushes them twice.
+- ``h:<prefix>!``         string, liveness mark of the client owning the process-local
+                          channels ``<prefix>!<suffix>``; its process refreshes it every
+                          heartbeat with a TTL of 3 heartbeats, and group_add creates it
+                          (only if missing) for a new member. group_send drops the members
+                          of a client whose mark is gone, and deletes its keys.
 
 Queue entry: ``DEADLINE`` (13 ASCII digits, ms since the epoch) ``NN`` (2 ASCII digits,
 length of the suffix) ``SUFFIX`` (the process-local part after ``!``, empty for named
 channels) then the serialized message. A group_send to several process-local channels of one
 client writes a single entry for all of them: ``NN`` is then ``99``, followed by a 6-digit
-byte length and the suffixes joined with ``,``.
+byte length and the suffixes joined with ``,``. Suffixes use the characters Channels allows
+after ``!`` (ASCII letters, digits, ``-``, ``_``, ``.``). Anything else is a malformed entry:
+``parse_entry`` raises ``ValueError`` and the scripts drop it (see ``lua/_helpers.lua``).
 """
 
 from __future__ import annotations
 
-KINDS = "qncgwr"
+import re
+
+KINDS = "qncgwrh"
 DEADLINE_DIGITS = 13
 SUFFIX_LEN_DIGITS = 2
 HEADER_LEN = DEADLINE_DIGITS + SUFFIX_LEN_DIGITS
@@ -31,6 +40,9 @@ HEADER_LEN = DEADLINE_DIGITS + SUFFIX_LEN_DIGITS
 # one client: a 6-digit byte length and the suffixes joined with ',' follow.
 MULTI = 99
 LIST_LEN_DIGITS = 6
+_DIGITS = re.compile(rb"[0-9]+")
+_SUFFIX = re.compile(rb"[A-Za-z0-9_.\-]+")
+_SUFFIX_LIST = re.compile(rb"[A-Za-z0-9_.\-]+(?:,[A-Za-z0-9_.\-]+)*")
 
 
 def split_channel(channel: str) -> tuple[str, str]:
@@ -76,6 +88,11 @@ def requeue_token_key(prefix: str, queue: str, token: str) -> str:
     return f"{prefix}r:{queue_part(prefix, queue)}/{token}"
 
 
+def heartbeat_key(prefix: str, channel_or_head: str) -> str:
+    """The liveness mark of the client owning a process-local channel (or its ``a.b!`` head)."""
+    return f"{prefix}h:{split_channel(channel_or_head)[0]}"
+
+
 def scan_patterns(prefix: str, kinds: str = KINDS) -> list[str]:
     """SCAN MATCH patterns covering this prefix's keys of ``kinds`` (glob chars escaped)."""
     escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix)
@@ -98,13 +115,32 @@ def make_entry(deadline_ms: int, suffix: str, payload: bytes) -> bytes:
 
 
 def parse_entry(entry: bytes) -> tuple[int, list[str], bytes]:
-    """Split an entry into (deadline_ms, suffixes, payload); no suffix for a named channel."""
-    deadline_ms = int(entry[:DEADLINE_DIGITS])
-    suffix_len = int(entry[DEADLINE_DIGITS:HEADER_LEN])
+    """Split an entry into (deadline_ms, suffixes, payload); no suffix for a named channel.
+
+    Raises:
+        ValueError: the header is malformed (the same rule the Lua scripts apply).
+    """
+    deadline_ms = _digits(entry, 0, DEADLINE_DIGITS)
+    suffix_len = _digits(entry, DEADLINE_DIGITS, HEADER_LEN)
+    if suffix_len == 0:
+        return deadline_ms, [], entry[HEADER_LEN:]
     if suffix_len != MULTI:
         suffix_end = HEADER_LEN + suffix_len
-        suffixes = [entry[HEADER_LEN:suffix_end].decode("ascii")] if suffix_len else []
-        return deadline_ms, suffixes, entry[suffix_end:]
+        suffix = entry[HEADER_LEN:suffix_end]
+        if len(suffix) != suffix_len or not _SUFFIX.fullmatch(suffix):
+            raise ValueError("malformed queue entry: bad suffix")
+        return deadline_ms, [suffix.decode("ascii")], entry[suffix_end:]
     list_start = HEADER_LEN + LIST_LEN_DIGITS
-    list_end = list_start + int(entry[HEADER_LEN:list_start])
-    return deadline_ms, entry[list_start:list_end].decode("ascii").split(","), entry[list_end:]
+    list_end = list_start + _digits(entry, HEADER_LEN, list_start)
+    listed = entry[list_start:list_end]
+    if len(listed) != list_end - list_start or not _SUFFIX_LIST.fullmatch(listed):
+        raise ValueError("malformed queue entry: bad suffix list")
+    return deadline_ms, listed.decode("ascii").split(","), entry[list_end:]
+
+
+def _digits(entry: bytes, start: int, end: int) -> int:
+    """The number written in ASCII digits at ``entry[start:end]``; ValueError if it is not."""
+    field = entry[start:end]
+    if len(field) != end - start or not _DIGITS.fullmatch(field):
+        raise ValueError(f"malformed queue entry: bytes {start}-{end} are not {end - start} digits")
+    return int(field)

@@ -38,6 +38,30 @@ async def channel_statistics(
     return {"depth": int(live), "counted": int(counted), "oldest_age_s": oldest_age_s}
 
 
+async def group_statistics(
+    client: Redis, *, prefix: str, group: str, now_ms: int, group_ttl_s: int
+) -> dict[str, int]:
+    """Run lua/group_statistics.lua: one group's members on one server; reads only.
+
+    Returns:
+        ``members`` (all live memberships), ``named`` and ``local`` (process-local) members,
+        ``local_dead`` (process-local members whose client's liveness key is gone),
+        ``clients`` (distinct clients of the local members) and ``dead_clients``. Members
+        older than ``group_ttl_s`` are not counted.
+    """
+    named, local, local_dead, clients, dead_clients = await run(
+        client, "group_statistics", [keys.group_key(prefix, group)], [now_ms, prefix, group_ttl_s]
+    )
+    return {
+        "members": int(named) + int(local),
+        "named": int(named),
+        "local": int(local),
+        "local_dead": int(local_dead),
+        "clients": int(clients),
+        "dead_clients": int(dead_clients),
+    }
+
+
 async def server_statistics(client: Redis, prefix: str) -> dict[str, int]:
     """Queues, queued entries, groups and memberships of ``prefix`` on one server."""
     totals = {"queues": 0, "messages": 0, "groups": 0, "memberships": 0}

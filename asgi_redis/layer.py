@@ -16,6 +16,7 @@ from .buffers import now_ms
 from .connections import Connections
 from .crypto import Encryptor
 from .errors import ChannelFull
+from .heartbeat import BEATS_TO_DEATH, Heartbeat
 from .receiver import Receiver, receive_from
 
 OPTIONS = (
@@ -107,6 +108,7 @@ class RedisChannelLayer:
         self._labels = tuple(host.label() for host in self.config.hosts)
         self._receivers: dict[tuple[asyncio.AbstractEventLoop, int], Receiver] = {}
         self._client_ids: dict[asyncio.AbstractEventLoop, str] = {}
+        self._heartbeats: dict[asyncio.AbstractEventLoop, Heartbeat] = {}
 
     # -- channels --------------------------------------------------------------------
 
@@ -139,6 +141,7 @@ class RedisChannelLayer:
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for the next message on ``channel``; safe to cancel."""
         names.check_channel(channel)
+        self._keep_alive(channel)
         return (await self._receiver(self._shard_of(channel)).receive_many([channel]))[1]
 
     async def receive_many(self, channels: Sequence[str]) -> tuple[str, dict[str, Any]]:
@@ -147,6 +150,8 @@ class RedisChannelLayer:
             raise TypeError(f"receive_many takes a non-empty list of channels, got {channels!r}")
         for channel in channels:
             names.check_channel(channel)
+        for channel in channels:
+            self._keep_alive(channel)
         by_shard: dict[int, list[str]] = {}
         for channel in dict.fromkeys(channels):
             by_shard.setdefault(self._shard_of(channel), []).append(channel)
@@ -157,7 +162,9 @@ class RedisChannelLayer:
     async def new_channel(self, prefix: str = "specific.") -> str:
         """A new process-local channel name: ``prefix`` + client id + ``!`` + random."""
         names.check_channel_prefix(prefix)
-        return f"{prefix}{self._client_id()}!{secrets.token_hex(8)}"
+        channel = f"{prefix}{self._client_id()}!{secrets.token_hex(8)}"
+        self._keep_alive(channel)
+        return channel
 
     # -- groups ----------------------------------------------------------------------
 
@@ -176,6 +183,7 @@ class RedisChannelLayer:
                 now_ms=now_ms(),
                 ttl_s=self.group_expiry,
                 capacity=None if capacity == self.capacity else capacity,
+                heartbeat_ttl_ms=int(self.heartbeat * BEATS_TO_DEATH * 1000),
             )
 
     async def group_discard(self, group: str, channel: str) -> None:
@@ -309,6 +317,9 @@ class RedisChannelLayer:
         if errors:
             raise errors[0]
         self._client_ids.pop(loop, None)
+        heartbeat = self._heartbeats.pop(loop, None)
+        if heartbeat is not None:
+            await heartbeat.close()
         for shard in self._shards:
             try:
                 await shard.close()
@@ -338,9 +349,34 @@ class RedisChannelLayer:
         """The index of the server that holds ``channel`` (a client's local channels share one)."""
         return sharding.shard_for(self._labels, keys.split_channel(channel)[0])
 
-    def _client_of(self, channel: str) -> Redis:
-        """The running loop's client for the server that holds ``channel``."""
-        return self._shards[self._shard_of(channel)].client()
+    def _keep_alive(self, channel: str) -> None:
+        """Keep the liveness mark of a process-local channel's client fresh from this loop."""
+        if "!" not in channel:
+            return
+        loop = asyncio.get_running_loop()
+        heartbeat = self._heartbeats.get(loop)
+        if heartbeat is None:
+            for closed in [other for other in self._heartbeats if other.is_closed()]:
+                del self._heartbeats[closed]
+            heartbeat = self._heartbeats[loop] = Heartbeat(self._beat, self.heartbeat)
+        heartbeat.add(keys.split_channel(channel)[0])
+
+    async def _beat(self, heads: list[str], ttl_ms: int) -> None:
+        """Write the liveness marks of ``heads``, each on its own server."""
+        by_shard: dict[int, list[str]] = {}
+        for head in heads:
+            by_shard.setdefault(self._shard_of(head), []).append(head)
+        await asyncio.gather(
+            *(
+                commands.heartbeat(
+                    self._shards[shard].client(),
+                    prefix=self.prefix,
+                    heads=shard_heads,
+                    ttl_ms=ttl_ms,
+                )
+                for shard, shard_heads in by_shard.items()
+            )
+        )
 
     def _client_id(self) -> str:
         """The running loop's client id, the unique part of its process-local channel names."""

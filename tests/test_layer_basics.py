@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from asgi_redis import RedisChannelLayer
+from asgi_redis import RedisChannelLayer, keys
 from tests.layer_helpers import (
     keys_with_prefix,
     make_layer,
@@ -178,7 +178,7 @@ async def test_flush_deletes_this_prefix_and_layer_works_after(redis_url: str) -
 
 # Keys that prefix "iso" owns: one kind letter, a colon, then a channel or group name (names
 # never contain ':'). Everything else belongs to someone else.
-OWNED_BY_ISO = re.compile(rb"iso[qncgw]:[A-Za-z0-9_.\-!]+")
+OWNED_BY_ISO = re.compile(rb"iso[%s]:[A-Za-z0-9_.\-!]+" % keys.KINDS.encode())
 
 
 async def flush_iso_next_to(redis_url: str, neighbours: list[str]) -> dict[str, Any]:

@@ -3,28 +3,62 @@
   A group_send to several process-local channels of one client writes one entry for all of
   them: the suffix length is then 99 (no suffix is that long), followed by a 6-digit byte
   length and the suffixes joined with ',' - then the payload.
+  An entry whose header does not parse that way is malformed: scripts drop it when they meet
+  it (never delivered, never counted) and log a warning naming its queue.
 ]]
 local MULTI = 99
+-- At most this many expired or malformed entries leave a full queue's head per purge.
+local PURGE_MAX = 100
 
-local function entry_deadline(entry)
-  return tonumber(string.sub(entry, 1, 13))
+-- Suffix characters: what Channels allows after '!' (ASCII letters, digits, '-', '_', '.').
+local function valid_suffix(text)
+  return string.find(text, '^[%w_%.%-]+$') ~= nil
 end
 
--- The process-local suffixes an entry is for: {} for a named channel.
-local function entry_suffixes(entry)
-  local suffix_len = tonumber(string.sub(entry, 14, 15))
+-- A suffix list: valid suffixes joined with single commas, none empty.
+local function valid_list(text)
+  return string.find(text, '^[%w_%.%-,]+$') ~= nil
+    and string.sub(text, 1, 1) ~= ',' and string.sub(text, -1) ~= ','
+    and string.find(text, ',,', 1, true) == nil
+end
+
+-- Parse an entry's header: (deadline_ms, suffixes) with {} for a named channel, or nil when
+-- the header is malformed. Mirrors keys.parse_entry.
+local function parse_entry(entry)
+  local deadline, suffix_len = string.match(entry, '^(%d%d%d%d%d%d%d%d%d%d%d%d%d)(%d%d)')
+  if not deadline then
+    return nil
+  end
+  suffix_len = tonumber(suffix_len)
   if suffix_len == 0 then
-    return {}
+    return tonumber(deadline), {}
   end
   if suffix_len ~= MULTI then
-    return {string.sub(entry, 16, 15 + suffix_len)}
+    local suffix = string.sub(entry, 16, 15 + suffix_len)
+    if #suffix ~= suffix_len or not valid_suffix(suffix) then
+      return nil
+    end
+    return tonumber(deadline), {suffix}
   end
-  local list_len = tonumber(string.sub(entry, 16, 21))
+  local list_len = string.match(entry, '^(%d%d%d%d%d%d)', 16)
+  if not list_len then
+    return nil
+  end
+  list_len = tonumber(list_len)
+  local list = string.sub(entry, 22, 21 + list_len)
+  if list_len == 0 or #list ~= list_len or not valid_list(list) then
+    return nil
+  end
   local suffixes = {}
-  for suffix in string.gmatch(string.sub(entry, 22, 21 + list_len), '[^,]+') do
+  for suffix in string.gmatch(list, '[^,]+') do
     suffixes[#suffixes + 1] = suffix
   end
-  return suffixes
+  return tonumber(deadline), suffixes
+end
+
+-- Name the queue that held a malformed entry in the server log (a bug or a foreign writer).
+local function warn_malformed(queue)
+  redis.log(redis.LOG_WARNING, 'asgi_redis: dropped a malformed entry from queue ' .. queue)
 end
 
 -- One message of a process-local channel left the count (delivered, dropped, expired).
@@ -35,21 +69,37 @@ local function release(counts_key, suffix)
 end
 
 -- An entry left its queue without being delivered: release the counts of its channels.
-local function release_entry(counts_key, entry)
-  for _, suffix in ipairs(entry_suffixes(entry)) do
+-- A named queue has no counts key ('') and nothing to release.
+local function release_suffixes(counts_key, suffixes)
+  if counts_key == '' then
+    return
+  end
+  for _, suffix in ipairs(suffixes) do
     release(counts_key, suffix)
   end
 end
 
--- Remove expired entries wherever they sit in a queue, releasing their counts.
--- Returns how many were removed. O(queue length): only run when a channel looks full.
-local function purge_expired(queue, counts_key, now_ms)
+-- Drop expired and malformed entries from the head of a queue, at most PURGE_MAX, releasing
+-- their counts. Entries of one queue carry (nearly) the same expiry, so the expired ones sit
+-- at the head: this never looks past the first live entry. Returns how many were dropped.
+local function purge_head(queue, counts_key, now_ms)
   local removed = 0
-  for _, entry in ipairs(redis.call('LRANGE', queue, 0, -1)) do
-    if entry_deadline(entry) <= now_ms and redis.call('LREM', queue, 1, entry) == 1 then
-      release_entry(counts_key, entry)
-      removed = removed + 1
+  while removed < PURGE_MAX do
+    local entry = redis.call('LINDEX', queue, 0)
+    if not entry then
+      break
     end
+    local deadline, suffixes = parse_entry(entry)
+    if deadline and deadline > now_ms then
+      break
+    end
+    redis.call('LPOP', queue)
+    if deadline then
+      release_suffixes(counts_key, suffixes)
+    else
+      warn_malformed(queue)
+    end
+    removed = removed + 1
   end
   return removed
 end
@@ -73,9 +123,9 @@ local function push_if_room(queue, counts_key, suffix, entry, capacity)
   return false
 end
 
--- push_if_room, and when the channel is full, drop expired entries (they never count) and
--- try once more. ``purged`` (a table, may be nil) remembers queues already purged by this
--- script run, so a group_send scans a shared queue once, not once per full member.
+-- push_if_room, and when the channel is full, drop expired entries from the head (they never
+-- count) and try once more. ``purged`` (a table, may be nil) remembers queues already purged
+-- by this script run, so a group_send purges a shared queue once, not once per full member.
 local function enqueue(queue, counts_key, suffix, entry, now_ms, capacity, purged)
   if push_if_room(queue, counts_key, suffix, entry, capacity) then
     return true
@@ -86,9 +136,8 @@ local function enqueue(queue, counts_key, suffix, entry, now_ms, capacity, purge
     end
     purged[queue] = true
   end
-  if purge_expired(queue, counts_key, now_ms) == 0 then
+  if purge_head(queue, counts_key, now_ms) == 0 then
     return false
   end
   return push_if_room(queue, counts_key, suffix, entry, capacity)
 end
-

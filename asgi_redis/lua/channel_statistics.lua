@@ -7,18 +7,19 @@
            queue, the deadline of the first of them (-1 when none), and the count held against
            capacity (the list length for a named channel, the counts field for a local one,
            which includes messages popped but not yet delivered by a process)
+           Malformed entries are skipped (statistics read only; send and receive drop them)
   Cost     O(queue length), reads only; payloads never leave the server
 ]]
 local queue, counts_key = KEYS[1], KEYS[2]
 local now_ms, suffix = tonumber(ARGV[1]), ARGV[2]
 local live, oldest = 0, -1
 
--- Whether an entry is for this channel (a named queue holds only its own channel's entries).
-local function is_for(entry, wanted)
+-- Whether an entry's suffixes name this channel (a named queue holds only its own entries).
+local function is_for(suffixes, wanted)
   if wanted == '' then
     return true
   end
-  for _, suffix in ipairs(entry_suffixes(entry)) do
+  for _, suffix in ipairs(suffixes) do
     if suffix == wanted then
       return true
     end
@@ -27,8 +28,8 @@ local function is_for(entry, wanted)
 end
 
 for _, entry in ipairs(redis.call('LRANGE', queue, 0, -1)) do
-  local deadline = entry_deadline(entry)
-  if deadline > now_ms and is_for(entry, suffix) then
+  local deadline, suffixes = parse_entry(entry)
+  if deadline and deadline > now_ms and is_for(suffixes, suffix) then
     live = live + 1
     if oldest < 0 then
       oldest = deadline

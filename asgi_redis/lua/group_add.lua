@@ -1,14 +1,17 @@
 --[[ group_add: add a channel to a group, or refresh its membership.
   KEYS[1]  group       sorted set member channel -> time of the latest group_add, ms
   KEYS[2]  capacities  hash channel -> capacity, for members whose capacity is not the default
+  KEYS[3]  liveness    the member's client liveness key (see keys.heartbeat_key); only
+                       touched for a process-local channel
   ARGV[1]  channel     the member
   ARGV[2]  now_ms      caller clock, ms
   ARGV[3]  ttl_s       group_expiry, s
   ARGV[4]  capacity    the member's capacity, '' when it is the layer's default
+  ARGV[5]  heartbeat_ttl_ms  lifetime of a liveness key this script creates, ms
   Returns  1 added | 0 refreshed
   Cost     O(log members)
 ]]
-local group, capacities = KEYS[1], KEYS[2]
+local group, capacities, liveness = KEYS[1], KEYS[2], KEYS[3]
 local channel, ttl_s, capacity = ARGV[1], ARGV[3], ARGV[4]
 local added = redis.call('ZADD', group, ARGV[2], channel)
 redis.call('EXPIRE', group, ttl_s)
@@ -19,5 +22,10 @@ else
 end
 if redis.call('EXISTS', capacities) == 1 then
   redis.call('EXPIRE', capacities, ttl_s)
+end
+-- A new client is alive until its first heartbeat could have come; NX keeps a live
+-- client's own TTL (its heartbeats own that key).
+if string.find(channel, '!', 1, true) then
+  redis.call('SET', liveness, '1', 'PX', ARGV[5], 'NX')
 end
 return added

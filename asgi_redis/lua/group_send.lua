@@ -9,25 +9,26 @@
   ARGV[6]  capacity    default capacity
   ARGV[7]  ttl_s       queue key lifetime after this send (the layer's expiry)
   Derived  for member M with queue part H (M up to and including '!', else M):
-           queue ARGV[2]..'q:'..H and counts ARGV[2]..'n:'..H
+           queue ARGV[2]..'q:'..H and counts ARGV[2]..'n:'..H; for a process-local member
+           also its client's liveness key ARGV[2]..'h:'..H, read once per client
   Writes   one entry per named member; one entry per client queue for all its accepted
            process-local members (the multi-suffix form, see _helpers.lua)
-  Returns  {delivered, skipped_full}
-  Cost     O(members); plus O(queue length) once per queue found full
+  Drops    the process-local members of clients whose liveness key is gone (dead processes)
+           with their capacity overrides, and those clients' queue, counts and liveness keys
+  Returns  {delivered, skipped_full, dropped_dead}
+  Cost     O(members) plus one EXISTS per client; a full queue drops at most 100 expired
+           entries from its head, once per call
 ]]
 local group, capacities = KEYS[1], KEYS[2]
 local now_ms, prefix = tonumber(ARGV[1]), ARGV[2]
 local header, payload = ARGV[4], ARGV[5]
 local default_capacity, ttl_s = tonumber(ARGV[6]), ARGV[7]
 
+-- Stale members are read past here and removed last: the first write must be one that
+-- grows memory, so that Redis refuses the whole call when it is out of memory (it only
+-- checks a script's first write; after a deletion it would let every enqueue through).
 local cutoff = now_ms - tonumber(ARGV[3]) * 1000
-local stale = redis.call('ZRANGEBYSCORE', group, '-inf', cutoff)
-for first = 1, #stale, 1000 do
-  redis.call('HDEL', capacities, unpack(stale, first, math.min(first + 999, #stale)))
-end
-redis.call('ZREMRANGEBYSCORE', group, '-inf', cutoff)
-
-local members = redis.call('ZRANGE', group, 0, -1)
+local members = redis.call('ZRANGEBYSCORE', group, '(' .. cutoff, '+inf')
 local overrides = {}
 if redis.call('EXISTS', capacities) == 1 then
   for first = 1, #members, 1000 do
@@ -62,8 +63,42 @@ local function push_local(queue, suffixes)
   end
 end
 
+local purged, batches, expire, clients, dead = {}, {}, {}, {}, {}
+
+-- A client's keys and whether its process is alive: one EXISTS per client, not per member.
+local function client_of(head)
+  local client = clients[head]
+  if not client then
+    local alive_key = prefix .. 'h:' .. head
+    client = {prefix .. 'q:' .. head, prefix .. 'n:' .. head, alive_key,
+              alive = redis.call('EXISTS', alive_key) == 1}
+    clients[head] = client
+  end
+  return client
+end
+
+-- A process-local member: true accepted, false full, nil its client is dead.
+local function offer_local(member, bang, capacity)
+  local client = client_of(string.sub(member, 1, bang))
+  if not client.alive then
+    dead[#dead + 1] = member
+    return nil
+  end
+  local queue, counts_key, suffix = client[1], client[2], string.sub(member, bang + 1)
+  local accepted = count_in(counts_key, suffix, capacity)
+  if not accepted and not purged[queue] then
+    purged[queue] = true
+    accepted = purge_head(queue, counts_key, now_ms) > 0 and count_in(counts_key, suffix, capacity)
+  end
+  if accepted then
+    batches[queue] = batches[queue] or {}
+    table.insert(batches[queue], suffix)
+    expire[queue] = counts_key
+  end
+  return accepted
+end
+
 local named_entry = header .. '00' .. payload
-local purged, batches, expire, clients = {}, {}, {}, {}
 local delivered, full = 0, 0
 for _, member in ipairs(members) do
   local capacity = overrides[member] or default_capacity
@@ -77,28 +112,11 @@ for _, member in ipairs(members) do
       expire[queue] = false
     end
   else
-    local head, suffix = string.sub(member, 1, bang), string.sub(member, bang + 1)
-    local client_keys = clients[head]
-    if not client_keys then
-      client_keys = {prefix .. 'q:' .. head, prefix .. 'n:' .. head}
-      clients[head] = client_keys
-    end
-    local queue, counts_key = client_keys[1], client_keys[2]
-    accepted = count_in(counts_key, suffix, capacity)
-    if not accepted and not purged[queue] then
-      purged[queue] = true
-      accepted = purge_expired(queue, counts_key, now_ms) > 0
-        and count_in(counts_key, suffix, capacity)
-    end
-    if accepted then
-      batches[queue] = batches[queue] or {}
-      table.insert(batches[queue], suffix)
-      expire[queue] = counts_key
-    end
+    accepted = offer_local(member, bang, capacity)
   end
   if accepted then
     delivered = delivered + 1
-  else
+  elseif accepted == false then
     full = full + 1
   end
 end
@@ -111,4 +129,20 @@ for queue, counts_key in pairs(expire) do
     redis.call('EXPIRE', counts_key, ttl_s)
   end
 end
-return {delivered, full}
+local stale = redis.call('ZRANGEBYSCORE', group, '-inf', cutoff)
+for first = 1, #stale, 1000 do
+  redis.call('HDEL', capacities, unpack(stale, first, math.min(first + 999, #stale)))
+end
+redis.call('ZREMRANGEBYSCORE', group, '-inf', cutoff)
+-- Dead clients leave the group at once; their queued messages have nobody to read them.
+for first = 1, #dead, 1000 do
+  local last = math.min(first + 999, #dead)
+  redis.call('ZREM', group, unpack(dead, first, last))
+  redis.call('HDEL', capacities, unpack(dead, first, last))
+end
+for _, client in pairs(clients) do
+  if not client.alive then
+    redis.call('DEL', client[1], client[2], client[3])
+  end
+end
+return {delivered, full, #dead}

@@ -7,7 +7,8 @@
   ARGV[4]  ttl_s       key lifetime after this send (the layer's expiry)
   ARGV[5]  suffix      process-local part after '!', '' for a named channel
   Returns  1 queued | 0 full
-  Cost     O(1); O(queue length) when the channel is full (expired entries are purged)
+  Cost     O(1); when the channel is full, at most 100 expired or malformed entries are dropped
+           from the queue's head, never a scan of the queue
 ]]
 local queue, counts_key = KEYS[1], KEYS[2]
 local now_ms = tonumber(ARGV[1])

@@ -16,8 +16,38 @@ TTL_S = 60
 GROUP_TTL_S = 86_400
 LIVE_MS = NOW_MS + 60_000
 EXPIRED_MS = NOW_MS - 1
+HEARTBEAT_TTL_MS = 15_000
+PURGE_MAX = 100  # expired entries a full queue's head loses per call (_helpers.lua)
 
 Arg = str | bytes | int
+
+_LIVE = b"%013d" % LIVE_MS
+# One entry per way a header can be malformed; keys.parse_entry and the scripts reject each.
+GARBAGE = {
+    "short": b"garbage",
+    "empty": b"",
+    "deadline-not-digits": b"17000000000x0" + b"00payload",
+    "deadline-signed": b"+700000000000" + b"00payload",
+    "suffix-length-not-digits": _LIVE + b"x5abcdepayload",
+    "suffix-shorter-than-its-length": _LIVE + b"05abc",
+    "suffix-bad-characters": _LIVE + b"03a,bpayload",
+    "suffix-not-ascii": _LIVE + b"02\xff\xfepayload",
+    "list-length-not-digits": _LIVE + b"99 00003a,bpayload",
+    "list-length-zero": _LIVE + b"99000000payload",
+    "list-shorter-than-its-length": _LIVE + b"99000050a,b",
+    "list-empty-suffix": _LIVE + b"99000004a,,bpayload",
+    "list-trailing-comma": _LIVE + b"99000002a,payload",
+}
+POSITIONS = ("head", "middle", "tail")
+
+
+def layout(garbage: bytes, position: str, first: bytes, second: bytes) -> list[bytes]:
+    """``first`` and ``second`` with ``garbage`` placed at ``position`` (head/middle/tail)."""
+    return {
+        "head": [garbage, first, second],
+        "middle": [first, garbage, second],
+        "tail": [first, second, garbage],
+    }[position]
 
 
 def run(client: Any, name: str, script_keys: list[str], args: list[Arg]) -> Any:
@@ -43,6 +73,11 @@ def gkey(group: str) -> str:
 def ckey(group: str) -> str:
     """The capacity-override hash of ``group`` under the test prefix."""
     return keys.group_capacity_key(PREFIX, group)
+
+
+def hkey(channel: str) -> str:
+    """The liveness key of the client owning process-local ``channel``."""
+    return keys.heartbeat_key(PREFIX, channel)
 
 
 def entry(channel: str, payload: bytes, deadline_ms: int = LIVE_MS) -> bytes:
@@ -101,9 +136,11 @@ def group_add(
     now_ms: int = NOW_MS,
     ttl_s: int = GROUP_TTL_S,
     capacity: int | str = "",
+    heartbeat_ttl_ms: int = HEARTBEAT_TTL_MS,
 ) -> Any:
     """Run group_add.lua; ``capacity`` '' means the layer's default."""
-    return run(client, "group_add", [gkey(group), ckey(group)], [channel, now_ms, ttl_s, capacity])
+    args: list[Arg] = [channel, now_ms, ttl_s, capacity, heartbeat_ttl_ms]
+    return run(client, "group_add", [gkey(group), ckey(group), hkey(channel)], args)
 
 
 def group_discard(client: Any, group: str, channel: str) -> Any:
@@ -126,6 +163,14 @@ def group_send(
     header = f"{deadline_ms:013d}"
     args: list[Arg] = [now_ms, PREFIX, group_ttl_s, header, payload, capacity, ttl_s]
     return run(client, "group_send", [gkey(group), ckey(group)], args)
+
+
+def group_statistics(
+    client: Any, group: str, *, now_ms: int = NOW_MS, group_ttl_s: int = GROUP_TTL_S
+) -> list[int]:
+    """Run group_statistics.lua: [named, local, local_dead, clients, dead_clients]."""
+    reply = run(client, "group_statistics", [gkey(group)], [now_ms, PREFIX, group_ttl_s])
+    return [int(value) for value in reply]
 
 
 def receive(

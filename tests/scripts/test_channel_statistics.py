@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.scripts.helpers import (
     EXPIRED_MS,
+    GARBAGE,
     LIVE_MS,
     NOW_MS,
+    POSITIONS,
+    entry,
+    layout,
     nkey,
     push,
     push_group_entry,
@@ -69,3 +75,18 @@ def test_a_group_entry_counts_for_each_of_its_channels(script_client: Any) -> No
     send(script_client, LOCAL_B, b"b2", deadline_ms=LIVE_MS + 4)
     assert stats(script_client, LOCAL_A) == [1, LIVE_MS + 3, 1]
     assert stats(script_client, LOCAL_B) == [2, LIVE_MS + 3, 2]
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("kind", sorted(GARBAGE))
+def test_garbage_is_skipped_and_kept(script_client: Any, kind: str, position: str) -> None:
+    first, second = entry(LOCAL_A, b"a1", LIVE_MS + 1), entry(LOCAL_B, b"b1", LIVE_MS + 2)
+    script_client.rpush(qkey(LOCAL_A), *layout(GARBAGE[kind], position, first, second))
+    script_client.hset(nkey(LOCAL_A), mapping={"a": 1, "b": 1})
+    assert stats(script_client, LOCAL_A) == [1, LIVE_MS + 1, 1]
+    assert stats(script_client, LOCAL_B) == [1, LIVE_MS + 2, 1]
+    named = layout(GARBAGE[kind], position, entry(NAMED, b"n1"), entry(NAMED, b"n2"))
+    script_client.rpush(qkey(NAMED), *named)
+    # A named channel's count is its list length, garbage included, until a pop drops it.
+    assert stats(script_client, NAMED) == [2, LIVE_MS, 3]
+    assert script_client.llen(qkey(LOCAL_A)) == 3  # reads only

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.scripts.helpers import NOW_MS, ckey, gkey, group_add
+from tests.scripts.helpers import NOW_MS, ckey, gkey, group_add, hkey
 
 GROUP = "room"
 NAMED = "chat.a"
@@ -65,3 +65,23 @@ def test_any_add_refreshes_the_override_hash_ttl(script_client: Any) -> None:
     assert group_add(script_client, GROUP, LOCAL, ttl_s=900) == 1
     assert_ttl_ms(script_client, ckey(GROUP), 900)
     assert_ttl_ms(script_client, gkey(GROUP), 900)
+
+
+def test_a_local_member_creates_its_clients_liveness_key(script_client: Any) -> None:
+    assert group_add(script_client, GROUP, LOCAL, heartbeat_ttl_ms=15_000) == 1
+    assert script_client.get(hkey(LOCAL)) == b"1"
+    assert 13_000 < script_client.pttl(hkey(LOCAL)) <= 15_000
+
+
+def test_an_existing_liveness_key_keeps_its_value_and_ttl(script_client: Any) -> None:
+    script_client.set(hkey(LOCAL), b"beat", px=100_000)
+    assert group_add(script_client, GROUP, LOCAL, heartbeat_ttl_ms=15_000) == 1
+    assert group_add(script_client, GROUP, "specific.client!other", heartbeat_ttl_ms=15_000) == 1
+    assert script_client.get(hkey(LOCAL)) == b"beat"
+    assert script_client.pttl(hkey(LOCAL)) > 90_000
+
+
+def test_a_named_member_creates_no_liveness_key(script_client: Any) -> None:
+    assert group_add(script_client, GROUP, NAMED) == 1
+    assert not script_client.exists(hkey(NAMED))
+    assert sorted(script_client.keys()) == [gkey(GROUP).encode()]

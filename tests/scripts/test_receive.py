@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.scripts.helpers import (
+    GARBAGE,
     NOW_MS,
+    POSITIONS,
     counts,
     entry,
+    layout,
     nkey,
     payloads,
     push,
@@ -145,3 +150,56 @@ def test_expired_group_entry_releases_every_channel_it_was_for(script_client: An
     popped = receive(script_client, [("specific.c!", 10)])
     assert payloads([item for _, item in popped]) == [b"new"]
     assert counts(script_client, "specific.c!") == {"b": 1, "c": 1}
+
+
+# -- bounds and malformed entries -----------------------------------------------------------
+
+DROP_MAX = 1000  # dead entries one call drops per queue (receive.lua)
+
+
+def test_dropping_a_dead_backlog_stops_at_the_bound(script_client: Any) -> None:
+    dead = entry(FIRST, b"dead", NOW_MS - 1)
+    script_client.rpush(qkey(FIRST), *[dead] * (DROP_MAX + 500))
+    live = push(script_client, FIRST, b"live")
+    assert receive(script_client, [(FIRST, 1)]) == []
+    assert script_client.llen(qkey(FIRST)) == 501
+    assert receive(script_client, [(FIRST, 1)]) == [(1, live)]
+
+
+def test_the_bound_is_per_queue(script_client: Any) -> None:
+    script_client.rpush(qkey(FIRST), *[entry(FIRST, b"dead", NOW_MS - 1)] * DROP_MAX)
+    live = push(script_client, SECOND, b"live")
+    assert receive(script_client, [(FIRST, 1), (SECOND, 1)]) == [(2, live)]
+    assert not script_client.exists(qkey(FIRST))
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("kind", sorted(GARBAGE))
+def test_garbage_in_a_named_queue_is_dropped_never_returned(
+    script_client: Any, kind: str, position: str
+) -> None:
+    first, second = entry(FIRST, b"one"), entry(FIRST, b"two")
+    script_client.rpush(qkey(FIRST), *layout(GARBAGE[kind], position, first, second))
+    assert receive(script_client, [(FIRST, 5)]) == [(1, first), (1, second)]
+    assert not script_client.exists(qkey(FIRST))
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("kind", sorted(GARBAGE))
+def test_garbage_in_a_local_queue_leaks_no_count(
+    script_client: Any, kind: str, position: str
+) -> None:
+    dead, live = entry(LOCAL_A, b"a-dead", NOW_MS - 1), entry(LOCAL_B, b"b-live")
+    script_client.rpush(qkey(LOCAL), *layout(GARBAGE[kind], position, dead, live))
+    script_client.hset(nkey(LOCAL), mapping={"a": 1, "b": 1})
+    assert receive(script_client, [(LOCAL, 5)]) == [(1, live)]
+    assert counts(script_client, LOCAL) == {"b": 1}
+    assert not script_client.exists(qkey(LOCAL))
+
+
+def test_garbage_does_not_use_up_max(script_client: Any) -> None:
+    script_client.rpush(qkey(FIRST), GARBAGE["short"], GARBAGE["list-length-zero"])
+    live = push(script_client, FIRST, b"live")
+    later = push(script_client, FIRST, b"later")
+    assert receive(script_client, [(FIRST, 1)]) == [(1, live)]
+    assert queued(script_client, FIRST) == [later]

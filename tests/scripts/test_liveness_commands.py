@@ -1,0 +1,88 @@
+"""The Python side of liveness: commands.heartbeat, group_add/group_send and group_statistics
+through their typed wrappers, on a real server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from asgi_redis import commands, keys, keyspace
+from tests.scripts.helpers import NOW_MS, PREFIX
+
+GROUP = "room"
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Redis]:
+    """An async client on the flushed session server."""
+    connection = Redis.from_url(redis_url)
+    try:
+        yield connection
+    finally:
+        await connection.aclose()
+
+
+async def add(client: Redis, channel: str) -> None:
+    """group_add ``channel`` to GROUP with a one-minute liveness TTL."""
+    await commands.group_add(
+        client,
+        prefix=PREFIX,
+        group=GROUP,
+        channel=channel,
+        now_ms=NOW_MS,
+        ttl_s=86_400,
+        capacity=None,
+        heartbeat_ttl_ms=60_000,
+    )
+
+
+async def test_heartbeat_sets_every_liveness_key_with_its_ttl(client: Redis) -> None:
+    heads = ["specific.a!", "specific.b!x", "other.c!"]
+    await commands.heartbeat(client, prefix=PREFIX, heads=heads, ttl_ms=15_000)
+    for head in heads:
+        key = keys.heartbeat_key(PREFIX, head)
+        assert await client.get(key) == b"1"
+        assert 13_000 < await client.pttl(key) <= 15_000
+    assert keys.heartbeat_key(PREFIX, "specific.b!x") == f"{PREFIX}h:specific.b!"
+
+
+async def test_heartbeat_of_no_heads_does_nothing(client: Redis) -> None:
+    await commands.heartbeat(client, prefix=PREFIX, heads=[], ttl_ms=15_000)
+    assert await client.dbsize() == 0
+
+
+async def test_group_send_returns_dropped_dead_members(client: Redis) -> None:
+    for channel in ("chat.named", "specific.dead!a", "specific.dead!b", "specific.live!c"):
+        await add(client, channel)
+    await client.delete(keys.heartbeat_key(PREFIX, "specific.dead!"))
+    stats = await keyspace.group_statistics(
+        client, prefix=PREFIX, group=GROUP, now_ms=NOW_MS, group_ttl_s=86_400
+    )
+    assert stats == {
+        "members": 4,
+        "named": 1,
+        "local": 3,
+        "local_dead": 2,
+        "clients": 2,
+        "dead_clients": 1,
+    }
+    result = await commands.group_send(
+        client,
+        prefix=PREFIX,
+        group=GROUP,
+        now_ms=NOW_MS,
+        group_ttl_s=86_400,
+        deadline_ms=NOW_MS + 60_000,
+        payload=b"m",
+        capacity=10,
+        ttl_s=60,
+    )
+    assert result == (2, 0, 2)
+
+
+def test_liveness_keys_are_a_kind_flush_and_statistics_scan() -> None:
+    assert "h" in keys.KINDS
+    assert f"{PREFIX}h:*" in keys.scan_patterns(PREFIX)
+    assert keys.is_own_key(PREFIX, keys.heartbeat_key(PREFIX, "specific.a!b").encode())
