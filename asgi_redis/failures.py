@@ -9,7 +9,7 @@ keeps working, and it is chained to the original.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
@@ -26,9 +26,7 @@ from redis.exceptions import (
 from .errors import RedisOutOfMemoryError
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
-    from .connections import Connections
+    pass
 
 T = TypeVar("T")
 
@@ -92,18 +90,3 @@ async def named(operation: str, server: str, call: Awaitable[T]) -> T:
     """Await ``call`` inside ``naming(operation, server)``."""
     with naming(operation, server):
         return await call
-
-
-def per_server(
-    operation: str,
-    shards: Sequence[Connections],
-    labels: Sequence[str],
-    call: Callable[[Redis], Awaitable[T]],
-) -> Callable[[Redis], Awaitable[T]]:
-    """``call`` for a run on every server: each error names the server of its client."""
-    label_of = {id(shard.client()): label for shard, label in zip(shards, labels, strict=True)}
-
-    def on_server(client: Redis) -> Awaitable[T]:
-        return named(operation, label_of[id(client)], call(client))
-
-    return on_server

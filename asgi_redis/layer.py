@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -16,8 +15,10 @@ from .buffers import now_ms
 from .connections import Connections
 from .crypto import Encryptor
 from .errors import ChannelFull
-from .heartbeat import BEATS_TO_DEATH, Heartbeat
+from .heartbeat import BEATS_TO_DEATH
+from .loopstate import LoopState
 from .receiver import Receiver, receive_from
+from .statistics import StatisticsMixin
 
 OPTIONS = (
     "hosts",
@@ -31,11 +32,10 @@ OPTIONS = (
     "heartbeat",
 )
 SCAN_BATCH = keyspace.SCAN_BATCH
-logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class RedisChannelLayer:
+class RedisChannelLayer(StatisticsMixin):
     """A channel layer on Redis where each atomic step is one Lua script.
 
     Args:
@@ -106,9 +106,7 @@ class RedisChannelLayer:
         # One connection set per server; a channel's server is picked by rendezvous hashing.
         self._shards = [Connections(host, self.close) for host in self.config.hosts]
         self._labels = tuple(host.label() for host in self.config.hosts)
-        self._receivers: dict[tuple[asyncio.AbstractEventLoop, int], Receiver] = {}
-        self._client_ids: dict[asyncio.AbstractEventLoop, str] = {}
-        self._heartbeats: dict[asyncio.AbstractEventLoop, Heartbeat] = {}
+        self._loops: dict[asyncio.AbstractEventLoop, LoopState] = {}
 
     # -- channels --------------------------------------------------------------------
 
@@ -206,28 +204,24 @@ class RedisChannelLayer:
         payload = self._codec.dumps(message, f"group {group!r}")
         now = now_ms()
         await self._on_every_server(
-            failures.per_server(
-                f"group_send to group {group!r}",
-                self._shards,
-                self._labels,
-                lambda client: commands.group_send(
-                    client,
-                    prefix=self.prefix,
-                    group=group,
-                    now_ms=now,
-                    group_ttl_s=self.group_expiry,
-                    deadline_ms=now + self.expiry * 1000,
-                    payload=payload,
-                    capacity=self.capacity,
-                    ttl_s=self.expiry,
-                ),
-            )
+            f"group_send to group {group!r}",
+            lambda client: commands.group_send(
+                client,
+                prefix=self.prefix,
+                group=group,
+                now_ms=now,
+                group_ttl_s=self.group_expiry,
+                deadline_ms=now + self.expiry * 1000,
+                payload=payload,
+                capacity=self.capacity,
+                ttl_s=self.expiry,
+            ),
         )
 
     @property
     def dropped_undecodable(self) -> int:
         """Messages dropped on receive because they failed to decrypt or deserialize."""
-        live = sum(receiver.dropped_undecodable for receiver in self._receivers.values())
+        live = sum(state.dropped_undecodable for state in self._loops.values())
         return self._dropped_closed + live
 
     # -- lifecycle -------------------------------------------------------------------
@@ -245,55 +239,9 @@ class RedisChannelLayer:
                         batch.clear()
                 if batch:
                     await client.unlink(*batch)
-        for receiver in self._receivers.values():
-            receiver.clear()
-
-    # -- statistics ------------------------------------------------------------------
-
-    async def channel_statistics(self, channel: str) -> dict[str, Any]:
-        """How full one channel is.
-
-        Returns:
-            ``depth``: unexpired messages waiting in Redis; ``counted``: what counts against
-            ``capacity`` (for a process-local channel it includes messages a process has popped
-            but not yet delivered); ``capacity``; ``oldest_age_s``: age of the oldest waiting
-            message in seconds, or None.
-        """
-        names.check_channel(channel)
-        shard = self._shard_of(channel)
-        with failures.naming(f"channel_statistics of {channel!r}", self._labels[shard]):
-            stats = await keyspace.channel_statistics(
-                self._shards[shard].client(),
-                prefix=self.prefix,
-                channel=channel,
-                now_ms=now_ms(),
-                expiry_s=self.expiry,
-            )
-        return {"channel": channel, "capacity": self.config.capacity_for(channel), **stats}
-
-    async def global_statistics(self) -> dict[str, Any]:
-        """Totals for this prefix: queues, messages, groups, memberships, per server.
-
-        Messages include expired ones that no receive or send has removed yet.
-        ``dropped_undecodable`` is this instance's count of undecryptable messages.
-        """
-        per_server = await self._on_every_server(
-            failures.per_server(
-                "global_statistics",
-                self._shards,
-                self._labels,
-                lambda client: keyspace.server_statistics(client, self.prefix),
-            )
-        )
-        totals = {name: sum(stats[name] for stats in per_server) for name in per_server[0]}
-        return {
-            **totals,
-            "dropped_undecodable": self.dropped_undecodable,
-            "shards": [
-                {"host": label, **stats}
-                for label, stats in zip(self._labels, per_server, strict=True)
-            ],
-        }
+        for state in self._loops.values():
+            for receiver in state.receivers():
+                receiver.clear()
 
     async def close(self) -> None:
         """Stop reading, return unreceived messages to Redis, close this loop's connections.
@@ -303,23 +251,12 @@ class RedisChannelLayer:
         again retries (the connections are only closed once nothing is left to return).
         """
         loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is not None:
+            await state.close()
+            del self._loops[loop]
+            self._dropped_closed += state.dropped_undecodable
         errors: list[Exception] = []
-        for key in [key for key in self._receivers if key[0] is loop]:
-            receiver = self._receivers[key]
-            try:
-                await receiver.close()
-            except Exception as exc:
-                logger.error("Could not return buffered messages to Redis: %r", exc)
-                errors.append(exc)
-                continue
-            del self._receivers[key]
-            self._dropped_closed += receiver.dropped_undecodable
-        if errors:
-            raise errors[0]
-        self._client_ids.pop(loop, None)
-        heartbeat = self._heartbeats.pop(loop, None)
-        if heartbeat is not None:
-            await heartbeat.close()
         for shard in self._shards:
             try:
                 await shard.close()
@@ -339,11 +276,20 @@ class RedisChannelLayer:
     ) -> None:
         await self.close()
 
-    async def _on_every_server(self, call: Callable[[Redis], Awaitable[T]]) -> list[T]:
-        """Run ``call`` with each server's client, concurrently when there are several."""
-        if len(self._shards) == 1:  # the common case: no task per call on the hot path
-            return [await call(self._shards[0].client())]
-        return list(await asyncio.gather(*(call(shard.client()) for shard in self._shards)))
+    async def _on_every_server(
+        self, operation: str, call: Callable[[Redis], Awaitable[T]]
+    ) -> list[T]:
+        """Run ``call`` with each server's client, concurrently when there are several.
+
+        An error names ``operation`` and the server it came from.
+        """
+        calls = [
+            failures.named(operation, label, call(shard.client()))
+            for shard, label in zip(self._shards, self._labels, strict=True)
+        ]
+        if len(calls) == 1:  # the common case: no task per call on the hot path
+            return [await calls[0]]
+        return list(await asyncio.gather(*calls))
 
     def _shard_of(self, channel: str) -> int:
         """The index of the server that holds ``channel`` (a client's local channels share one)."""
@@ -351,15 +297,8 @@ class RedisChannelLayer:
 
     def _keep_alive(self, channel: str) -> None:
         """Keep the liveness mark of a process-local channel's client fresh from this loop."""
-        if "!" not in channel:
-            return
-        loop = asyncio.get_running_loop()
-        heartbeat = self._heartbeats.get(loop)
-        if heartbeat is None:
-            for closed in [other for other in self._heartbeats if other.is_closed()]:
-                del self._heartbeats[closed]
-            heartbeat = self._heartbeats[loop] = Heartbeat(self._beat, self.heartbeat)
-        heartbeat.add(keys.split_channel(channel)[0])
+        if "!" in channel:
+            self._loop_state().keep_alive(keys.split_channel(channel)[0])
 
     async def _beat(self, heads: list[str], ttl_ms: int) -> None:
         """Write the liveness marks of ``heads``, each on its own server."""
@@ -378,30 +317,31 @@ class RedisChannelLayer:
             )
         )
 
+    def _loop_state(self) -> LoopState:
+        """The running loop's part of the layer (made on first use)."""
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            for closed in [other for other in self._loops if other.is_closed()]:
+                self._dropped_closed += self._loops.pop(closed).dropped_undecodable
+            state = self._loops[loop] = LoopState(self._make_receiver, self._beat, self.heartbeat)
+        return state
+
     def _client_id(self) -> str:
         """The running loop's client id, the unique part of its process-local channel names."""
-        loop = asyncio.get_running_loop()
-        client_id = self._client_ids.get(loop)
-        if client_id is None:
-            for closed in [other for other in self._client_ids if other.is_closed()]:
-                del self._client_ids[closed]
-            client_id = self._client_ids[loop] = secrets.token_hex(6)
-        return client_id
+        return self._loop_state().client_id
 
     def _receiver(self, shard: int) -> Receiver:
         """The running loop's receiver for one server (created on first use)."""
-        loop = asyncio.get_running_loop()
-        receiver = self._receivers.get((loop, shard))
-        if receiver is None:
-            for closed in [key for key in self._receivers if key[0].is_closed()]:
-                self._dropped_closed += self._receivers.pop(closed).dropped_undecodable
-            receiver = Receiver(
-                self._shards[shard].client(),
-                self.prefix,
-                self._client_id(),
-                self.expiry,
-                self._codec,
-                self._labels[shard],
-            )
-            self._receivers[(loop, shard)] = receiver
-        return receiver
+        return self._loop_state().receiver(shard)
+
+    def _make_receiver(self, shard: int, client_id: str) -> Receiver:
+        """A new receiver for server ``shard`` in the running loop."""
+        return Receiver(
+            self._shards[shard].client(),
+            self.prefix,
+            client_id,
+            self.expiry,
+            self._codec,
+            self._labels[shard],
+        )

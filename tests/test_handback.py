@@ -106,9 +106,10 @@ async def test_entry_claimed_by_a_cancelled_receive_goes_to_the_next_waiter(
         # Cancel the first receive right when its entry is handed to it.
         while not first.done():
             await asyncio.sleep(0)
-            if layer._receivers and any(  # woken but not yet run
+            if any(  # woken but not yet run
                 waiter.done()
-                for receiver in layer._receivers.values()
+                for state in layer._loops.values()
+                for receiver in state.receivers()
                 for waiters in receiver._waiters.values()
                 for waiter in waiters
             ):

@@ -1,0 +1,99 @@
+"""The ``statistics`` extension: how full channels are, who is in a group, totals."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+
+from . import failures, keyspace, names
+from .buffers import now_ms
+from .config import Config
+from .connections import Connections
+
+T = TypeVar("T")
+
+
+class StatisticsMixin:
+    """Statistics methods of ``RedisChannelLayer``; payloads never leave the server."""
+
+    config: Config
+    prefix: str
+    expiry: int
+    group_expiry: int
+    _shards: list[Connections]
+    _labels: tuple[str, ...]
+
+    @property
+    def dropped_undecodable(self) -> int:
+        """Messages dropped on receive because they failed to decrypt or deserialize."""
+        raise NotImplementedError
+
+    def _shard_of(self, channel: str) -> int:
+        raise NotImplementedError
+
+    async def _on_every_server(
+        self, operation: str, call: Callable[[Redis], Awaitable[T]]
+    ) -> list[T]:
+        raise NotImplementedError
+
+    async def channel_statistics(self, channel: str) -> dict[str, Any]:
+        """How full one channel is.
+
+        Returns:
+            ``depth``: unexpired messages waiting in Redis; ``counted``: what counts against
+            ``capacity`` (for a process-local channel it includes messages a process has popped
+            but not yet delivered); ``capacity``; ``oldest_age_s``: age of the oldest waiting
+            message in seconds, or None.
+        """
+        names.check_channel(channel)
+        shard = self._shard_of(channel)
+        with failures.naming(f"channel_statistics of {channel!r}", self._labels[shard]):
+            stats = await keyspace.channel_statistics(
+                self._shards[shard].client(),
+                prefix=self.prefix,
+                channel=channel,
+                now_ms=now_ms(),
+                expiry_s=self.expiry,
+            )
+        return {"channel": channel, "capacity": self.config.capacity_for(channel), **stats}
+
+    async def group_statistics(self, group: str) -> dict[str, Any]:
+        """Who is in ``group``, summed over the servers; reads only.
+
+        Returns:
+            ``members`` (live memberships), ``named`` and ``local`` (process-local) members,
+            ``local_dead`` (process-local members of clients unseen for 3 heartbeats: the next
+            ``group_send`` drops them), ``clients`` and ``dead_clients``.
+        """
+        names.check_group(group)
+        now = now_ms()
+        per_server = await self._on_every_server(
+            f"group_statistics of {group!r}",
+            lambda client: keyspace.group_statistics(
+                client, prefix=self.prefix, group=group, now_ms=now, group_ttl_s=self.group_expiry
+            ),
+        )
+        totals = {name: sum(stats[name] for stats in per_server) for name in per_server[0]}
+        return {"group": group, **totals}
+
+    async def global_statistics(self) -> dict[str, Any]:
+        """Totals for this prefix: queues, messages, groups, memberships, per server.
+
+        Messages include expired ones that no receive or send has removed yet.
+        ``dropped_undecodable`` is this instance's count of undecryptable messages.
+        """
+        per_server = await self._on_every_server(
+            "global_statistics",
+            lambda client: keyspace.server_statistics(client, self.prefix),
+        )
+        totals = {name: sum(stats[name] for stats in per_server) for name in per_server[0]}
+        return {
+            **totals,
+            "dropped_undecodable": self.dropped_undecodable,
+            "shards": [
+                {"host": label, **stats}
+                for label, stats in zip(self._labels, per_server, strict=True)
+            ],
+        }
