@@ -31,8 +31,19 @@ class MsgpackSerializer:
     """msgpack with the bin type: bytes stay bytes, str stays str."""
 
     def dumps(self, message: dict[str, Any]) -> bytes:
-        """Pack a dict."""
-        return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
+        """Pack a dict; ValueError for one that could not be unpacked again.
+
+        msgpack packs a tuple used as a dict key as an array, which no receiver can turn back
+        into a key: refuse it here rather than lose the message on the other side. (Tuples as
+        values come back as lists, as with channels_redis.)
+        """
+        packed: bytes = msgpack.packb(message, use_bin_type=True)
+        try:
+            self.loads(packed)
+        except (TypeError, ValueError) as exc:
+            hint = "use str, bytes or number keys"
+            raise ValueError(f"it would not unpack again ({exc}); {hint}") from exc
+        return packed
 
     def loads(self, payload: bytes) -> dict[str, Any]:
         """Unpack a dict."""
