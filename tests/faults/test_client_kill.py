@@ -158,12 +158,6 @@ async def test_client_kill_storm(private_redis: RedisServer, spawn: Spawn) -> No
     assert named.extra["unknown"] == 0 and group.extra["unknown"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=redis.exceptions.ConnectionError,
-    reason="issue 8 point 7: after CLIENT KILL the first send on each stale pooled connection "
-    "raises redis.exceptions.ConnectionError('Connection closed by server.') although Redis is up",
-)
 async def test_send_after_client_kill_does_not_fail(redis_url: str) -> None:
     async with make_layer(redis_url) as layer:
         # Three sends at once leave three connections in the pool.
