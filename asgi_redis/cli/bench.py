@@ -28,6 +28,8 @@ RAW_PREFIX = "benchraw:"
 ADD_CONCURRENCY = 100
 HELPER_TIMEOUT_S = 120.0
 MANY_TIMEOUT_S = 60.0
+# Fewer queued messages than this make the memory growth noise (it was negative at 200).
+MIN_MEMORY_MESSAGES = 1000
 # The same payload for every workload and both layers.
 PAYLOAD_TEXT = "x" * 100
 
@@ -310,7 +312,11 @@ async def used_memory(client: aioredis.Redis) -> int:
 
 
 def memory_per_message(sizes: Sizes) -> Workload:
-    """Bytes of Redis memory per queued message: one named channel, nobody receiving."""
+    """Bytes of Redis memory per queued message: one named channel, nobody receiving.
+
+    NaN (shown as n/a) below ``MIN_MEMORY_MESSAGES`` messages or when memory did not grow:
+    allocator and server noise would outweigh the messages.
+    """
 
     async def run(spec: LayerSpec) -> Metrics:
         count = sizes.memory_messages
@@ -324,6 +330,8 @@ def memory_per_message(sizes: Sizes) -> Workload:
                 grown = await used_memory(info) - before
         finally:
             await info.aclose()
+        if count < MIN_MEMORY_MESSAGES or grown <= 0:
+            return {"memory_per_message": math.nan}
         return {"memory_per_message": grown / count}
 
     return Workload("memory", run, ("memory_per_message",))
