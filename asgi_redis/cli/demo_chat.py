@@ -27,8 +27,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect as ws_connect
 from websockets.typing import Origin
 
+from .example import EXAMPLE_DIR, DemoError, example_available
+
 HOST = "127.0.0.1"
-EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "chat"
 WORKER_CHANNEL = "chat.shout"
 ROOM = "lobby"
 START_TIMEOUT_S = 45.0
@@ -38,13 +39,8 @@ WORKER_READY = "Running worker for channels"
 SERVER_NAMES = "AB"
 
 
-class ChatDemoError(Exception):
+class ChatDemoError(DemoError):
     """A process of the chat demo did not start, died, or a message did not arrive."""
-
-
-def example_available() -> bool:
-    """Whether the example project is here (a source checkout, not an installed wheel)."""
-    return (EXAMPLE_DIR / "manage.py").is_file()
 
 
 def free_port() -> int:
