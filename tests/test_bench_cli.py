@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import redis.asyncio as aioredis
 
 from asgi_redis import __version__
 from asgi_redis.cli import bench, main
@@ -98,6 +99,21 @@ async def test_memory_per_message_is_nan_below_the_minimum(redis_url: str) -> No
     sizes = Sizes(memory_messages=bench.MIN_MEMORY_MESSAGES // 10)
     metrics = await bench.memory_per_message(sizes).run(spec)
     assert math.isnan(metrics["memory_per_message"])
+
+
+async def test_memory_per_message_counts_the_layers_keys_only(redis_url: str) -> None:
+    """Measured from the layer's own keys: other keys and client buffers do not move it."""
+    spec = LayerSpec(OURS, OURS, redis_url, "benchmem:")
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.set("other:big", b"x" * 100_000)
+        assert await bench.keys_memory(client, "benchmem:") == 0
+        sizes = Sizes(memory_messages=bench.MIN_MEMORY_MESSAGES)
+        bytes_per_message = (await bench.memory_per_message(sizes).run(spec))["memory_per_message"]
+        # The 100-byte payload plus the entry's header and the list's overhead.
+        assert 100 < bytes_per_message < 1000, bytes_per_message
+    finally:
+        await client.aclose()
 
 
 def test_no_ratio_of_unmeasurable_values() -> None:
