@@ -5,6 +5,7 @@ No timing is asserted: only what is printed and the exit codes.
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import math
 import subprocess
@@ -161,3 +162,14 @@ def test_exits_non_zero_when_one_of_our_workloads_fails(
     assert "FAILED fake / asgi_redis (repetition 1): ConnectionError: Too many connections" in (
         output
     )
+
+
+def test_console_scripts_point_at_the_cli() -> None:
+    """``asgi-redis`` and ``asgi-redis-demo`` are installed commands, as the README says."""
+    scripts = {
+        entry.name: entry.value
+        for entry in importlib.metadata.distribution("asgi-redis-lua").entry_points
+        if entry.group == "console_scripts"
+    }
+    assert scripts["asgi-redis"] == "asgi_redis.cli.main:main"
+    assert scripts["asgi-redis-demo"] == "asgi_redis.cli.demo:main"
