@@ -59,6 +59,15 @@ def test_demo_falls_back_to_fakeredis_without_redis_server(tmp_path: Path) -> No
     assert "replied; stopping the workers" in output, output
 
 
+def test_chat_check_runs_on_fakeredis_without_redis_server(tmp_path: Path) -> None:
+    """What ``make demo`` does on macOS or without root: the chat itself, on fakeredis."""
+    (tmp_path / "python").symlink_to(sys.executable)
+    output = run_demo("--check", env={**os.environ, "PATH": str(tmp_path)})
+    assert "fakeredis" in output, output
+    for step in ("chat:", "announce:", "shout:", "Done:"):
+        assert step in output, output
+
+
 def accepts_connections(url: str) -> bool:
     """Whether something listens on the host and port of ``url``."""
     parts = urllib.parse.urlsplit(url)
