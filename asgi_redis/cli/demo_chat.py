@@ -212,9 +212,11 @@ class WebSocketClient:
     """A blocking websocket client (the ``websockets`` package) speaking JSON, for `check`."""
 
     def __init__(self, url: str, origin: str) -> None:
+        # Entered as a context manager: websockets >= 17.1 warns about a bare connect().
+        self.exit_stack = contextlib.ExitStack()
         try:
-            self.connection = ws_connect(
-                url, origin=Origin(origin), open_timeout=MESSAGE_TIMEOUT_S, proxy=None
+            self.connection = self.exit_stack.enter_context(
+                ws_connect(url, origin=Origin(origin), open_timeout=MESSAGE_TIMEOUT_S, proxy=None)
             )
         except (OSError, InvalidHandshake) as exc:
             raise ChatDemoError(f"websocket {url} refused: {exc}") from exc
@@ -239,7 +241,7 @@ class WebSocketClient:
 
     def close(self) -> None:
         """Close the connection."""
-        self.connection.close()
+        self.exit_stack.close()
 
 
 def announce(page_url: str, text: str) -> None:
