@@ -1,18 +1,29 @@
-"""Smoke test of the ``asgi-redis bench`` command at tiny sizes (no timing is asserted)."""
+"""The ``asgi-redis`` command: bench at tiny sizes, options, progress and failures.
+
+No timing is asserted: only what is printed and the exit codes.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
+import io
+import math
 import subprocess
 import sys
 
 import pytest
+import redis.asyncio as aioredis
+
+from asgi_redis import __version__
+from asgi_redis.cli import bench, main
+from asgi_redis.cli.bench import OURS, THEIRS, LayerSpec, Metrics, Sizes, Workload
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def test_bench_command_prints_the_table(redis_url: str) -> None:
     """The command runs every short workload against the given server and exits 0."""
-    command = [sys.executable, "-m", "asgi_redis.cli.main", "bench", "--hosts", redis_url]
+    command = [sys.executable, "-m", "asgi_redis", "bench", "--hosts", redis_url]
     done = subprocess.run(
         [*command, "--scale", "0.01"], capture_output=True, text=True, timeout=50, check=False
     )
@@ -22,7 +33,13 @@ def test_bench_command_prints_the_table(redis_url: str) -> None:
     assert "asgi_redis" in header
     for row in ("send_receive named", "ping_pong p50", "group_send 1,000 named", "many_channels"):
         assert any(line.startswith(row) for line in lines), done.stdout
-    assert "done" in done.stderr  # the progress bar reached its end
+    # 20 queued messages cannot be measured: no (negative) number and no ratio for it.
+    memory = next(line for line in lines if line.startswith("Redis memory per queued message"))
+    assert memory.split()[-4:] == ["n/a"] * 4, memory
+    assert "Memory per message is n/a" in done.stdout
+    # stderr is a pipe: one plain line per step, no carriage returns.
+    assert "\r" not in done.stderr
+    assert done.stderr.splitlines()[-1].endswith("done"), done.stderr
 
 
 def test_bench_help_lists_the_options() -> None:
@@ -36,3 +53,123 @@ def test_bench_help_lists_the_options() -> None:
     )
     assert "--hosts" in done.stdout
     assert "--scale" in done.stdout
+
+
+def test_python_m_asgi_redis_prints_the_version() -> None:
+    """``python -m asgi_redis`` is the ``asgi-redis`` command, and it has ``--version``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "asgi_redis", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert done.stdout.strip() == f"asgi-redis {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--scale", "0"), ("--scale", "-1"), ("--reps", "0")]
+)
+def test_bench_rejects_counts_that_are_not_positive(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main.parse_args(["bench", option, value])
+    assert stopped.value.code == 2
+    assert f"argument {option}: must be" in capsys.readouterr().err
+
+
+def test_progress_prints_one_plain_line_per_step_when_not_a_terminal() -> None:
+    stream = io.StringIO()
+    progress = main.Progress(3, stream)
+    for label in ("first", "second", "third"):
+        progress.show(label)
+        progress.done += 1
+    progress.finish()
+    assert stream.getvalue().splitlines() == [
+        "[  1/3] first",
+        "[  2/3] second",
+        "[  3/3] third",
+        "[  3/3] done",
+    ]
+
+
+async def test_memory_per_message_is_nan_below_the_minimum(redis_url: str) -> None:
+    """Too few queued messages give NaN (n/a), never a noisy or negative number."""
+    spec = LayerSpec(OURS, OURS, redis_url, "benchmem:")
+    sizes = Sizes(memory_messages=bench.MIN_MEMORY_MESSAGES // 10)
+    metrics = await bench.memory_per_message(sizes).run(spec)
+    assert math.isnan(metrics["memory_per_message"])
+
+
+async def test_memory_per_message_counts_the_layers_keys_only(redis_url: str) -> None:
+    """Measured from the layer's own keys: other keys and client buffers do not move it."""
+    spec = LayerSpec(OURS, OURS, redis_url, "benchmem:")
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.set("other:big", b"x" * 100_000)
+        assert await bench.keys_memory(client, "benchmem:") == 0
+        sizes = Sizes(memory_messages=bench.MIN_MEMORY_MESSAGES)
+        bytes_per_message = (await bench.memory_per_message(sizes).run(spec))["memory_per_message"]
+        # The 100-byte payload plus the entry's header and the list's overhead.
+        assert 100 < bytes_per_message < 1000, bytes_per_message
+    finally:
+        await client.aclose()
+
+
+def test_no_ratio_of_unmeasurable_values() -> None:
+    assert math.isnan(main.ratio(-1726.0, 300.0, higher_is_better=False))
+    assert math.isnan(main.ratio(math.nan, 300.0, higher_is_better=False))
+    assert main.ratio(100.0, 300.0, higher_is_better=False) == 3.0
+
+
+def failing_workload(failing_kind: str) -> Workload:
+    """A workload whose runs of ``failing_kind`` raise the incumbent's known error."""
+
+    async def run(spec: LayerSpec) -> Metrics:
+        if spec.kind == failing_kind:
+            raise ConnectionError("Too many connections")
+        return {"fake_rate": 1.0}
+
+    return Workload("fake", run, ("fake_rate",))
+
+
+def run_bench_with(
+    workload: Workload, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    """Run ``asgi-redis bench`` in-process with ``workload`` only; (exit code, stdout)."""
+    monkeypatch.setattr(main, "short_workloads", lambda sizes: [workload])
+    monkeypatch.setattr(main, "theirs_installed", lambda: True)
+    code = main.main(["bench", "--hosts", "redis://127.0.0.1:1"])
+    return code, capsys.readouterr().out
+
+
+def test_the_incumbents_failure_reads_as_its_own(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, output = run_bench_with(failing_workload(THEIRS), monkeypatch, capsys)
+    assert code == 0, output
+    assert "channels_redis failed (not asgi_redis) in fake" in output, output
+    assert "Too many connections" in output
+    assert "FAILED" not in output
+
+
+def test_exits_non_zero_when_one_of_our_workloads_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, output = run_bench_with(failing_workload(OURS), monkeypatch, capsys)
+    assert code == 1, output
+    assert "FAILED fake / asgi_redis (repetition 1): ConnectionError: Too many connections" in (
+        output
+    )
+
+
+def test_console_scripts_point_at_the_cli() -> None:
+    """``asgi-redis`` and ``asgi-redis-demo`` are installed commands, as the README says."""
+    scripts = {
+        entry.name: entry.value
+        for entry in importlib.metadata.distribution("asgi-redis-lua").entry_points
+        if entry.group == "console_scripts"
+    }
+    assert scripts["asgi-redis"] == "asgi_redis.cli.main:main"
+    assert scripts["asgi-redis-demo"] == "asgi_redis.cli.demo:main"

@@ -1,10 +1,13 @@
-"""Demo (``make demo``, ``python -m asgi_redis.cli.demo``).
+"""Demo (``make demo``, ``asgi-redis-demo``, ``python -m asgi_redis.cli.demo``).
 
 By default it runs the Django Channels chat example (``examples/chat``) on an embedded Redis:
 two daphne servers on two ports behind one layer and a ``runworker`` process, until Ctrl-C.
 ``--check`` starts the same, verifies a websocket round trip across the servers, and exits.
 ``--plain`` runs the layer without Django: a private Redis, two worker processes with two
 consumers each, a group broadcast, replies on a named channel and one direct message.
+
+The chat needs a source checkout (examples/ is not in the wheel) and the ``demo`` extra; the
+plain demo needs only the layer plus ``redis-server`` or ``fakeredis[lua]``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import multiprocessing
 import os
 import shutil
@@ -24,20 +28,27 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from asgi_redis import RedisChannelLayer
-from asgi_redis.cli import demo_chat
+from asgi_redis.cli.example import EXAMPLE_DIR, DemoError, example_available
 
 GROUP = "lobby"
 REPLIES = "demo.replies"
 WORKERS = 2
 CONSUMERS_PER_WORKER = 2
 TIMEOUT_S = 10.0
-
-
-class DemoError(Exception):
-    """Something did not arrive in time, or no server could be started."""
+DISTRIBUTION = "asgi-redis-lua"
+INSTALL_DEMO_EXTRA = f"pip install '{DISTRIBUTION}[demo]'"
+# Imported by the chat demo or by the processes it starts (daphne, manage.py runworker).
+CHAT_PACKAGES = ("websockets", "channels", "daphne")
+DESCRIPTION = """\
+Run the asgi_redis demo. By default: the Django Channels chat example of a source
+checkout (examples/chat) on two daphne servers and a runworker process, all behind one
+channel layer on a private redis-server (fakeredis's TCP server when redis-server is not
+installed), until Ctrl-C. Outside a checkout the plain demo runs instead.
+"""
 
 
 @contextlib.contextmanager
@@ -78,7 +89,7 @@ def fake_redis() -> Iterator[str]:
         import lupa  # noqa: F401
         from fakeredis import TcpFakeServer
     except ImportError as exc:
-        hint = "apt-get install redis-server, or pip install 'fakeredis[lua]'"
+        hint = f"install redis-server, or {INSTALL_DEMO_EXTRA} (it brings fakeredis[lua])"
         raise DemoError(f"no redis-server on PATH and no fakeredis[lua]; {hint}") from exc
     server = TcpFakeServer(("127.0.0.1", 0))
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -171,8 +182,26 @@ def run_plain() -> None:
                     worker.join()
 
 
+def load_chat() -> ModuleType:
+    """The chat demo's module, once every package the chat needs imports.
+
+    Raises:
+        DemoError: a package is missing; the message says which extra installs it.
+    """
+    missing = []
+    for name in CHAT_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise DemoError(f"the chat demo needs {', '.join(missing)}: {INSTALL_DEMO_EXTRA}")
+    return importlib.import_module("asgi_redis.cli.demo_chat")
+
+
 def run_chat(check: bool) -> None:
     """Run the chat example on an embedded Redis: serve until Ctrl-C, or check and return."""
+    demo_chat = load_chat()
     with (
         embedded_redis() as url,
         tempfile.TemporaryDirectory(prefix="asgi-redis-chat-") as log_dir,
@@ -188,11 +217,13 @@ def run_chat(check: bool) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line: ``--plain`` or ``--check``."""
-    parser = argparse.ArgumentParser(prog="asgi-redis-demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="asgi-redis-demo", description=DESCRIPTION)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--plain", action="store_true", help="run the layer-only demo (no Django)")
     mode.add_argument(
-        "--check", action="store_true", help="start the chat demo, verify it end to end, exit"
+        "--check",
+        action="store_true",
+        help="start the chat demo, verify it end to end, exit (needs a source checkout)",
     )
     return parser.parse_args(argv)
 
@@ -210,12 +241,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: run the demo and return the process exit code."""
     args = parse_args(argv)
     stop_on_sigterm()
-    plain = args.plain or not demo_chat.example_available()
+    if args.check and not example_available():
+        print(
+            f"Demo failed: --check runs the chat example of a source checkout, and "
+            f"{EXAMPLE_DIR} is not there (an installed package has no examples/). Clone the "
+            "repository and run `make demo ARGS=--check` there, or run asgi-redis-demo --plain.",
+            file=sys.stderr,
+        )
+        return 2
+    plain = args.plain or not example_available()
     if plain and not args.plain:
         print("examples/chat is not here (installed package?): running the plain demo")
     try:
         run_plain() if plain else run_chat(args.check)
-    except (DemoError, demo_chat.ChatDemoError) as exc:
+    except DemoError as exc:  # the chat's ChatDemoError included
         print(f"Demo failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

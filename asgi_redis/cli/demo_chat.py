@@ -27,8 +27,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect as ws_connect
 from websockets.typing import Origin
 
+from .example import EXAMPLE_DIR, DemoError, example_available
+
 HOST = "127.0.0.1"
-EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "chat"
 WORKER_CHANNEL = "chat.shout"
 ROOM = "lobby"
 START_TIMEOUT_S = 45.0
@@ -38,13 +39,8 @@ WORKER_READY = "Running worker for channels"
 SERVER_NAMES = "AB"
 
 
-class ChatDemoError(Exception):
+class ChatDemoError(DemoError):
     """A process of the chat demo did not start, died, or a message did not arrive."""
-
-
-def example_available() -> bool:
-    """Whether the example project is here (a source checkout, not an installed wheel)."""
-    return (EXAMPLE_DIR / "manage.py").is_file()
 
 
 def free_port() -> int:
@@ -216,9 +212,11 @@ class WebSocketClient:
     """A blocking websocket client (the ``websockets`` package) speaking JSON, for `check`."""
 
     def __init__(self, url: str, origin: str) -> None:
+        # Entered as a context manager: websockets >= 17.1 warns about a bare connect().
+        self.exit_stack = contextlib.ExitStack()
         try:
-            self.connection = ws_connect(
-                url, origin=Origin(origin), open_timeout=MESSAGE_TIMEOUT_S, proxy=None
+            self.connection = self.exit_stack.enter_context(
+                ws_connect(url, origin=Origin(origin), open_timeout=MESSAGE_TIMEOUT_S, proxy=None)
             )
         except (OSError, InvalidHandshake) as exc:
             raise ChatDemoError(f"websocket {url} refused: {exc}") from exc
@@ -243,7 +241,7 @@ class WebSocketClient:
 
     def close(self) -> None:
         """Close the connection."""
-        self.connection.close()
+        self.exit_stack.close()
 
 
 def announce(page_url: str, text: str) -> None:

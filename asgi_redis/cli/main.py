@@ -1,34 +1,31 @@
-"""``asgi-redis bench``: a short benchmark of asgi_redis against channels_redis.
+"""The ``asgi-redis`` command (also ``python -m asgi_redis``).
 
-Runs against ``--hosts`` or a private ``redis-server`` started on a free port, shows a
-progress bar, and prints a table of medians and ratios. channels_redis is optional: when it
-is not installed asgi_redis is measured alone. ``benchmarks/bench.py`` runs the full version
-with the same code.
+``asgi-redis bench`` is a short benchmark of asgi_redis against channels_redis. It runs
+against ``--hosts`` or a private ``redis-server`` started on a free port, shows its progress,
+and prints a table of medians and ratios. channels_redis is optional: when it is not installed
+asgi_redis is measured alone. ``benchmarks/bench.py`` runs the full version with the same code.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.util
 import math
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TextIO
 
+from asgi_redis import __version__
+
 from . import bench, bench_baselines, bench_groups
 from .bench import OURS, THEIRS, LayerSpec, Sizes, Workload
+from .server import private_redis_server
 
 RUN_TIMEOUT_S = 180.0
-SERVER_START_TIMEOUT_S = 10.0
 PREFIXES = {OURS: "benchar:", THEIRS: "benchcr:"}
 COLUMNS = (OURS, THEIRS)
 SHORT = Sizes(
@@ -42,12 +39,31 @@ SHORT = Sizes(
 )
 
 
+@dataclass(frozen=True)
+class RunFailure:
+    """One run that raised or timed out: which layer, which workload, and why."""
+
+    workload: str
+    layer: str
+    kind: str
+    repetition: int
+    detail: str
+
+    @property
+    def incumbent(self) -> bool:
+        """Whether channels_redis failed (its known limits are not our failures)."""
+        return self.kind == THEIRS
+
+    def __str__(self) -> str:
+        return f"{self.workload} / {self.layer} (repetition {self.repetition}): {self.detail}"
+
+
 @dataclass
 class Results:
     """metric -> layer -> one value per repetition (NaN when that run failed)."""
 
     values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
+    errors: list[RunFailure] = field(default_factory=list)
 
     def add(self, layer: str, metrics: dict[str, float]) -> None:
         """Record one run's metrics for ``layer``."""
@@ -58,45 +74,6 @@ class Results:
         """Median of the finite values (NaN when there are none)."""
         finite = [v for v in self.values.get(key, {}).get(layer, []) if not math.isnan(v)]
         return statistics.median(finite) if finite else math.nan
-
-
-# --------------------------------------------------------------------------- redis-server
-
-
-def free_port() -> int:
-    """A TCP port that is free right now on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def private_redis_server() -> Iterator[str]:
-    """Run a throwaway redis-server (no persistence) on a free port; yield its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server not found on PATH (or pass --hosts redis://...)")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="asgi-redis-bench-") as workdir:
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--dir", workdir, "--loglevel", "warning"]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-            while True:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"redis-server did not start on port {port}")
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                    break
-                time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 # --------------------------------------------------------------------------- running
@@ -119,22 +96,35 @@ def layer_specs(url: str, with_theirs: bool) -> dict[str, LayerSpec]:
 
 
 class Progress:
-    """A plain-text progress bar on one line of ``stream``."""
+    """Progress of the runs: a bar redrawn in place on a terminal, one line per step otherwise.
+
+    Piped or redirected output gets plain lines, since carriage returns would put every
+    redraw of the bar on one line of a log file.
+    """
 
     def __init__(self, total: int, stream: TextIO | None = None, width: int = 30) -> None:
         self.total, self.done, self.width = max(total, 1), 0, width
         self.stream = stream or sys.stderr
+        self.interactive = self.stream.isatty()
 
     def show(self, label: str) -> None:
-        """Redraw the bar with ``label`` as the step that is running now."""
+        """Report ``label`` as the step that is running now."""
+        if not self.interactive:
+            self.stream.write(f"[{self.done + 1:>3}/{self.total}] {label}\n")
+            self.stream.flush()
+            return
         filled = self.width * self.done // self.total
         bar = "#" * filled + "." * (self.width - filled)
         self.stream.write(f"\r[{bar}] {self.done:>3}/{self.total} {label[:50]:<50}")
         self.stream.flush()
 
     def finish(self) -> None:
-        """Complete the bar and end its line."""
+        """Complete the bar and end its line (a last plain line when not on a terminal)."""
         self.done = self.total
+        if not self.interactive:
+            self.stream.write(f"[{self.total:>3}/{self.total}] done\n")
+            self.stream.flush()
+            return
         self.show("done")
         self.stream.write("\n")
 
@@ -147,7 +137,7 @@ async def run_one(
         metrics = await asyncio.wait_for(workload.run(spec), RUN_TIMEOUT_S)
     except Exception as exc:  # one broken run must not hide the other results
         detail = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-        results.errors.append(f"{workload.name} / {spec.name} (repetition {rep + 1}): {detail}")
+        results.errors.append(RunFailure(workload.name, spec.name, spec.kind, rep + 1, detail))
         metrics = dict.fromkeys(workload.keys, math.nan)
     results.add(column, metrics)
 
@@ -207,8 +197,11 @@ def describe(key: str) -> tuple[str, str, bool]:
 
 
 def ratio(ours: float, theirs: float, higher_is_better: bool) -> float:
-    """> 1 means asgi_redis is better: ours/theirs for rates, theirs/ours otherwise."""
-    if math.isnan(ours) or math.isnan(theirs) or ours == 0 or theirs == 0:
+    """> 1 means asgi_redis is better: ours/theirs for rates, theirs/ours otherwise.
+
+    NaN unless both values are positive: a ratio of a failed or unmeasurable value means nothing.
+    """
+    if not (ours > 0 and theirs > 0):  # also false for NaN
         return math.nan
     return ours / theirs if higher_is_better else theirs / ours
 
@@ -254,8 +247,22 @@ def print_table(results: Results, keys: Sequence[str], stream: TextIO | None = N
         "ratio > 1: asgi_redis is better (ours/theirs for rates, theirs/ours for ms and B).",
         file=stream,
     )
-    for error in results.errors:
-        print(f"FAILED {error}", file=stream)
+    for line in failure_lines(results):
+        print(line, file=stream)
+
+
+def failure_lines(results: Results) -> list[str]:
+    """One line per failed run; channels_redis's failures are named as its own."""
+    lines = []
+    for failure in results.errors:
+        if failure.incumbent:
+            lines.append(
+                f"{failure.layer} failed (not asgi_redis) in {failure.workload} "
+                f"(repetition {failure.repetition}): {failure.detail}"
+            )
+        else:
+            lines.append(f"FAILED {failure}")
+    return lines
 
 
 def metric_keys(workloads: Sequence[Workload]) -> list[str]:
@@ -292,21 +299,58 @@ def run_bench(url: str, args: argparse.Namespace) -> int:
     progress = Progress(steps(workloads, args.reps))
     results = asyncio.run(run_workloads(workloads, specs, args.reps, progress))
     print_table(results, metric_keys(workloads))
+    if math.isnan(results.median("memory_per_message", OURS)):
+        print(
+            f"Memory per message is n/a: it is measured only with at least "
+            f"{bench.MIN_MEMORY_MESSAGES:,} queued messages (this run: "
+            f"{sizes.memory_messages:,}; use a larger --scale)."
+        )
     print(f"total {time.perf_counter() - started:.0f} s")
-    return 1 if any(f"/ {OURS} " in error for error in results.errors) else 0
+    # channels_redis failing (e.g. "Too many connections") is a result, not an error of ours.
+    return 1 if any(not failure.incumbent for failure in results.errors) else 0
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"must be a number above 0 (e.g. 0.5), not {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    return value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options of ``asgi-redis``."""
-    parser = argparse.ArgumentParser(prog="asgi-redis", description="asgi_redis tools")
+    parser = argparse.ArgumentParser(
+        prog="asgi-redis", description="Tools for the asgi_redis channel layer."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     bench_cmd = commands.add_parser("bench", help="a short benchmark against channels_redis")
     bench_cmd.add_argument(
         "--hosts", metavar="URL", help="Redis server URL (default: start a private redis-server)"
     )
-    bench_cmd.add_argument("--reps", type=int, default=1, help="repetitions (default 1)")
     bench_cmd.add_argument(
-        "--scale", type=float, default=1.0, help="multiply message and call counts (default 1)"
+        "--reps", type=positive_int, default=1, help="repetitions, 1 or more (default 1)"
+    )
+    bench_cmd.add_argument(
+        "--scale",
+        type=positive_float,
+        default=1.0,
+        help="multiply message and call counts by this number above 0 (default 1)",
     )
     return parser.parse_args(argv)
 

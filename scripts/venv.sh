@@ -1,0 +1,44 @@
+# Sourced by scripts/test.sh and scripts/demo.sh: create .venv and install the package with
+# some extras. Python packages only: nothing here needs root or a system package manager.
+
+VENV=.venv
+# What `make test` installs (every extra); `make demo` needs only "demo".
+TEST_EXTRAS="test,bench,cryptography,dev,demo"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Print the first python3 interpreter that is at least 3.10.
+find_python() {
+    local candidate
+    for candidate in "${PYTHON:-}" python3 python3.13 python3.12 python3.11 python3.10; do
+        [[ -n "$candidate" ]] || continue
+        command -v "$candidate" >/dev/null 2>&1 || continue
+        if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+            printf '%s\n' "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# stamp EXTRAS: the file recording which pyproject.toml EXTRAS were last installed from.
+stamp() { printf '%s/.installed-%s\n' "$VENV" "${1//,/-}"; }
+
+# ensure_venv EXTRAS [SUPERSET]: install ".[EXTRAS]" unless pyproject.toml is unchanged since
+# the last install of EXTRAS (or of SUPERSET, extras that include them).
+ensure_venv() {
+    local extras="$1" superset="${2:-}"
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        local python
+        python="$(find_python)" || die "Python >= 3.10 is required (set PYTHON=/path/to/python3)"
+        log "creating $VENV with $python"
+        "$python" -m venv "$VENV"
+        rm -f "$VENV"/.installed-*
+    fi
+    cmp -s pyproject.toml "$(stamp "$extras")" && return 0
+    [[ -n "$superset" ]] && cmp -s pyproject.toml "$(stamp "$superset")" && return 0
+    log "installing the package with extras [$extras]"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e ".[$extras]"
+    cp pyproject.toml "$(stamp "$extras")"
+}
