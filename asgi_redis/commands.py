@@ -101,7 +101,7 @@ async def group_send(
     client's liveness key was gone; their queues, counts and liveness keys were deleted too.
     """
     group_keys = [keys.group_key(prefix, group), keys.group_capacity_key(prefix, group)]
-    header = f"{deadline_ms:0{keys.DEADLINE_DIGITS}d}"
+    header = keys.deadline_text(deadline_ms)
     args: list[str | bytes | int] = [
         now_ms,
         prefix,

@@ -108,9 +108,14 @@ def is_own_key(prefix: str, key: bytes) -> bool:
     return b":" not in key[len(prefix) + 2 :]
 
 
+def deadline_text(deadline_ms: int) -> str:
+    """An entry's deadline field: 13 digits (the Lua scripts build entries from it too)."""
+    return f"{deadline_ms:0{DEADLINE_DIGITS}d}"
+
+
 def make_entry(deadline_ms: int, suffix: str, payload: bytes) -> bytes:
     """Build one queue entry: fixed header, then the payload."""
-    header = f"{deadline_ms:0{DEADLINE_DIGITS}d}{len(suffix):0{SUFFIX_LEN_DIGITS}d}{suffix}"
+    header = f"{deadline_text(deadline_ms)}{len(suffix):0{SUFFIX_LEN_DIGITS}d}{suffix}"
     return header.encode("ascii") + payload
 
 

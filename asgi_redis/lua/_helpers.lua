@@ -56,6 +56,20 @@ local function parse_entry(entry)
   return tonumber(deadline), suffixes
 end
 
+-- Build an entry (the layout above; mirrors keys.make_entry): ``deadline`` is the 13-digit
+-- text, ``suffixes`` a list with no suffix for a named channel, one for a process-local
+-- channel, several for the multi-channel form.
+local function make_entry(deadline, suffixes, payload)
+  if #suffixes == 0 then
+    return deadline .. '00' .. payload
+  end
+  if #suffixes == 1 then
+    return deadline .. string.format('%02d', #suffixes[1]) .. suffixes[1] .. payload
+  end
+  local list = table.concat(suffixes, ',')
+  return deadline .. MULTI .. string.format('%06d', #list) .. list .. payload
+end
+
 -- Name the queue that held a malformed entry in the server log (a bug or a foreign writer).
 local function warn_malformed(queue)
   redis.log(redis.LOG_WARNING, 'asgi_redis: dropped a malformed entry from queue ' .. queue)

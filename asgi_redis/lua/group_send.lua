@@ -53,13 +53,9 @@ end
 
 -- One entry for all accepted channels of a client queue (chunked to keep lists short).
 local function push_local(queue, suffixes)
-  if #suffixes == 1 then
-    redis.call('RPUSH', queue, header .. string.format('%02d', #suffixes[1]) .. suffixes[1] .. payload)
-    return
-  end
   for first = 1, #suffixes, 5000 do
-    local list = table.concat(suffixes, ',', first, math.min(first + 4999, #suffixes))
-    redis.call('RPUSH', queue, header .. MULTI .. string.format('%06d', #list) .. list .. payload)
+    local chunk = {unpack(suffixes, first, math.min(first + 4999, #suffixes))}
+    redis.call('RPUSH', queue, make_entry(header, chunk, payload))
   end
 end
 
@@ -98,7 +94,7 @@ local function offer_local(member, bang, capacity)
   return accepted
 end
 
-local named_entry = header .. '00' .. payload
+local named_entry = make_entry(header, {}, payload)
 local delivered, full = 0, 0
 for _, member in ipairs(members) do
   local capacity = overrides[member] or default_capacity
