@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from asgi_redis import RedisChannelLayer, commands
+from asgi_redis import commands
 from tests.layer_helpers import (
     blocked_clients,
     cancel,
@@ -168,29 +168,3 @@ async def test_a_retried_hand_back_whose_reply_was_lost_pushes_nothing_twice(
         assert await commands.requeue(client, **args) == 0
     with sync_client(redis_url) as plain:
         assert plain.lrange("asgi:q:jobs", 0, -1) == [b"x"]
-
-
-async def test_flusher_survives_a_non_transient_error(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """OOM, READONLY or NOPERM on a count release: retried, not a dead task."""
-    real_receive = commands.receive
-    failures = [redis.exceptions.ResponseError("OOM command not allowed (simulated)")]
-
-    async def flaky_receive(*args: Any, **kwargs: Any) -> Any:
-        if failures and not any(max_pop for _, _, max_pop in kwargs["queues"]):
-            raise failures.pop()
-        return await real_receive(*args, **kwargs)
-
-    monkeypatch.setattr(commands, "receive", flaky_receive)
-    layer: RedisChannelLayer
-    async with RedisChannelLayer(hosts=[redis_url], capacity=1) as layer:
-        channel = await layer.new_channel()
-        await layer.send(channel, {"type": "first"})
-        assert await receive_within(layer, channel, 5) == {"type": "first"}
-        await wait_until(lambda: not failures)
-        for _ in range(100):
-            if (await layer.channel_statistics(channel))["counted"] == 0:
-                break
-            await asyncio.sleep(0.05)
-        await layer.send(channel, {"type": "second"})  # capacity 1: room again

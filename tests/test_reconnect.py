@@ -78,12 +78,24 @@ async def test_send_to_a_server_that_never_ran_raises_connection_error() -> None
             await asyncio.wait_for(layer.send("nowhere", {"type": "x"}), FAIL_FAST_S)
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.ConnectionError("simulated outage"),
+        # Not transient: the side task must retry it too, not die with it.
+        redis.exceptions.ResponseError("OOM command not allowed (simulated)"),
+    ],
+    ids=["outage", "refused"],
+)
 async def test_count_releases_are_retried_after_a_failed_call(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: redis.exceptions.RedisError,
 ) -> None:
     """A delivered message stops counting against capacity even if Redis blinked just then."""
     real_receive = commands.receive
-    failures = [redis.exceptions.ConnectionError("simulated outage")]
+    failures = [error]
 
     async def flaky_receive(*args: Any, **kwargs: Any) -> Any:
         if failures and not any(max_pop for _, _, max_pop in kwargs["queues"]):
