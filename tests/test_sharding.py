@@ -165,3 +165,39 @@ async def test_flush_and_statistics_cover_every_server(urls: list[str]) -> None:
 def test_the_same_server_twice_is_refused(urls: list[str]) -> None:
     with pytest.raises(ValueError, match="same server"):
         RedisChannelLayer(hosts=[urls[0], urls[1], urls[0]])
+
+
+async def test_close_goes_on_past_a_server_that_fails_and_can_be_retried(
+    urls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One server failing its close leaves neither the other readers nor the failed one behind."""
+    from asgi_redis.receiver import Receiver
+
+    layer = RedisChannelLayer(hosts=urls)
+    by_server: dict[int, str] = {}
+    for number in range(100):
+        by_server.setdefault(layer._shard_of(f"close.c{number}"), f"close.c{number}")
+    assert len(by_server) == len(urls)
+    waiting = [asyncio.create_task(layer.receive(channel)) for channel in by_server.values()]
+    for _ in range(200):
+        if sum(blocked(url) for url in urls) == len(urls):
+            break
+        await asyncio.sleep(0.02)
+    real_close = Receiver.close
+    calls: list[Receiver] = []
+
+    async def flaky_close(self: Receiver) -> None:
+        calls.append(self)
+        if len(calls) == 1:
+            raise redis.exceptions.ConnectionError("simulated failure on close")
+        await real_close(self)
+
+    monkeypatch.setattr(Receiver, "close", flaky_close)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await layer.close()
+    assert len(calls) == len(urls)  # every server was tried
+    assert sum(blocked(url) for url in urls) == 1  # only the failed one still reads
+    await layer.close()  # tries the failed one again
+    assert sum(blocked(url) for url in urls) == 0
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(result, RuntimeError) for result in results)
