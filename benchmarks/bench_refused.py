@@ -27,7 +27,8 @@ if importlib.util.find_spec("asgi_redis") is None:  # a checkout that is not ins
 
 import redis
 
-from asgi_redis import cli, keys, scripts
+from asgi_redis import keys, scripts
+from asgi_redis.cli.server import private_redis_server
 
 PREFIX = "benchrefused:"
 CHANNEL = "bench.full"
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if options.url:
         run(options.url, options.sizes, options.sends)
         return
-    with cli.private_redis_server() as url:
+    with private_redis_server() as url:
         run(url, options.sizes, options.sends)
 
 
