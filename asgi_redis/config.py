@@ -260,6 +260,16 @@ def _parse_rules(rules: object) -> tuple[tuple[re.Pattern[str], int], ...]:
     return tuple(compiled)
 
 
+def normalize_prefix(prefix: str) -> str:
+    """The key prefix a ``prefix`` option means: one ending in ``:`` (or the empty one).
+
+    channels_redis's prefixes have no colon (default ``"asgi"``); appending one keeps a
+    moved-over ``prefix="myapp"`` from writing keys like ``myappq:chan``, and means
+    ``"myapp"`` and ``"myapp:"`` are the same layer.
+    """
+    return prefix if not prefix or prefix.endswith(":") else prefix + ":"
+
+
 def parse(
     hosts: object = None,
     prefix: object = "asgi:",
@@ -278,7 +288,7 @@ def parse(
         raise ValueError(f"prefix must be ASCII without spaces, got {prefix!r}")
     return Config(
         hosts=_parse_hosts(hosts),
-        prefix=prefix,
+        prefix=normalize_prefix(prefix),
         expiry_s=_positive_int("expiry", expiry),
         group_expiry_s=_positive_int("group_expiry", group_expiry),
         capacity=_positive_int("capacity", capacity),

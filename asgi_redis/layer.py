@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from . import codec, commands, config, failures, keys, keyspace, names, sharding
 from .buffers import now_ms
+from .compat import ChannelsRedisCompatMixin, channels_redis_options
 from .connections import Connections
 from .crypto import Encryptor
 from .errors import ChannelFull
@@ -35,13 +36,14 @@ SCAN_BATCH = keyspace.SCAN_BATCH
 T = TypeVar("T")
 
 
-class RedisChannelLayer(StatisticsMixin):
+class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
     """A channel layer on Redis where each atomic step is one Lua script.
 
     Args:
         hosts: Redis servers: URIs (``redis://``, ``rediss://``, ``unix://``), ``(host, port)``
             pairs, or dicts of redis-py connection options (``address`` holds the URI).
-        prefix: start of every key this layer writes.
+        prefix: start of every key this layer writes; a ``:`` is appended unless it ends
+            in one (``"myapp"`` means ``"myapp:"``).
         expiry: seconds a message waits to be received before it is dropped.
         group_expiry: seconds a group membership lasts after the latest ``group_add``.
         capacity: messages a channel may hold before ``send`` raises ``ChannelFull``.
@@ -54,6 +56,9 @@ class RedisChannelLayer(StatisticsMixin):
             ``dumps(dict) -> bytes`` and ``loads(bytes) -> dict``.
         heartbeat: seconds (int or float above 0) between the liveness marks of a client
             that owns process-local channels; a client unseen for 3 heartbeats is dead.
+        serializer_format, random_prefix_length: channels_redis's options, accepted so its
+            CONFIG moves over unchanged: the first is another name for ``serializer``
+            (``"msgpack"`` or ``"json"``), the second is not needed here and ignored.
 
     Raises:
         TypeError: an unknown option or a value of the wrong type (the message names it).
@@ -79,6 +84,7 @@ class RedisChannelLayer(StatisticsMixin):
         heartbeat: object = config.DEFAULT_HEARTBEAT_S,
         **unknown: object,
     ) -> None:
+        serializer, unknown = channels_redis_options(serializer, unknown)
         if unknown:
             raise TypeError(
                 f"RedisChannelLayer got unknown option(s) {', '.join(sorted(unknown))}; "
@@ -158,9 +164,14 @@ class RedisChannelLayer(StatisticsMixin):
         )
 
     async def new_channel(self, prefix: str = "specific.") -> str:
-        """A new process-local channel name: ``prefix`` + client id + ``!`` + random."""
+        """A new process-local channel name: ``prefix`` + client id + ``!`` + random.
+
+        A ``prefix`` without a trailing ``.`` gets one (``"specific"`` is channels_redis's
+        default), so both spellings give ``specific.<client id>!<random>``.
+        """
         names.check_channel_prefix(prefix)
-        channel = f"{prefix}{self._client_id()}!{secrets.token_hex(8)}"
+        dot = "" if prefix.endswith(".") else "."
+        channel = f"{prefix}{dot}{self._client_id()}!{secrets.token_hex(8)}"
         self._keep_alive(channel)
         return channel
 

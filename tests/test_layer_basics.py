@@ -176,9 +176,9 @@ async def test_flush_deletes_this_prefix_and_layer_works_after(redis_url: str) -
         assert await receive_within(layer, "flushme") == {"type": "fresh"}
 
 
-# Keys that prefix "iso" owns: one kind letter, a colon, then a channel or group name (names
-# never contain ':'). Everything else belongs to someone else.
-OWNED_BY_ISO = re.compile(rb"iso[%s]:[A-Za-z0-9_.\-!]+" % keys.KINDS.encode())
+# Keys that prefix "iso" (which means "iso:") owns: one kind letter, a colon, then a channel or
+# group name (names never contain ':'). Everything else belongs to someone else.
+OWNED_BY_ISO = re.compile(rb"iso:[%s]:[A-Za-z0-9_.\-!]+" % keys.KINDS.encode())
 
 
 async def flush_iso_next_to(redis_url: str, neighbours: list[str]) -> dict[str, Any]:
@@ -210,16 +210,16 @@ async def flush_iso_next_to(redis_url: str, neighbours: list[str]) -> dict[str, 
 async def test_flush_leaves_other_prefixes_alone_and_uses_no_keys_command(
     redis_url: str,
 ) -> None:
-    stats = await flush_iso_next_to(redis_url, ["iso2", "iso:", "is", "iso:q:", "iso.", "ISO"])
+    stats = await flush_iso_next_to(redis_url, ["iso2", "iso::", "is", "isoq", "iso.", "ISO"])
     assert "cmdstat_keys" not in stats
     assert "cmdstat_scan" in stats
 
 
-@pytest.mark.parametrize("neighbour", ["isoq:", "isog:", "ison.x:"])
+@pytest.mark.parametrize("neighbour", ["iso:q:", "iso:g:", "iso:n.x:"])
 async def test_flush_leaves_prefix_that_looks_like_a_key_kind_alone(
     redis_url: str, neighbour: str
 ) -> None:
-    # Prefix "isoq:" writes keys like "isoq:q:chan"; they are not "iso" queues (a channel
+    # Prefix "iso:q:" writes keys like "iso:q:q:chan"; they are not "iso:" queues (a channel
     # name cannot contain ':'), so flushing "iso" must keep them.
     await flush_iso_next_to(redis_url, [neighbour])
 
