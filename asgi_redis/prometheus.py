@@ -23,7 +23,7 @@ try:
     from prometheus_client.registry import CollectorRegistry
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "asgi_redis.prometheus needs prometheus_client: pip install 'asgi-redis[prometheus]'"
+        "asgi_redis.prometheus needs prometheus_client: pip install 'asgi-redis-lua[prometheus]'"
     ) from exc
 
 METRIC_PREFIX = "asgi_redis_"

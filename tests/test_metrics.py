@@ -96,5 +96,5 @@ def test_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     monkeypatch.setitem(sys.modules, "prometheus_client.core", None)
     monkeypatch.delitem(sys.modules, "asgi_redis.prometheus", raising=False)
-    with pytest.raises(ImportError, match=r"asgi-redis\[prometheus\]"):
+    with pytest.raises(ImportError, match=r"asgi-redis-lua\[prometheus\]"):
         import asgi_redis.prometheus  # noqa: F401
