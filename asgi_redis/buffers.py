@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import keys
+from .metrics import Counters
 
 
 def now_ms() -> int:
@@ -36,8 +37,9 @@ class Buffers:
     buffer (delivered or expired), so ``on_leave`` tells Redis to release it.
     """
 
-    def __init__(self, on_leave: Callable[[Item], None]) -> None:
+    def __init__(self, on_leave: Callable[[Item], None], counters: Counters | None = None) -> None:
         self._on_leave = on_leave
+        self._counters = counters or Counters()
         self._items: dict[str, deque[Item]] = {}
 
     def __bool__(self) -> bool:
@@ -66,7 +68,7 @@ class Buffers:
         live = [item for item in reversed(taken) if item.deadline_ms > deadline]
         for item in taken:
             if item.deadline_ms <= deadline:
-                self._leave(item)
+                self._expire(item)
         return live
 
     def count(self, channel: str) -> int:
@@ -78,9 +80,10 @@ class Buffers:
         items = self._items.get(channel)
         while items:
             item = items.popleft()
-            self._leave(item)
             if item.deadline_ms > now_ms():
+                self._leave(item)
                 return item
+            self._expire(item)
         self._items.pop(channel, None)
         return None
 
@@ -89,7 +92,7 @@ class Buffers:
         deadline = now_ms()
         for channel, items in list(self._items.items()):
             while items and items[0].deadline_ms <= deadline:
-                self._leave(items.popleft())
+                self._expire(items.popleft())
             if not items:
                 del self._items[channel]
 
@@ -107,13 +110,18 @@ class Buffers:
                 if item.deadline_ms > deadline:
                     by_queue.setdefault(item.queue, []).append(item.entry())
                 else:
-                    self._leave(item)
+                    self._expire(item)
         self._items.clear()
         return by_queue
 
     def clear(self) -> None:
         """Forget everything without reporting (the keys were flushed)."""
         self._items.clear()
+
+    def _expire(self, item: Item) -> None:
+        """An item expired here: count it, then let it leave."""
+        self._counters.expired += 1
+        self._leave(item)
 
     def _leave(self, item: Item) -> None:
         """Report a process-local item that no longer waits here."""

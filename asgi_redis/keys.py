@@ -149,3 +149,9 @@ def _digits(entry: bytes, start: int, end: int) -> int:
     if len(field) != end - start or not _DIGITS.fullmatch(field):
         raise ValueError(f"malformed queue entry: bytes {start}-{end} are not {end - start} digits")
     return int(field)
+
+
+def split_key(prefix: str, key: bytes) -> tuple[str, str]:
+    """A key of this prefix as (kind letter, name): ``asgi:g:room`` -> (``g``, ``room``)."""
+    rest = key.decode("utf-8", "replace")[len(prefix) :]
+    return rest[:1], rest[2:]

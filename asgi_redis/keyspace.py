@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from redis.asyncio import Redis
 
 from . import keys
-from .scripts import run
+from .scripts import SCRIPTS, run
 
 SCAN_BATCH = 500
 
@@ -97,3 +97,127 @@ async def _add_sizes(
     live = [int(size) for size in sizes if int(size) > 0]  # keys may expire mid-scan
     totals[count_field] += len(live)
     totals[size_field] += sum(live)
+
+
+# -- read-only views for `asgi-redis inspect` ------------------------------------------
+
+
+async def keys_by_kind(
+    client: Redis, prefix: str, on_progress: Callable[[int], None] | None = None
+) -> dict[str, list[bytes]]:
+    """Every key of ``prefix`` grouped by kind letter, found with SCAN.
+
+    ``on_progress`` gets the number of keys found so far, once per SCAN batch or so.
+    """
+    found: dict[str, list[bytes]] = {kind: [] for kind in keys.KINDS}
+    total = 0
+    for kind in keys.KINDS:
+        async for key in own_keys(client, prefix, kind):
+            found[kind].append(key)
+            total += 1
+            if on_progress is not None and total % SCAN_BATCH == 0:
+                on_progress(total)
+    if on_progress is not None:
+        on_progress(total)
+    return found
+
+
+async def queue_summaries(
+    client: Redis, prefix: str, queue_keys: list[bytes]
+) -> list[dict[str, Any]]:
+    """Depth, counted messages and head deadline of each queue; pipelined, reads only.
+
+    Returns one dict per queue that still exists: ``queue`` (its channel part, ``a.b!`` for
+    a client's process-local queue), ``local``, ``depth`` (entries in the list, expired ones
+    included until something removes them), ``counted`` (what counts against capacity: the
+    list length, or for a process-local queue the sum of its per-channel counts) and
+    ``head_deadline_ms`` (None when empty or malformed). The head entry is read to parse its
+    header; its payload is dropped here and never returned.
+    """
+    summaries: list[dict[str, Any]] = []
+    for start in range(0, len(queue_keys), SCAN_BATCH):
+        batch = queue_keys[start : start + SCAN_BATCH]
+        async with client.pipeline(transaction=False) as pipe:
+            for key in batch:
+                name = keys.split_key(prefix, key)[1]
+                pipe.llen(key)
+                pipe.lindex(key, 0)
+                pipe.hvals(keys.counts_key(prefix, name))
+            replies = await pipe.execute()
+        for index, key in enumerate(batch):
+            depth, head, counts = replies[3 * index : 3 * index + 3]
+            if not depth:
+                continue  # removed between SCAN and now
+            name = keys.split_key(prefix, key)[1]
+            local = name.endswith("!")
+            summaries.append(
+                {
+                    "queue": name,
+                    "local": local,
+                    "depth": int(depth),
+                    "counted": sum(int(count) for count in counts) if local else int(depth),
+                    "head_deadline_ms": _head_deadline_ms(head),
+                }
+            )
+    return summaries
+
+
+def _head_deadline_ms(entry: bytes | None) -> int | None:
+    """The deadline in an entry's header, or None (no entry, or a malformed one)."""
+    if entry is None:
+        return None
+    try:
+        return keys.parse_entry(entry)[0]
+    except ValueError:
+        return None
+
+
+async def group_summaries(
+    client: Redis, prefix: str, group_keys: list[bytes], now_ms: int, group_ttl_s: int
+) -> list[dict[str, Any]]:
+    """``group_statistics`` of each group, pipelined in batches (EVALSHA); reads only."""
+    names = [keys.split_key(prefix, key)[1] for key in group_keys]
+    if not names:
+        return []
+    # The first call goes through run(), which loads the script on NOSCRIPT.
+    first = await group_statistics(
+        client, prefix=prefix, group=names[0], now_ms=now_ms, group_ttl_s=group_ttl_s
+    )
+    summaries = [{"group": names[0], **first}]
+    sha = SCRIPTS["group_statistics"].sha
+    for start in range(1, len(names), SCAN_BATCH):
+        batch = names[start : start + SCAN_BATCH]
+        async with client.pipeline(transaction=False) as pipe:
+            for group in batch:
+                pipe.evalsha(sha, 1, keys.group_key(prefix, group), now_ms, prefix, group_ttl_s)
+            replies = await pipe.execute()
+        for group, (named, local, local_dead, clients, dead) in zip(batch, replies, strict=True):
+            summaries.append(
+                {
+                    "group": group,
+                    "members": int(named) + int(local),
+                    "named": int(named),
+                    "local": int(local),
+                    "local_dead": int(local_dead),
+                    "clients": int(clients),
+                    "dead_clients": int(dead),
+                }
+            )
+    return [summary for summary in summaries if summary["members"]]
+
+
+async def liveness_ttls_ms(
+    client: Redis, prefix: str, heartbeat_keys: list[bytes]
+) -> list[tuple[str, int]]:
+    """(client queue part ``a.b!``, remaining lifetime in ms) of each liveness mark."""
+    marks: list[tuple[str, int]] = []
+    for start in range(0, len(heartbeat_keys), SCAN_BATCH):
+        batch = heartbeat_keys[start : start + SCAN_BATCH]
+        async with client.pipeline(transaction=False) as pipe:
+            for key in batch:
+                pipe.pttl(key)
+            replies = await pipe.execute()
+        for key, ttl_ms in zip(batch, replies, strict=True):
+            if int(ttl_ms) != -2:  # -2: expired between SCAN and now
+                marks.append((keys.split_key(prefix, key)[1], int(ttl_ms)))
+    return marks

@@ -18,6 +18,7 @@ from .crypto import Encryptor
 from .errors import ChannelFull
 from .heartbeat import BEATS_TO_DEATH
 from .loopstate import LoopState
+from .metrics import Counters
 from .receiver import Receiver, receive_from
 from .statistics import StatisticsMixin
 
@@ -104,6 +105,8 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         enc_keys = self.config.encryption_keys
         self._codec = codec.Codec(self.config.serializer, Encryptor(enc_keys) if enc_keys else None)
         self._dropped_closed = 0  # drops counted by receivers of loops that are gone
+        # In-process message counts (metrics.py); shared by every loop's receivers.
+        self.counters = Counters()
         self.prefix = self.config.prefix
         self.expiry = self.config.expiry_s
         self.group_expiry = self.config.group_expiry_s
@@ -140,7 +143,9 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 suffix=suffix,
             )
         if not queued:
+            self.counters.channel_full += 1
             raise ChannelFull(f"channel {channel!r} is full")
+        self.counters.sent += 1
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for the next message on ``channel``; safe to cancel."""
@@ -214,7 +219,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         names.check_group(group)
         payload = self._codec.dumps(message, f"group {group!r}")
         now = now_ms()
-        await self._on_every_server(
+        per_server = await self._on_every_server(
             f"group_send to group {group!r}",
             lambda client: commands.group_send(
                 client,
@@ -228,6 +233,9 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 ttl_s=self.expiry,
             ),
         )
+        for delivered, full, _ in per_server:
+            self.counters.sent += delivered
+            self.counters.channel_full += full
 
     @property
     def dropped_undecodable(self) -> int:
@@ -355,4 +363,5 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             self.expiry,
             self._codec,
             self._labels[shard],
+            self.counters,
         )

@@ -22,6 +22,7 @@ from . import keys
 from .buffers import Buffers, Item, now_ms
 from .codec import Codec, MsgpackSerializer
 from .handback import Releases, Returns
+from .metrics import Counters
 from .reader import Reader
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ class Receiver:
         expiry_s: int,
         codec: Codec | None = None,
         label: str = "redis",
+        counters: Counters | None = None,
     ) -> None:
+        self.counters = counters or Counters()  # the layer's, shared by all its receivers
         self.dropped_undecodable = 0  # messages that failed to decrypt or deserialize
         self.dropped_malformed = 0  # entries whose header did not parse
         self._codec = codec or Codec(MsgpackSerializer())
@@ -50,7 +53,9 @@ class Receiver:
         self._label = label
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._releases = Releases(client, prefix)
-        self._buffers = Buffers(lambda item: self._releases.add(item.queue, item.suffix))
+        self._buffers = Buffers(
+            lambda item: self._releases.add(item.queue, item.suffix), self.counters
+        )
         self._returns = Returns(client, prefix, expiry_s, self._unwanted, self._returned)
         self._reader = Reader(
             client,
@@ -106,12 +111,16 @@ class Receiver:
         """The next live, decodable buffered message of ``channel``, or None."""
         while (item := self._buffers.take(channel)) is not None:
             try:
-                return self._codec.loads(item.payload)
+                message = self._codec.loads(item.payload)
             except Exception:  # tampered, wrong key, garbage: never the reader's problem
                 self.dropped_undecodable += 1
+                self.counters.dropped += 1
                 logger.warning(
                     "Dropped a message on %s that could not be decrypted or decoded", channel
                 )
+                continue
+            self.counters.delivered += 1
+            return message
         return None
 
     def _notify(self, channel: str) -> bool:
@@ -190,12 +199,14 @@ class Receiver:
             deadline_ms, suffixes, payload = keys.parse_entry(entry)
         except ValueError:
             self.dropped_malformed += 1
+            self.counters.dropped += 1
             logger.warning("Dropped a malformed entry from the queue of %s", head)
             return
         expired = deadline_ms <= now_ms()
         for suffix in suffixes or [""]:
             item = Item(deadline_ms, suffix, payload, queue)
             if expired:
+                self.counters.expired += 1
                 if suffix:
                     self._releases.add(queue, suffix)
                 continue

@@ -11,6 +11,7 @@ from . import failures, keyspace, names
 from .buffers import now_ms
 from .config import Config
 from .connections import Connections
+from .metrics import Counters
 
 T = TypeVar("T")
 
@@ -24,6 +25,7 @@ class StatisticsMixin:
     group_expiry: int
     _shards: list[Connections]
     _labels: tuple[str, ...]
+    counters: Counters
 
     @property
     def dropped_undecodable(self) -> int:
@@ -83,6 +85,8 @@ class StatisticsMixin:
 
         Messages include expired ones that no receive or send has removed yet.
         ``dropped_undecodable`` is this instance's count of undecryptable messages.
+        ``counters`` holds this instance's message counts since it was created (``sent``,
+        ``delivered``, ``channel_full``, ``expired``, ``dropped``; see ``metrics.Counters``).
         """
         per_server = await self._on_every_server(
             "global_statistics",
@@ -92,6 +96,7 @@ class StatisticsMixin:
         return {
             **totals,
             "dropped_undecodable": self.dropped_undecodable,
+            "counters": self.counters.snapshot(),
             "shards": [
                 {"host": label, **stats}
                 for label, stats in zip(self._labels, per_server, strict=True)

@@ -1,5 +1,7 @@
 """The ``asgi-redis`` command (also ``python -m asgi_redis``).
 
+``asgi-redis inspect`` shows what the layer holds in Redis (see ``cli/inspect.py``).
+
 ``asgi-redis bench`` is a short benchmark of asgi_redis against channels_redis. It runs
 against ``--hosts`` or a private ``redis-server`` started on a free port, shows its progress,
 and prints a table of medians and ratios. channels_redis is optional: when it is not installed
@@ -21,7 +23,7 @@ from typing import TextIO
 
 from asgi_redis import __version__
 
-from . import bench, bench_baselines, bench_groups
+from . import bench, bench_baselines, bench_groups, inspect
 from .bench import OURS, THEIRS, LayerSpec, Sizes, Workload
 from .server import private_redis_server
 
@@ -352,12 +354,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1.0,
         help="multiply message and call counts by this number above 0 (default 1)",
     )
+    inspect.add_arguments(
+        commands.add_parser(
+            "inspect",
+            help="what the layer holds in Redis: queues, groups, clients (SCAN only)",
+            description="Queues, groups and clients of a prefix, per server. Reads only; "
+            "never prints payloads or passwords.",
+        )
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asgi-redis`` console command."""
     args = parse_args(argv)
+    if args.command == "inspect":
+        return inspect.run(args)
     if args.hosts:
         return run_bench(args.hosts, args)
     with private_redis_server() as url:
