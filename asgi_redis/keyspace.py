@@ -21,6 +21,20 @@ async def own_keys(client: Redis, prefix: str, kinds: str = keys.KINDS) -> Async
                 yield key
 
 
+async def delete_own_keys(client: Redis, prefix: str) -> int:
+    """UNLINK every key of ``prefix`` on one server, in SCAN-sized batches; returns how many."""
+    deleted = 0
+    batch: list[bytes] = []
+    async for key in own_keys(client, prefix):
+        batch.append(key)
+        if len(batch) >= SCAN_BATCH:
+            deleted += int(await client.unlink(*batch))
+            batch.clear()
+    if batch:
+        deleted += int(await client.unlink(*batch))
+    return deleted
+
+
 async def channel_statistics(
     client: Redis, *, prefix: str, channel: str, now_ms: int, expiry_s: int
 ) -> dict[str, Any]:

@@ -33,7 +33,6 @@ OPTIONS = (
     "serializer",
     "heartbeat",
 )
-SCAN_BATCH = keyspace.SCAN_BATCH
 T = TypeVar("T")
 
 
@@ -248,16 +247,8 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
     async def flush(self) -> None:
         """Delete every key under this layer's prefix (and nothing else), on every server."""
         for shard, label in zip(self._shards, self._labels, strict=True):
-            client = shard.client()
-            batch: list[bytes] = []
             with failures.naming(f"flush of prefix {self.prefix!r}", label):
-                async for key in keyspace.own_keys(client, self.prefix):
-                    batch.append(key)
-                    if len(batch) >= SCAN_BATCH:
-                        await client.unlink(*batch)
-                        batch.clear()
-                if batch:
-                    await client.unlink(*batch)
+                await keyspace.delete_own_keys(shard.client(), self.prefix)
         for state in self._loops.values():
             for receiver in state.receivers():
                 receiver.clear()

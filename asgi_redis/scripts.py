@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 Arg = str | bytes | int
@@ -52,8 +53,12 @@ def source(name: str) -> str:
     return SCRIPTS[name].source
 
 
-async def run(client: Any, name: str, keys: list[str], args: list[Arg]) -> Any:
-    """Run script ``name`` with EVALSHA; on NOSCRIPT send the text once with EVAL."""
+async def run(client: Redis, name: str, keys: list[str], args: list[Arg]) -> Any:
+    """Run script ``name`` with EVALSHA; on NOSCRIPT send the text once with EVAL.
+
+    Returns the script's reply as redis-py decodes it (ints, bytes, nested lists); each
+    function of ``commands``/``keyspace`` turns it into typed values.
+    """
     script = SCRIPTS[name]
     try:
         return await client.evalsha(script.sha, len(keys), *keys, *args)
