@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from asgi_redis import config
 from asgi_redis.connections import close_client, make_client
 
+from .args import positive_int
 from .inspect_report import (
     CAPACITY_NOTE,
     DROPS_NOTE,
@@ -44,16 +45,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="asgi:", help="the layer's prefix (default asgi:)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
-        "--limit", type=_count, default=DEFAULT_LIMIT, help="rows per section (default 20)"
+        "--limit", type=positive_int, default=DEFAULT_LIMIT, help="rows per section (default 20)"
     )
     parser.add_argument(
-        "--capacity", type=_count, help="the layer's capacity, to show next to each queue"
+        "--capacity", type=positive_int, help="the layer's capacity, to show next to each queue"
     )
     parser.add_argument(
-        "--expiry", type=_count, default=60, help="the layer's expiry in s, for ages (default 60)"
+        "--expiry",
+        type=positive_int,
+        default=60,
+        help="the layer's expiry in s, for ages (default 60)",
     )
     parser.add_argument(
-        "--group-expiry", type=_count, default=86400, help="the layer's group_expiry in s"
+        "--group-expiry", type=positive_int, default=86400, help="the layer's group_expiry in s"
     )
     parser.add_argument(
         "--heartbeat",
@@ -64,18 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--watch", type=float, metavar="SECONDS", help="print a new report every SECONDS"
     )
-    parser.add_argument("--count", type=_count, help="with --watch: stop after this many reports")
-
-
-def _count(text: str) -> int:
-    """A whole number of 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
-    return value
+    parser.add_argument(
+        "--count", type=positive_int, help="with --watch: stop after this many reports"
+    )
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -24,6 +24,7 @@ from typing import TextIO
 from asgi_redis import __version__
 
 from . import bench, bench_baselines, bench_groups, inspect
+from .args import positive_float, positive_int
 from .bench import OURS, THEIRS, LayerSpec, Sizes, Workload
 from .server import private_redis_server
 
@@ -310,28 +311,6 @@ def run_bench(url: str, args: argparse.Namespace) -> int:
     print(f"total {time.perf_counter() - started:.0f} s")
     # channels_redis failing (e.g. "Too many connections") is a result, not an error of ours.
     return 1 if any(not failure.incumbent for failure in results.errors) else 0
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (0 < value < math.inf):
-        raise argparse.ArgumentTypeError(f"must be a number above 0 (e.g. 0.5), not {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
-    return value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
