@@ -31,6 +31,7 @@ after ``!`` (ASCII letters, digits, ``-``, ``_``, ``.``). Anything else is a mal
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 KINDS = "qncgwrh"
 DEADLINE_DIGITS = 13
@@ -53,11 +54,13 @@ def split_channel(channel: str) -> tuple[str, str]:
     return channel[: bang + 1], channel[bang + 1 :]
 
 
+@lru_cache(maxsize=65536)
 def queue_key(prefix: str, channel: str) -> str:
     """The list holding ``channel``'s messages (shared by a client's local channels)."""
     return f"{prefix}q:{split_channel(channel)[0]}"
 
 
+@lru_cache(maxsize=65536)
 def counts_key(prefix: str, channel: str) -> str:
     """The hash counting queued messages of the local channels sharing a queue."""
     return f"{prefix}n:{split_channel(channel)[0]}"

@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 # How long close() waits for a pop under way (the wake token makes it return at once).
 STOP_TIMEOUT_S = BLOCK_TIMEOUT_S + 2
+# Queues per receive-script call when sweeping, so no call holds Redis for long.
+SWEEP_CHUNK = 500
+# Below this many wanted queues a blocking pop is cheap and a sweep only adds a round trip.
+SWEEP_MIN_QUEUES = 200
 
 
 class Reader:
@@ -68,6 +72,7 @@ class Reader:
         self._stopping = False
         self._reached = False
         self._multi_pop = True  # BLMPOP until the server says it has none
+        self._sweep_due = False  # the last pop brought something: look at every queue next
 
     @property
     def running(self) -> bool:
@@ -82,9 +87,10 @@ class Reader:
         elif self._blocking_on is not None and any(q not in self._blocking_on for q in queues):
             self.wake()
 
-    def reconsider(self) -> None:
-        """Wake the reader if it blocks on a queue nobody wants any more."""
-        if self._blocking_on is not None and not self._blocking_on <= set(self._wanted()):
+    def reconsider(self, unwanted: list[str]) -> None:
+        """Wake the reader if it blocks on one of these queues that nobody wants any more."""
+        blocking_on = self._blocking_on
+        if blocking_on is not None and any(queue in blocking_on for queue in unwanted):
             self.wake()
 
     def wake(self) -> None:
@@ -157,31 +163,46 @@ class Reader:
             self._blocking_on = None
 
     async def _read_once(self) -> bool:
-        """One round of popping; False when nobody waits any more."""
+        """One round of popping; False when nobody waits any more.
+
+        A blocking pop returns one queue's batch, and carries every wanted queue: with many
+        waiting channels (``SWEEP_MIN_QUEUES`` or more) that costs O(queues) per message. So
+        once a pop has brought something, the reader sweeps: the receive script takes what
+        every wanted queue holds, in one call per ``SWEEP_CHUNK`` queues, until a sweep finds
+        nothing; only then does it block again. A burst to N channels then costs a few sweeps
+        instead of N blocking pops.
+        """
         wanted = self._wanted()
         if not wanted:
             return False
-        if self._multi_pop:
-            await self._block(wanted)
-        elif not await self._pop(wanted):  # Redis < 7: the script, then BLPOP
+        if self._sweep_due or not self._multi_pop:  # Redis < 7: always the script first
+            self._sweep_due = await self._sweep(wanted)
+            if self._sweep_due:
+                return True
             wanted = self._wanted()
-            if wanted and not self._stopping:
-                await self._block(wanted)
+            if not wanted or self._stopping:
+                return True
+        popped = await self._block(wanted)
+        self._sweep_due = popped and len(wanted) >= SWEEP_MIN_QUEUES
         return True
 
-    async def _pop(self, wanted: dict[str, int]) -> bool:
-        """Non-blocking pop with the receive script (Redis < 7); True if it popped."""
-        queues = [
-            (queue, keys.counts_key(self._prefix, keys.queue_part(self._prefix, queue)), count)
-            for queue, count in wanted.items()
-        ]
-        popped = await commands.receive(self._client, now_ms=now_ms(), queues=queues)
-        for pos, entry in popped:
-            self._dispatch(queues[pos][0], entry)
-        return bool(popped)
+    async def _sweep(self, wanted: dict[str, int]) -> bool:
+        """Non-blocking pop from every wanted queue with the receive script; True if it popped."""
+        items = list(wanted.items())
+        got = False
+        for first in range(0, len(items), SWEEP_CHUNK):
+            queues = [
+                (queue, keys.counts_key(self._prefix, keys.queue_part(self._prefix, queue)), count)
+                for queue, count in items[first : first + SWEEP_CHUNK]
+            ]
+            popped = await commands.receive(self._client, now_ms=now_ms(), queues=queues)
+            for pos, entry in popped:
+                self._dispatch(queues[pos][0], entry)
+            got = got or bool(popped)
+        return got
 
-    async def _block(self, wanted: dict[str, int]) -> None:
-        """Blocking pop on the wanted queues and the wake list.
+    async def _block(self, wanted: dict[str, int]) -> bool:
+        """Blocking pop on the wanted queues and the wake list; True if it popped an entry.
 
         BLMPOP takes a batch from the first non-empty queue in one round trip; its single COUNT
         is the smallest demand, so a named channel never gets more than its waiters asked for.
@@ -198,9 +219,11 @@ class Reader:
                 result = await commands.single_pop(self._client, order, BLOCK_TIMEOUT_S)
         finally:
             self._blocking_on = None
-        if result is not None and result[0] != self._wake_key:
-            for entry in result[1]:
-                self._dispatch(result[0], entry)
+        if result is None or result[0] == self._wake_key:
+            return False
+        for entry in result[1]:
+            self._dispatch(result[0], entry)
+        return True
 
     async def _multi_pop_or_fall_back(self, order: list[str], count: int) -> Any:
         """BLMPOP (Redis >= 7); on servers without it, switch to the script and BLPOP."""

@@ -100,12 +100,17 @@ class Receiver:
                 waiting.remove(woken)
                 if not waiting:
                     del self._waiters[channel]
+        unwanted = []
         for channel in channels:
-            if "!" not in channel:
-                self._settle_named(channel)
-            elif self._buffers.count(channel):
-                self._notify(channel)
-        self._reader.reconsider()
+            if "!" in channel:
+                if self._buffers.count(channel):
+                    self._notify(channel)
+                continue
+            self._settle_named(channel)
+            if not any(not waiter.done() for waiter in self._waiters.get(channel, ())):
+                unwanted.append(keys.queue_key(self._prefix, channel))
+        if unwanted:
+            self._reader.reconsider(unwanted)
 
     def _take(self, channel: str) -> dict[str, Any] | None:
         """The next live, decodable buffered message of ``channel``, or None."""
@@ -175,7 +180,10 @@ class Receiver:
         wanted: dict[str, int] = {}
         returning = self._returns.returning
         for channel, waiting in self._waiters.items():
-            idle = sum(not waiter.done() for waiter in waiting)
+            idle = 0
+            for waiter in waiting:
+                if not waiter.done():
+                    idle += 1
             if not idle:
                 continue
             queue = keys.queue_key(self._prefix, channel)
