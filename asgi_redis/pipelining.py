@@ -1,12 +1,13 @@
 """Auto-pipelining: script calls issued in one event-loop turn share one round trip.
 
 Many tasks sending at once would otherwise each take a pooled connection and wait for
-their own reply. Here the first call of a loop turn opens a batch for its client (one
-client per event loop and server, see ``connections``) and schedules its flush with
-``loop.call_soon``; every call made before that callback runs joins the batch. The flush
-sends a batch of one as a plain EVALSHA from its caller's own task (no pipeline overhead),
-and a larger one as one non-transactional pipeline, then hands each caller its own reply
-or error.
+their own reply. Here a call on a client (one client per event loop and server, see
+``connections``) that has nothing else on the wire is sent at once as a plain EVALSHA, so a
+lone caller pays nothing. Otherwise the first call of a loop turn opens a batch and
+schedules its flush with ``loop.call_soon``; every call made before that callback runs
+joins it. The flush sends a batch of one as a plain EVALSHA from its caller's own task, and
+a larger one as one non-transactional pipeline, then hands each caller its own reply or
+error.
 
 Nothing changes about what runs: each EVALSHA is still atomic on its own (a pipeline is
 not a transaction), a NOSCRIPT reply means that script did not run, so only those calls
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -53,14 +54,15 @@ class _Call:
 
 
 @dataclass
-class _Batch:
-    """The calls one client collects during one loop turn."""
+class _State:
+    """One client's open batch and how many of its calls are on the wire."""
 
-    calls: list[_Call] = field(default_factory=list)
+    batch: list[_Call] | None = None
+    in_flight: int = 0
 
 
-# The open batch of each client; a client belongs to one loop, so this is per loop too.
-_open: weakref.WeakKeyDictionary[Redis, _Batch] = weakref.WeakKeyDictionary()
+# Per client; a client belongs to one loop, so this is per loop and server.
+_states: weakref.WeakKeyDictionary[Redis, _State] = weakref.WeakKeyDictionary()
 # Flush tasks in flight: the loop keeps only weak references to tasks.
 _flushing: set[asyncio.Task[None]] = set()
 
@@ -82,30 +84,51 @@ async def run_batched(client: Redis, name: str, keys: list[str], args: list[Arg]
     """
     if not ENABLED:
         return await run(client, name, keys, args)
-    loop = asyncio.get_running_loop()
-    batch = _open.get(client)
-    if batch is None:
-        batch = _open[client] = _Batch()
-        loop.call_soon(_flush, client, batch)
-    future: asyncio.Future[Any] = loop.create_future()
-    batch.calls.append(_Call(SCRIPTS[name], keys, args, future))
+    state = _states.get(client)
+    if state is None:
+        state = _states[client] = _State()
+    if state.batch is None and state.in_flight == 0:
+        # Nothing else going on: waiting for the turn to end would only slow a lone caller.
+        return await _run_counted(state, client, name, keys, args)
+    if state.batch is None:
+        state.batch = []
+        asyncio.get_running_loop().call_soon(_flush, client, state)
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    state.batch.append(_Call(SCRIPTS[name], keys, args, future))
     reply = await future
     if reply is _RUN_ALONE:
-        return await run(client, name, keys, args)
+        return await _run_counted(state, client, name, keys, args)
     return reply
 
 
-def _flush(client: Redis, batch: _Batch) -> None:
+async def _run_counted(
+    state: _State, client: Redis, name: str, keys: list[str], args: list[Arg]
+) -> Any:
+    """``scripts.run``, counted as on the wire so calls meanwhile form a batch."""
+    state.in_flight += 1
+    try:
+        return await run(client, name, keys, args)
+    finally:
+        state.in_flight -= 1
+
+
+def _flush(client: Redis, state: _State) -> None:
     """End the turn's batch: a lone call runs in its caller's task, more get one pipeline."""
-    if _open.get(client) is batch:
-        del _open[client]
-    calls = [call for call in batch.calls if not call.future.done()]  # drop the cancelled
+    batch, state.batch = state.batch or [], None
+    calls = [call for call in batch if not call.future.done()]  # drop the cancelled
     if len(calls) == 1:
         calls[0].future.set_result(_RUN_ALONE)
     elif calls:
+        state.in_flight += 1
         task = asyncio.get_running_loop().create_task(_send(client, calls))
         _flushing.add(task)
         task.add_done_callback(_flushing.discard)
+        task.add_done_callback(lambda _: _landed(state))
+
+
+def _landed(state: _State) -> None:
+    """A pipeline is off the wire."""
+    state.in_flight -= 1
 
 
 async def _send(client: Redis, calls: list[_Call]) -> None:
