@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from . import keys
 from .errors import SEND_QUEUED
+from .pipelining import run_batched
 from .scripts import run
 
 
@@ -24,7 +25,8 @@ async def send(
     suffix: str,
 ) -> bool:
     """Run lua/send.lua; True when queued, False when the channel is full."""
-    result = await run(client, "send", [queue, counts], [now_ms, entry, capacity, ttl_s, suffix])
+    args: list[str | bytes | int] = [now_ms, entry, capacity, ttl_s, suffix]
+    result = await run_batched(client, "send", [queue, counts], args)
     return int(result) == SEND_QUEUED
 
 
@@ -74,13 +76,13 @@ async def group_add(
     ]
     override = "" if capacity is None else capacity
     args: list[str | bytes | int] = [channel, now_ms, ttl_s, override, heartbeat_ttl_ms]
-    return bool(await run(client, "group_add", group_keys, args))
+    return bool(await run_batched(client, "group_add", group_keys, args))
 
 
 async def group_discard(client: Redis, *, prefix: str, group: str, channel: str) -> bool:
     """Run lua/group_discard.lua; True when the channel was a member."""
     group_keys = [keys.group_key(prefix, group), keys.group_capacity_key(prefix, group)]
-    return bool(await run(client, "group_discard", group_keys, [channel]))
+    return bool(await run_batched(client, "group_discard", group_keys, [channel]))
 
 
 async def group_send(
@@ -111,7 +113,7 @@ async def group_send(
         capacity,
         ttl_s,
     ]
-    delivered, full, dropped_dead = await run(client, "group_send", group_keys, args)
+    delivered, full, dropped_dead = await run_batched(client, "group_send", group_keys, args)
     return int(delivered), int(full), int(dropped_dead)
 
 

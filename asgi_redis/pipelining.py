@@ -1,0 +1,197 @@
+"""Auto-pipelining: script calls issued in one event-loop turn share one round trip.
+
+Many tasks sending at once would otherwise each take a pooled connection and wait for
+their own reply. Here a call on a client (one client per event loop and server, see
+``connections``) that has nothing else on the wire is sent at once as a plain EVALSHA, so a
+lone caller pays nothing. Otherwise the first call of a loop turn opens a batch and
+schedules its flush with ``loop.call_soon``; every call made before that callback runs
+joins it. The flush sends a batch of one as a plain EVALSHA from its caller's own task, and
+a larger one as one non-transactional pipeline, then hands each caller its own reply or
+error.
+
+Nothing changes about what runs: each EVALSHA is still atomic on its own (a pipeline is
+not a transaction), a NOSCRIPT reply means that script did not run, so only those calls
+are re-sent with EVAL, and a connection error during the pipeline reaches every caller in
+it, never retried, exactly as it would reach one lone call whose reply was lost.
+
+Cancelling a caller whose call is already in a flushed batch does not touch the batch:
+the others get their replies and the cancelled call may still run, as a lone EVALSHA
+already written to the socket would. A call cancelled before its batch is flushed is
+left out and does not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from .scripts import SCRIPTS, Arg, Script, run
+
+__all__ = ["run_batched"]
+
+# For benchmarks only: False sends every call on its own, as before auto-pipelining, so
+# one run can compare both paths.
+ENABLED = True
+
+# Handed to the only caller of a batch: run your call yourself, in your own task.
+_RUN_ALONE = object()
+
+
+@dataclass
+class _Call:
+    """One caller's script call and the future its reply goes to."""
+
+    script: Script
+    keys: list[str]
+    args: list[Arg]
+    future: asyncio.Future[Any]
+
+
+@dataclass
+class _State:
+    """One client's open batch and how many of its calls are on the wire."""
+
+    batch: list[_Call] | None = None
+    in_flight: int = 0
+
+
+# Per client; a client belongs to one loop, so this is per loop and server.
+_states: weakref.WeakKeyDictionary[Redis, _State] = weakref.WeakKeyDictionary()
+# Flush tasks in flight: the loop keeps only weak references to tasks.
+_flushing: set[asyncio.Task[None]] = set()
+
+
+async def run_batched(client: Redis, name: str, keys: list[str], args: list[Arg]) -> Any:
+    """Run script ``name`` like ``scripts.run``, sharing a round trip with concurrent calls.
+
+    Args:
+        client: the running loop's client of one server.
+        name: a script in ``lua/``.
+        keys: its KEYS.
+        args: its ARGV.
+
+    Returns:
+        The script's reply, as ``scripts.run`` returns it.
+
+    Raises:
+        RedisError: this call's own error reply, or the connection error that failed its batch.
+    """
+    if not ENABLED:
+        return await run(client, name, keys, args)
+    state = _states.get(client)
+    if state is None:
+        state = _states[client] = _State()
+    if state.batch is None and state.in_flight == 0:
+        # Nothing else going on: waiting for the turn to end would only slow a lone caller.
+        return await _run_counted(state, client, name, keys, args)
+    if state.batch is None:
+        state.batch = []
+        asyncio.get_running_loop().call_soon(_flush, client, state)
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    state.batch.append(_Call(SCRIPTS[name], keys, args, future))
+    reply = await future
+    if reply is _RUN_ALONE:
+        return await _run_counted(state, client, name, keys, args)
+    return reply
+
+
+async def _run_counted(
+    state: _State, client: Redis, name: str, keys: list[str], args: list[Arg]
+) -> Any:
+    """``scripts.run``, counted as on the wire so calls meanwhile form a batch."""
+    state.in_flight += 1
+    try:
+        return await run(client, name, keys, args)
+    finally:
+        state.in_flight -= 1
+
+
+def _flush(client: Redis, state: _State) -> None:
+    """End the turn's batch: a lone call runs in its caller's task, more get one pipeline."""
+    batch, state.batch = state.batch or [], None
+    calls = [call for call in batch if not call.future.done()]  # drop the cancelled
+    if len(calls) == 1:
+        calls[0].future.set_result(_RUN_ALONE)
+    elif calls:
+        state.in_flight += 1
+        task = asyncio.get_running_loop().create_task(_send(client, calls))
+        _flushing.add(task)
+        task.add_done_callback(_flushing.discard)
+        task.add_done_callback(lambda _: _landed(state))
+
+
+def _landed(state: _State) -> None:
+    """A pipeline is off the wire."""
+    state.in_flight -= 1
+
+
+async def _send(client: Redis, calls: list[_Call]) -> None:
+    """Send ``calls`` as one pipeline and resolve each caller's future."""
+    try:
+        replies = await _pipeline(client, [(call.script.sha, call) for call in calls])
+        missing = [
+            call
+            for call, reply in zip(calls, replies, strict=True)
+            if isinstance(reply, NoScriptError)
+        ]
+        if missing:
+            # These did not run (the server lost its script cache): send their text once.
+            retried = await _pipeline(client, [(None, call) for call in missing])
+            replies = _merge(calls, replies, dict(zip(map(id, missing), retried, strict=True)))
+    except BaseException as exc:
+        for call in calls:
+            _resolve(call.future, _own_copy(exc))
+        if not isinstance(exc, Exception):
+            raise  # cancelled with its loop: let the task end as cancelled
+        return
+    for call, reply in zip(calls, replies, strict=True):
+        _resolve(call.future, reply)
+
+
+async def _pipeline(client: Redis, sends: list[tuple[str | None, _Call]]) -> list[Any]:
+    """One non-transactional pipeline: EVALSHA when a SHA is given, else EVAL of the text.
+
+    Error replies come back in the list (``raise_on_error=False``); a connection error raises.
+    The pipeline takes its connection from the client's pool, whose stale-connection check
+    (``connections.FreshConnectionsMixin``) applies as for a lone call.
+    """
+    async with client.pipeline(transaction=False) as pipe:
+        for sha, call in sends:
+            if sha is None:
+                pipe.eval(call.script.source, len(call.keys), *call.keys, *call.args)
+            else:
+                pipe.evalsha(sha, len(call.keys), *call.keys, *call.args)
+        return await pipe.execute(raise_on_error=False)
+
+
+def _merge(calls: list[_Call], replies: list[Any], retried: dict[int, Any]) -> list[Any]:
+    """The first replies with the re-sent calls' replies in their place."""
+    return [retried.get(id(call), reply) for call, reply in zip(calls, replies, strict=True)]
+
+
+def _resolve(future: asyncio.Future[Any], reply: Any) -> None:
+    """Hand ``reply`` to a caller still waiting (a cancelled caller has gone)."""
+    if future.done():
+        return
+    if isinstance(reply, asyncio.CancelledError):
+        future.cancel()
+    elif isinstance(reply, BaseException):
+        future.set_exception(reply)
+    else:
+        future.set_result(reply)
+
+
+def _own_copy(exc: BaseException) -> BaseException:
+    """A copy of ``exc`` per caller: one instance raised in many tasks would share a traceback."""
+    try:
+        own = copy.copy(exc)
+    except Exception:
+        return exc
+    own.__cause__ = exc
+    return own
