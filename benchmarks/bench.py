@@ -33,6 +33,7 @@ from pathlib import Path
 if importlib.util.find_spec("asgi_redis") is None:  # a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import parsers
 import redis.asyncio as aioredis
 import report
 import targets
@@ -184,6 +185,8 @@ def benchmark(url: str, args: argparse.Namespace) -> None:
     verdicts = targets.verdicts(results, group_sizes, list(sizes.waiting_channels))
     targets.print_verdicts(verdicts)
     extra = [] if args.no_encryption else encryption_section(url, sizes, reps)
+    if not args.no_hiredis:
+        extra += ["", *parsers.section(url, args.quick, reps)]
     elapsed = f"total {time.perf_counter() - started:.0f} s"
     print(elapsed)
     if not args.quick and not args.no_write:
@@ -200,6 +203,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, help="repetitions (default 3, 1 with --quick)")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
     parser.add_argument("--no-encryption", action="store_true", help="skip the encryption table")
+    parser.add_argument(
+        "--no-hiredis", action="store_true", help="skip the hiredis / pure-Python comparison"
+    )
     return parser.parse_args(argv)
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import importlib.metadata
 import io
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -242,3 +244,18 @@ def test_the_pubsub_row_is_compared_with_our_many_channels() -> None:
 def test_a_pubsub_failure_is_the_incumbents() -> None:
     failure = main.RunFailure("many channels", THEIRS_PUBSUB, THEIRS_PUBSUB, 1, "timed out")
     assert failure.incumbent
+
+
+def test_the_no_hiredis_folder_forces_the_pure_python_parser() -> None:
+    """benchmarks/parsers.py's pure-Python variant: hiredis hidden, whether installed or not."""
+    folder = Path(__file__).resolve().parent.parent / "benchmarks" / "no_hiredis"
+    code = "from redis.asyncio.connection import DefaultParser; print(DefaultParser.__name__)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert done.stdout.strip() == "_AsyncRESP3Parser"
