@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/bench.py            # 3 repetitions, about 6-7 minutes on 2 cores
+    python benchmarks/bench.py            # 3 repetitions, about 17 minutes on 2 cores
     python benchmarks/bench.py --quick    # 1 repetition, smaller sizes, under a minute
     python benchmarks/bench.py --hosts redis://127.0.0.1:6379
 
