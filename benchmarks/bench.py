@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/bench.py            # 3 repetitions, about 6-7 minutes on 2 cores
+    python benchmarks/bench.py            # 3 repetitions, about 17 minutes on 2 cores
     python benchmarks/bench.py --quick    # 1 repetition, smaller sizes, under a minute
     python benchmarks/bench.py --hosts redis://127.0.0.1:6379
 
@@ -33,14 +33,15 @@ from pathlib import Path
 if importlib.util.find_spec("asgi_redis") is None:  # a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import parsers
 import redis.asyncio as aioredis
 import report
 import targets
 
 from asgi_redis import __version__
-from asgi_redis.cli import bench, bench_baselines, bench_groups
+from asgi_redis.cli import bench, bench_baselines, bench_groups, bench_scale
 from asgi_redis.cli import main as cli
-from asgi_redis.cli.bench import OURS, THEIRS, LayerSpec, Sizes, Workload
+from asgi_redis.cli.bench import OURS, THEIRS, THEIRS_PUBSUB, LayerSpec, Sizes, Workload
 
 FULL = Sizes()
 QUICK = Sizes(
@@ -49,6 +50,8 @@ QUICK = Sizes(
     group_calls=((1, 300), (10, 200), (100, 100), (1000, 20), (10000, 3)),
     local_group_calls=((1, 100), (100, 50), (10000, 3)),
     many_messages=3,
+    waiting_channels=(100, 1000, 4000),
+    waiting_receives=10000,
     memory_messages=3000,
     script_keys=(1000,),
     script_calls=5,
@@ -63,9 +66,11 @@ def workloads_for(sizes: Sizes) -> list[Workload]:
     """Every workload of a full run, in table order."""
     result = [
         bench.send_receive(sizes),
+        bench_baselines.raw_pair(sizes),
         bench_baselines.rpush_loop(sizes),
         bench_baselines.pipelined_writes(sizes),
         bench.ping_pong(sizes),
+        bench_baselines.raw_ping_pong(sizes),
     ]
     result += [bench_groups.group_send_named(size, calls) for size, calls in sizes.group_calls]
     result += [
@@ -74,9 +79,12 @@ def workloads_for(sizes: Sizes) -> list[Workload]:
     result += [bench_baselines.script_keys(sizes, count) for count in sizes.script_keys]
     result += [
         bench.memory_per_message(sizes),
-        bench.many_channels(sizes),
-        bench.many_channels(sizes, "many_channels_pool", (THEIRS,), BIG_POOL),
+        bench_scale.many_channels(sizes),
+        bench_scale.many_channels(sizes, "many_channels_pool", (THEIRS,), BIG_POOL),
+        bench_scale.many_channels(sizes, "many_channels_pubsub", (THEIRS_PUBSUB,)),
     ]
+    result += [bench_scale.many_waiting(count) for count in sizes.waiting_channels]
+    result += [bench_scale.client_memory(sizes.waiting_receives)]
     return result
 
 
@@ -174,9 +182,11 @@ def benchmark(url: str, args: argparse.Namespace) -> None:
     keys = table_order(workloads)
     cli.print_table(results, keys)
     group_sizes = [members for members, _ in sizes.group_calls]
-    verdicts = targets.verdicts(results, group_sizes)
+    verdicts = targets.verdicts(results, group_sizes, list(sizes.waiting_channels))
     targets.print_verdicts(verdicts)
     extra = [] if args.no_encryption else encryption_section(url, sizes, reps)
+    if not args.no_hiredis:
+        extra += ["", *parsers.section(url, args.quick, reps)]
     elapsed = f"total {time.perf_counter() - started:.0f} s"
     print(elapsed)
     if not args.quick and not args.no_write:
@@ -193,6 +203,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, help="repetitions (default 3, 1 with --quick)")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
     parser.add_argument("--no-encryption", action="store_true", help="skip the encryption table")
+    parser.add_argument(
+        "--no-hiredis", action="store_true", help="skip the hiredis / pure-Python comparison"
+    )
     return parser.parse_args(argv)
 
 

@@ -8,15 +8,25 @@ from __future__ import annotations
 import importlib.metadata
 import io
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from asgi_redis import __version__
-from asgi_redis.cli import bench, main
-from asgi_redis.cli.bench import OURS, THEIRS, LayerSpec, Metrics, Sizes, Workload
+from asgi_redis.cli import bench, bench_baselines, bench_scale, main
+from asgi_redis.cli.bench import (
+    OURS,
+    THEIRS,
+    THEIRS_PUBSUB,
+    LayerSpec,
+    Metrics,
+    Sizes,
+    Workload,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,8 +41,22 @@ def test_bench_command_prints_the_table(redis_url: str) -> None:
     lines = done.stdout.splitlines()
     header = next(line for line in lines if line.startswith("workload"))
     assert "asgi_redis" in header
-    for row in ("send_receive named", "ping_pong p50", "group_send 1,000 named", "many_channels"):
+    for row in (
+        "send_receive named",
+        "raw: RPUSH + BLPOP task (send_receive floor)",
+        "ping_pong p50",
+        "raw: RPUSH/BLPOP ping_pong p50",
+        "group_send 1,000 named",
+        "many_channels, default settings",
+        "many_channels, channels_redis PubSub layer",
+        "many waiting channels, N=",
+        "client memory per waiting receive, ",
+    ):
         assert any(line.startswith(row) for line in lines), done.stdout
+    # The floors and asgi_redis's new rows are numbers, not n/a.
+    for row in ("raw: RPUSH + BLPOP", "raw: RPUSH/BLPOP ping_pong p99", "many waiting channels"):
+        line = next(line for line in lines if line.startswith(row))
+        assert "n/a" not in line.split()[-4], line
     # 20 queued messages cannot be measured: no (negative) number and no ratio for it.
     memory = next(line for line in lines if line.startswith("Redis memory per queued message"))
     assert memory.split()[-4:] == ["n/a"] * 4, memory
@@ -173,3 +197,65 @@ def test_console_scripts_point_at_the_cli() -> None:
     }
     assert scripts["asgi-redis"] == "asgi_redis.cli.main:main"
     assert scripts["asgi-redis-demo"] == "asgi_redis.cli.demo:main"
+
+
+async def test_raw_floors_measure_a_pair_and_a_ping_pong(redis_url: str) -> None:
+    spec = LayerSpec(bench_baselines.RAW, OURS, redis_url, bench.RAW_PREFIX)
+    sizes = Sizes(messages=20, round_trips=10)
+    pair = await bench_baselines.raw_pair(sizes).run(spec)
+    assert pair["raw_pair"] > 0
+    ping = await bench_baselines.raw_ping_pong(sizes).run(spec)
+    assert 0 < ping["raw_ping_pong_p50"] <= ping["raw_ping_pong_p99"]
+    client = aioredis.Redis.from_url(redis_url)
+    try:  # every popped entry was consumed: nothing is left behind
+        assert await client.keys(f"{bench.RAW_PREFIX}*") == []
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("kind", [OURS, THEIRS_PUBSUB])
+async def test_many_waiting_delivers_one_message_to_each_channel(redis_url: str, kind: str) -> None:
+    spec = LayerSpec(kind, kind, redis_url, "benchwait:")
+    metrics = await bench_scale.many_waiting(30).run(spec)
+    assert metrics["many_waiting_30"] > 0
+
+
+async def test_client_memory_is_measured_per_waiting_receive(redis_url: str) -> None:
+    spec = LayerSpec(OURS, OURS, redis_url, "benchidle:")
+    metrics = await bench_scale.client_memory(50).run(spec)
+    assert metrics["client_memory_50"] > 0
+
+
+def test_the_pubsub_row_is_compared_with_our_many_channels() -> None:
+    results = main.Results()
+    results.add(OURS, {"many_channels": 600.0})
+    results.add(THEIRS_PUBSUB, {"many_channels_pubsub": 200.0})
+    (row,) = main.table_rows(results, ["many_channels_pubsub"])
+    assert row == [
+        "many_channels, channels_redis PubSub layer",
+        "msgs/s",
+        "600",
+        "200",
+        "3.00",
+        "3.00",
+    ]
+
+
+def test_a_pubsub_failure_is_the_incumbents() -> None:
+    failure = main.RunFailure("many channels", THEIRS_PUBSUB, THEIRS_PUBSUB, 1, "timed out")
+    assert failure.incumbent
+
+
+def test_the_no_hiredis_folder_forces_the_pure_python_parser() -> None:
+    """benchmarks/parsers.py's pure-Python variant: hiredis hidden, whether installed or not."""
+    folder = Path(__file__).resolve().parent.parent / "benchmarks" / "no_hiredis"
+    code = "from redis.asyncio.connection import DefaultParser; print(DefaultParser.__name__)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert done.stdout.strip() == "_AsyncRESP3Parser"

@@ -20,9 +20,11 @@ import redis.asyncio as aioredis
 
 OURS = "asgi_redis"
 THEIRS = "channels_redis"
+THEIRS_PUBSUB = "channels_redis pubsub"
 LAYER_CLASSES = {
     OURS: ("asgi_redis", "RedisChannelLayer"),
     THEIRS: ("channels_redis.core", "RedisChannelLayer"),
+    THEIRS_PUBSUB: ("channels_redis.pubsub", "RedisPubSubChannelLayer"),
 }
 RAW_PREFIX = "benchraw:"
 ADD_CONCURRENCY = 100
@@ -110,6 +112,8 @@ class Sizes:
     )
     many_channels: int = 1000
     many_messages: int = 10
+    waiting_channels: tuple[int, ...] = (100, 1000, 4000, 10000)
+    waiting_receives: int = 10000
     memory_messages: int = 10000
     script_keys: tuple[int, ...] = (1000, 10000)
     script_calls: int = 20
@@ -130,6 +134,8 @@ class Sizes:
             group_calls=pairs(self.group_calls),
             local_group_calls=pairs(self.local_group_calls),
             many_messages=scale(self.many_messages),
+            waiting_channels=tuple(sorted({scale(count) for count in self.waiting_channels})),
+            waiting_receives=scale(self.waiting_receives),
             memory_messages=scale(self.memory_messages),
             script_calls=scale(self.script_calls),
         )
@@ -250,52 +256,7 @@ def ping_pong(sizes: Sizes) -> Workload:
     return Workload("ping_pong", run, ("ping_pong_p50", "ping_pong_p99"))
 
 
-# --------------------------------------------------------------------------- scale and memory
-
-
-def many_channels(
-    sizes: Sizes,
-    key: str = "many_channels",
-    layers: tuple[str, ...] = (OURS, THEIRS),
-    host_options: tuple[tuple[str, Any], ...] = (),
-) -> Workload:
-    """Channels x messages on named channels, every sender and receiver a concurrent task.
-
-    Layers keep their default settings (capacity too). A lost message or a stall is a
-    :class:`BenchFailedError`; the metric is delivered msgs/s.
-    """
-
-    async def run(spec: LayerSpec) -> Metrics:
-        count, per_channel = sizes.many_channels, sizes.many_messages
-        names = [f"bench.many.{index}" for index in range(count)]
-        received = 0
-
-        async def receiver(layer: ChannelLayer, channel: str) -> None:
-            nonlocal received
-            for _ in range(per_channel):
-                await layer.receive(channel)
-                received += 1
-
-        async def sender(layer: ChannelLayer, channel: str) -> None:
-            for index in range(per_channel):
-                await layer.send(channel, message("many", index))
-
-        async with fresh_layers(spec, 2) as (sending, receiving):
-            started = time.perf_counter()
-            work = [receiver(receiving, name) for name in names]
-            work += [sender(sending, name) for name in names]
-            try:
-                await asyncio.wait_for(asyncio.gather(*work), MANY_TIMEOUT_S)
-            except Exception as exc:
-                detail = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
-                raise BenchFailedError(
-                    f"{detail} after {time.perf_counter() - started:.1f} s with "
-                    f"{received:,}/{count * per_channel:,} messages received: {exc}"
-                ) from exc
-            elapsed = time.perf_counter() - started
-        return {key: count * per_channel / elapsed}
-
-    return Workload(key.replace("_", " "), run, (key,), layers, host_options)
+# --------------------------------------------------------------------------- memory
 
 
 async def keys_memory(client: aioredis.Redis, prefix: str) -> int:

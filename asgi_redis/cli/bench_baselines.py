@@ -1,12 +1,28 @@
-"""Raw redis-py baselines for the benchmarks: what Redis itself allows, without any layer."""
+"""Raw redis-py baselines for the benchmarks: what Redis itself allows, without any layer.
+
+The floors (``raw_pair``, ``raw_ping_pong``) do the same job as the layer workloads they sit
+beside, with plain RPUSH/BLPOP and the same msgpack payload: the layers are reported as a
+fraction of them.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import msgpack
 import redis.asyncio as aioredis
 
-from .bench import RAW_PREFIX, LayerSpec, Metrics, Sizes, Workload
+from .bench import (
+    RAW_PREFIX,
+    BenchFailedError,
+    LayerSpec,
+    Metrics,
+    Sizes,
+    Workload,
+    message,
+    percentile,
+)
 
 RAW = "raw redis-py"
 PAYLOAD = b"x" * 120
@@ -20,8 +36,14 @@ return #KEYS
 """
 
 
+# A blocking pop that waits this long means the other side is gone: fail instead of hanging.
+POP_TIMEOUT_S = 30
+# Above POP_TIMEOUT_S, so redis-py (5 s by default) never cuts a blocking pop short.
+SOCKET_TIMEOUT_S = 60.0
+
+
 async def _with_client(url: str, keys: list[str]) -> aioredis.Redis:
-    client = aioredis.Redis.from_url(url)
+    client = aioredis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S)
     if keys:
         await client.delete(*keys)
     return client
@@ -91,3 +113,83 @@ def script_keys(sizes: Sizes, count: int) -> Workload:
         return {metric: rate}
 
     return Workload(f"raw script {count} keys", run, (metric,), (RAW,))
+
+
+async def _pop(client: aioredis.Redis, key: str) -> bytes:
+    """BLPOP one entry of ``key``; BenchFailedError if nothing comes in ``POP_TIMEOUT_S``."""
+    popped = await client.blpop([key], timeout=POP_TIMEOUT_S)
+    if popped is None:
+        raise BenchFailedError(f"nothing to pop from {key} in {POP_TIMEOUT_S} s")
+    payload = popped[1]
+    return payload if isinstance(payload, bytes) else payload.encode()
+
+
+def raw_pair(sizes: Sizes) -> Workload:
+    """The floor of send_receive: awaited RPUSHes of msgpack payloads + a BLPOP task: msgs/s.
+
+    Producer and consumer hold their own connection, as a layer's sender and reader do.
+    """
+
+    async def pump(
+        producer: aioredis.Redis, consumer: aioredis.Redis, key: str, count: int
+    ) -> float:
+        async def produce() -> None:
+            for index in range(count):
+                await producer.rpush(key, msgpack.packb(message("message", index)))
+
+        async def consume() -> None:
+            for _ in range(count):
+                msgpack.unpackb(await _pop(consumer, key))
+
+        started = time.perf_counter()
+        await asyncio.gather(consume(), produce())
+        return count / (time.perf_counter() - started)
+
+    async def run(spec: LayerSpec) -> Metrics:
+        key = f"{RAW_PREFIX}pair"
+        producer = await _with_client(spec.url, [key])
+        consumer = await _with_client(spec.url, [])
+        try:
+            await pump(producer, consumer, key, 50)
+            rate = await pump(producer, consumer, key, sizes.messages)
+        finally:
+            await producer.aclose()
+            await consumer.aclose()
+        return {"raw_pair": rate}
+
+    return Workload("raw pair", run, ("raw_pair",), (RAW,))
+
+
+def raw_ping_pong(sizes: Sizes) -> Workload:
+    """The floor of ping_pong: RPUSH/BLPOP bounced between two connections; p50/p99 in ms."""
+
+    async def echo(server: aioredis.Redis, ping: str, pong: str, count: int) -> None:
+        for _ in range(count):
+            # Decoded and encoded again, as a layer's echo does.
+            payload = msgpack.packb(msgpack.unpackb(await _pop(server, ping)))
+            await server.rpush(pong, payload)
+
+    async def run(spec: LayerSpec) -> Metrics:
+        ping, pong = f"{RAW_PREFIX}ping", f"{RAW_PREFIX}pong"
+        total = 20 + sizes.round_trips
+        client = await _with_client(spec.url, [ping, pong])
+        server = await _with_client(spec.url, [])
+        latencies_ms: list[float] = []
+        try:
+            echo_task = asyncio.create_task(echo(server, ping, pong, total))
+            for index in range(total):
+                started = time.perf_counter()
+                await client.rpush(ping, msgpack.packb(message("ping", index)))
+                msgpack.unpackb(await _pop(client, pong))
+                latencies_ms.append((time.perf_counter() - started) * 1000)
+            await echo_task
+        finally:
+            await client.aclose()
+            await server.aclose()
+        timed = sorted(latencies_ms[20:])
+        return {
+            "raw_ping_pong_p50": percentile(timed, 0.5),
+            "raw_ping_pong_p99": percentile(timed, 0.99),
+        }
+
+    return Workload("raw ping_pong", run, ("raw_ping_pong_p50", "raw_ping_pong_p99"), (RAW,))

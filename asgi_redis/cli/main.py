@@ -23,13 +23,13 @@ from typing import TextIO
 
 from asgi_redis import __version__
 
-from . import bench, bench_baselines, bench_groups, inspect
+from . import bench, bench_baselines, bench_groups, bench_scale, inspect
 from .args import positive_float, positive_int
-from .bench import OURS, THEIRS, LayerSpec, Sizes, Workload
+from .bench import OURS, THEIRS, THEIRS_PUBSUB, LayerSpec, Sizes, Workload
 from .server import private_redis_server
 
 RUN_TIMEOUT_S = 180.0
-PREFIXES = {OURS: "benchar:", THEIRS: "benchcr:"}
+PREFIXES = {OURS: "benchar:", THEIRS: "benchcr:", THEIRS_PUBSUB: "benchcp:"}
 COLUMNS = (OURS, THEIRS)
 SHORT = Sizes(
     messages=1000,
@@ -38,8 +38,13 @@ SHORT = Sizes(
     local_group_calls=((1000, 20),),
     many_channels=1000,
     many_messages=2,
+    waiting_channels=(100, 1000),
+    waiting_receives=1000,
     memory_messages=2000,
 )
+# Rows whose layer column is compared with asgi_redis's value of another metric: the PubSub
+# layer runs the many_channels workload under its own key.
+COMPARED_WITH = {"many_channels_pubsub": "many_channels"}
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ class RunFailure:
     @property
     def incumbent(self) -> bool:
         """Whether channels_redis failed (its known limits are not our failures)."""
-        return self.kind == THEIRS
+        return self.kind in (THEIRS, THEIRS_PUBSUB)
 
     def __str__(self) -> str:
         return f"{self.workload} / {self.layer} (repetition {self.repetition}): {self.detail}"
@@ -94,6 +99,8 @@ def layer_specs(url: str, with_theirs: bool) -> dict[str, LayerSpec]:
         for name in COLUMNS
         if name == OURS or with_theirs
     }
+    if with_theirs:  # default settings: it only runs many_channels
+        specs[THEIRS_PUBSUB] = LayerSpec(THEIRS_PUBSUB, THEIRS_PUBSUB, url, PREFIXES[THEIRS_PUBSUB])
     specs[bench_baselines.RAW] = LayerSpec(bench_baselines.RAW, OURS, url, bench.RAW_PREFIX)
     return specs
 
@@ -185,15 +192,23 @@ def describe(key: str) -> tuple[str, str, bool]:
         return f"bytes sent per group_send {int(size):,}", "B", False
     if kind == "raw_script":
         return f"raw: 1 script, {int(size):,} keys", "calls/s", True
+    if kind == "many_waiting":
+        return f"many waiting channels, N={int(size):,}", "msgs/s", True
+    if kind == "client_memory":
+        return f"client memory per waiting receive, {int(size):,}", "B", False
     fixed = {
         "send_receive_named": ("send_receive named", "msgs/s", True),
         "send_receive_local": ("send_receive process-local", "msgs/s", True),
         "raw_rpush": ("raw: RPUSH loop, 1 round trip each", "msgs/s", True),
         "raw_pipelined": ("raw: RPUSH, pipelines of 100", "msgs/s", True),
+        "raw_pair": ("raw: RPUSH + BLPOP task (send_receive floor)", "msgs/s", True),
+        "raw_ping_pong_p50": ("raw: RPUSH/BLPOP ping_pong p50", "ms", False),
+        "raw_ping_pong_p99": ("raw: RPUSH/BLPOP ping_pong p99", "ms", False),
         "ping_pong_p50": ("ping_pong p50", "ms", False),
         "ping_pong_p99": ("ping_pong p99", "ms", False),
         "many_channels": ("many_channels, default settings", "msgs/s", True),
         "many_channels_pool": ("many_channels, larger pool", "msgs/s", True),
+        "many_channels_pubsub": ("many_channels, channels_redis PubSub layer", "msgs/s", True),
         "memory_per_message": ("Redis memory per queued message", "B", False),
     }
     return fixed.get(key, (key, "", True))
@@ -226,9 +241,12 @@ def table_rows(results: Results, keys: Sequence[str]) -> list[list[str]]:
             value = fmt(results.median(key, bench_baselines.RAW), unit)
             rows.append([label, unit, value, value, "-", "-"])
             continue
-        ours, theirs = per_layer.get(OURS, []), per_layer.get(THEIRS, [])
+        ours_key = COMPARED_WITH.get(key, key)
+        theirs_column = THEIRS_PUBSUB if THEIRS_PUBSUB in per_layer else THEIRS
+        ours = results.values.get(ours_key, {}).get(OURS, [])
+        theirs = per_layer.get(theirs_column, [])
         reps = " ".join(fmt(ratio(a, b, higher)) for a, b in zip(ours, theirs, strict=False))
-        med_ours, med_theirs = results.median(key, OURS), results.median(key, THEIRS)
+        med_ours, med_theirs = results.median(ours_key, OURS), results.median(key, theirs_column)
         overall = fmt(ratio(med_ours, med_theirs, higher))
         rows.append([label, unit, fmt(med_ours, unit), fmt(med_theirs, unit), reps or "-", overall])
     return rows
@@ -280,12 +298,22 @@ def short_workloads(sizes: Sizes) -> list[Workload]:
     """The workloads of ``asgi-redis bench``."""
     workloads = [
         bench.send_receive(sizes),
+        bench_baselines.raw_pair(sizes),
         bench_baselines.rpush_loop(sizes),
         bench.ping_pong(sizes),
+        bench_baselines.raw_ping_pong(sizes),
     ]
     workloads += [bench_groups.group_send_named(m, c) for m, c in sizes.group_calls]
     workloads += [bench_groups.group_send_local(m, c) for m, c in sizes.local_group_calls]
-    workloads += [bench.many_channels(sizes), bench.memory_per_message(sizes)]
+    workloads += [
+        bench_scale.many_channels(sizes),
+        bench_scale.many_channels(sizes, "many_channels_pubsub", (THEIRS_PUBSUB,)),
+    ]
+    workloads += [bench_scale.many_waiting(count) for count in sizes.waiting_channels]
+    workloads += [
+        bench_scale.client_memory(sizes.waiting_receives),
+        bench.memory_per_message(sizes),
+    ]
     return workloads
 
 
