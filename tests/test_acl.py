@@ -22,6 +22,7 @@ from tests.test_sentinel import start_set
 from tests.workload import exercise
 
 SECURITY_DOC = Path(__file__).parent.parent / "docs" / "security.md"
+README = Path(__file__).parent.parent / "README.md"
 USER = "app"
 PASSWORD = "s3cret-for-acl-tests"
 # The layer's own commands, then the ones its Lua scripts call (ACLs check those too).
@@ -106,6 +107,10 @@ async def test_another_prefix_needs_its_own_key_pattern(acl_url: str) -> None:
 def test_the_documented_rules_are_the_tested_ones(rule: str) -> None:
     text = " ".join(SECURITY_DOC.read_text().split())
     assert f"ACL SETUSER app on >PASSWORD {rule}" in text
+
+
+def test_the_readme_shows_the_tested_short_rule() -> None:
+    assert f"ACL SETUSER app on >PASSWORD {SHORT_RULE}\n" in README.read_text()
 
 
 async def test_keys_outside_the_pattern_are_refused_naming_operation_and_server(
