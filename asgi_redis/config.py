@@ -32,7 +32,8 @@ class SentinelService:
 
     sentinels: tuple[tuple[str, int], ...]
     master_name: str
-    sentinel_options: Mapping[str, Any] = field(default_factory=dict)
+    # Not in repr: it may hold the sentinels' password.
+    sentinel_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def label(self) -> str:
         """``sentinel://host:port[,host:port...]/master_name``, without any password."""
@@ -51,6 +52,10 @@ class Host:
     url: str | None
     options: Mapping[str, Any] = field(default_factory=dict)
     sentinel: SentinelService | None = None
+
+    def __repr__(self) -> str:
+        # The label and the options' names only: the URL or an option may hold a password.
+        return f"Host({self.label()!r}, options={sorted(self.options)!r})"
 
     def label(self) -> str:
         """The server's canonical address, its identity for sharding; never a password.
@@ -74,7 +79,7 @@ class Config:
     capacity: int
     capacity_rules: tuple[tuple[re.Pattern[str], int], ...]
     serializer: codec.Serializer = field(default_factory=codec.MsgpackSerializer)
-    encryption_keys: tuple[str, ...] | None = None
+    encryption_keys: tuple[str, ...] | None = field(default=None, repr=False)  # secrets
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
 
     def capacity_for(self, channel: str) -> int:

@@ -3,6 +3,8 @@
 Tests never talk to a system Redis: every server here is started by the test run, in its
 own temporary directory, and stopped at the end. ``extra_args`` lets cluster and sentinel
 fixtures reuse the same machinery (``--cluster-enabled yes``, a sentinel config file, ...).
+With ``tls`` a server listens on TLS only (``--port 0 --tls-port``), with certificates made by
+`tests.tls.make_tls_files`.
 """
 
 from __future__ import annotations
@@ -10,12 +12,17 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.tls import TlsFiles
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
@@ -67,12 +74,14 @@ def free_port() -> int:
         return port
 
 
-def _ping(host: str, port: int, timeout_s: float = 0.5) -> bool:
-    """Send an inline PING and report whether the answer is +PONG."""
+def _ping(host: str, port: int, timeout_s: float = 0.5, tls: ssl.SSLContext | None = None) -> bool:
+    """Send an inline PING and report whether the server answers (+PONG, or -NOAUTH when
+    it wants a password first: it is up either way)."""
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        with socket.create_connection((host, port), timeout=timeout_s) as raw:
+            sock = raw if tls is None else tls.wrap_socket(raw, server_hostname=host)
             sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -87,6 +96,8 @@ class RedisServer:
         config_file: an optional config file passed as the first argument
             (``redis-sentinel`` needs one).
         start: start immediately (default) or wait for an explicit `start`.
+        tls: certificates to serve TLS with; the server then has no plain-text port.
+        tls_auth_clients: with ``tls``, whether clients must show a certificate the CA signed.
     """
 
     def __init__(
@@ -97,8 +108,12 @@ class RedisServer:
         binary: str | None = None,
         config_file: str | Path | None = None,
         start: bool = True,
+        tls: TlsFiles | None = None,
+        tls_auth_clients: bool = False,
     ) -> None:
         self.host = HOST
+        self.tls = tls
+        self.tls_auth_clients = tls_auth_clients
         self.port = port if port is not None else free_port()
         self.binary = binary if binary is not None else redis_server_binary()
         self.extra_args = list(extra_args)
@@ -112,8 +127,9 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        """The ``redis://`` URL of this server."""
-        return f"redis://{self.host}:{self.port}"
+        """The ``redis://`` URL of this server (``rediss://`` with TLS)."""
+        scheme = "redis" if self.tls is None else "rediss"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -134,6 +150,9 @@ class RedisServer:
             "appendonly": "no",
             "daemonize": "no",
         }
+        if self.tls is not None:
+            options.update(self.tls.server_options(auth_clients=self.tls_auth_clients))
+            options["tls-port"], options["port"] = options["port"], "0"
         for name, value in options.items():
             args += [f"--{name}", value]
         return args + self.extra_args
@@ -161,7 +180,8 @@ class RedisServer:
         """Poll with PING until the server answers, it dies, or time runs out."""
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if _ping(self.host, self.port):
+            tls = None if self.tls is None else self.tls.client_context()
+            if _ping(self.host, self.port, tls=tls):
                 return
             if not self.running:
                 raise RedisServerError(self._failure("exited during start-up"))
