@@ -30,8 +30,11 @@ TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 STOP_TIMEOUT_S = BLOCK_TIMEOUT_S + 2
 # Queues per receive-script call when sweeping, so no call holds Redis for long.
 SWEEP_CHUNK = 500
-# Below this many wanted queues a blocking pop is cheap and a sweep only adds a round trip.
+# From this many wanted queues on, the reader always sweeps after a pop.
 SWEEP_MIN_QUEUES = 200
+# Below it a blocking pop is cheap and a sweep that finds nothing only adds a round trip: the
+# reader sweeps after a pop while sweeps find something, and tries again every this many pops.
+SWEEP_PROBE_EVERY = 8
 
 
 class Reader:
@@ -73,6 +76,8 @@ class Reader:
         self._reached = False
         self._multi_pop = True  # BLMPOP until the server says it has none
         self._sweep_due = False  # the last pop brought something: look at every queue next
+        self._sweeps_pay = True  # the last sweep found something
+        self._pops_since_sweep = 0
 
     @property
     def running(self) -> bool:
@@ -170,20 +175,29 @@ class Reader:
         once a pop has brought something, the reader sweeps: the receive script takes what
         every wanted queue holds, in one call per ``SWEEP_CHUNK`` queues, until a sweep finds
         nothing; only then does it block again. A burst to N channels then costs a few sweeps
-        instead of N blocking pops.
+        instead of N blocking pops. With fewer queues it sweeps only while sweeps pay off
+        (probing again every ``SWEEP_PROBE_EVERY`` pops), so a trickle costs no extra trip.
         """
         wanted = self._wanted()
         if not wanted:
             return False
         if self._sweep_due or not self._multi_pop:  # Redis < 7: always the script first
-            self._sweep_due = await self._sweep(wanted)
+            self._pops_since_sweep = 0
+            self._sweep_due = self._sweeps_pay = await self._sweep(wanted)
             if self._sweep_due:
                 return True
             wanted = self._wanted()
             if not wanted or self._stopping:
                 return True
         popped = await self._block(wanted)
-        self._sweep_due = popped and len(wanted) >= SWEEP_MIN_QUEUES
+        self._pops_since_sweep += popped
+        self._sweep_due = popped and (
+            len(wanted) >= SWEEP_MIN_QUEUES
+            or (
+                len(wanted) > 1
+                and (self._sweeps_pay or self._pops_since_sweep >= SWEEP_PROBE_EVERY)
+            )
+        )
         return True
 
     async def _sweep(self, wanted: dict[str, int]) -> bool:
