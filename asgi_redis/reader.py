@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import commands, keys
@@ -48,7 +48,9 @@ class Reader:
         wanted: queue key -> how many entries the waiting receives want now ({} = stop).
         dispatch: called with (queue key, entry) for every popped entry.
         on_unreachable: called when the server could not be reached and never was by this
-            reader: waiting receives should fail instead of waiting through a typo.
+            reader, or refuses it a command (ACL): waiting receives should fail instead of
+            waiting through a typo or a missing permission (the reader keeps retrying for
+            later receives).
     """
 
     def __init__(
@@ -158,7 +160,9 @@ class Reader:
                         )
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
-                except Exception:
+                except Exception as exc:
+                    if isinstance(exc, NoPermissionError):  # an ACL refusal will not heal soon
+                        self._on_unreachable(exc)
                     label = self._label
                     logger.exception("Reader on %s failed; retrying in %.1f s", label, backoff_s)
                     await asyncio.sleep(backoff_s)

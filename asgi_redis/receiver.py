@@ -165,8 +165,8 @@ class Receiver:
             self._reader.ensure([queue])
 
     def _fail_waiters(self, exc: Exception) -> None:
-        """The server was never reached: fail the waiting receives with a clear error."""
-        error = type(exc)(f"cannot reach Redis at {self._label} to receive: {exc}")
+        """The server was never reached or refuses us: fail the waiting receives clearly."""
+        error = type(exc)(f"receive from Redis at {self._label} failed: {exc}")
         for waiting in self._waiters.values():
             for waiter in waiting:
                 if not waiter.done():

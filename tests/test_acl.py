@@ -136,6 +136,16 @@ async def test_a_missing_command_is_refused_naming_operation_and_server(acl_url:
     assert "unlink" in str(caught.value)
 
 
+async def test_a_receive_refused_by_acl_fails_instead_of_waiting(acl_url: str) -> None:
+    """The reader's pop is refused: the waiting receive raises, naming the server."""
+    set_user(acl_url, STRICT_RULE.replace(" +blmpop", ""))
+    async with RedisChannelLayer(hosts=[user_url(acl_url)]) as layer:
+        with pytest.raises(redis.exceptions.NoPermissionError) as caught:
+            await asyncio.wait_for(layer.receive("chat"), FAIL_WITHIN_S)
+    assert f"{acl_url}/0" in str(caught.value)
+    assert PASSWORD not in str(caught.value)
+
+
 async def test_sentinel_with_an_acl_user() -> None:
     servers = start_set(with_replica=False)
     try:
