@@ -16,6 +16,7 @@ import redis
 import redis.exceptions
 
 from asgi_redis import keys
+from asgi_redis.receiver import LOCAL_BATCH
 from tests.faults.conftest import Spawn
 from tests.faults.helpers import Tally, record
 from tests.layer_helpers import make_layer
@@ -140,7 +141,8 @@ async def test_client_kill_storm(private_redis: RedisServer, spawn: Spawn) -> No
         left_in_queue=len(left),
     )
     group = Tally(
-        "client-kill: group_send, 3 process-local members", "duplicates = 0, lost <= kills"
+        "client-kill: group_send, 3 process-local members",
+        "duplicates = 0, lost entries <= kills x the local pop batch",
     )
     group.count(
         [(m, n) for m in range(MEMBERS) for n in storm.group_acked],
@@ -154,7 +156,9 @@ async def test_client_kill_storm(private_redis: RedisServer, spawn: Spawn) -> No
     record(group)
     assert named.duplicates == 0 and group.duplicates == 0
     assert named.lost <= storm.kills
-    assert group.lost <= storm.kills
+    # One pop takes up to LOCAL_BATCH entries of a process's own queue, each for every member
+    # it names: a kill while that reply is on the wire loses them all (docs/reliability.md).
+    assert group.lost <= storm.kills * LOCAL_BATCH * MEMBERS
     assert named.extra["unknown"] == 0 and group.extra["unknown"] == 0
 
 
