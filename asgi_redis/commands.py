@@ -62,26 +62,47 @@ async def group_add(
     ttl_s: int,
     capacity: int | None,
     heartbeat_ttl_ms: int,
+    with_directory: bool = True,
 ) -> bool:
     """Run lua/group_add.lua; True when the channel was not a member before.
 
     For a process-local channel it also creates its client's liveness key with a TTL of
     ``heartbeat_ttl_ms`` unless the key exists, so a member is never judged dead before its
-    process's first heartbeat.
+    process's first heartbeat. ``with_directory`` adds the channel's tag to the group's
+    directory in the same script (one server); on Redis Cluster the directory is in another
+    slot, so the caller runs ``add_group_tag`` first instead.
     """
+    tag = keys.tag_of(keys.split_channel(channel)[0])
     group_keys = [
-        keys.group_key(prefix, group),
-        keys.group_capacity_key(prefix, group),
+        keys.group_key(prefix, group, tag),
+        keys.group_capacity_key(prefix, group, tag),
         keys.heartbeat_key(prefix, channel),
     ]
+    if with_directory:
+        group_keys.append(keys.directory_key(prefix, group))
     override = "" if capacity is None else capacity
-    args: list[str | bytes | int] = [channel, now_ms, ttl_s, override, heartbeat_ttl_ms]
+    args: list[str | bytes | int] = [channel, now_ms, ttl_s, override, heartbeat_ttl_ms, tag]
     return bool(await run_batched(client, "group_add", group_keys, args))
+
+
+async def add_group_tag(client: Redis, *, prefix: str, group: str, tag: str, ttl_s: int) -> None:
+    """Record in the group's directory that ``tag`` holds members (SADD, then its TTL)."""
+    directory = keys.directory_key(prefix, group)
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.sadd(directory, tag)
+        pipe.expire(directory, ttl_s)
+        await pipe.execute()
+
+
+async def group_tags(client: Redis, *, prefix: str, group: str) -> list[str]:
+    """The tags the group's directory lists (phase 1 of a group_send on Redis Cluster)."""
+    return sorted(_text(tag) for tag in await client.smembers(keys.directory_key(prefix, group)))
 
 
 async def group_discard(client: Redis, *, prefix: str, group: str, channel: str) -> bool:
     """Run lua/group_discard.lua; True when the channel was a member."""
-    group_keys = [keys.group_key(prefix, group), keys.group_capacity_key(prefix, group)]
+    tag = keys.tag_of(keys.split_channel(channel)[0])
+    group_keys = [keys.group_key(prefix, group, tag), keys.group_capacity_key(prefix, group, tag)]
     return bool(await run_batched(client, "group_discard", group_keys, [channel]))
 
 
@@ -96,13 +117,22 @@ async def group_send(
     payload: bytes,
     capacity: int,
     ttl_s: int,
+    tag: str = "",
 ) -> tuple[int, int, int]:
     """Run lua/group_send.lua; returns (delivered, skipped because full, dropped dead).
 
+    With ``tag`` it delivers to that tag's members only (Redis Cluster: one call per tag);
+    without, to the members of every tag the group's directory lists (one server).
     The third number counts process-local members dropped from the group because their
     client's liveness key was gone; their queues, counts and liveness keys were deleted too.
     """
-    group_keys = [keys.group_key(prefix, group), keys.group_capacity_key(prefix, group)]
+    if tag:
+        group_keys = [
+            keys.group_key(prefix, group, tag),
+            keys.group_capacity_key(prefix, group, tag),
+        ]
+    else:
+        group_keys = [keys.directory_key(prefix, group)]
     header = keys.deadline_text(deadline_ms)
     args: list[str | bytes | int] = [
         now_ms,
@@ -112,6 +142,8 @@ async def group_send(
         payload,
         capacity,
         ttl_s,
+        group,
+        tag,
     ]
     delivered, full, dropped_dead = await run_batched(client, "group_send", group_keys, args)
     return int(delivered), int(full), int(dropped_dead)

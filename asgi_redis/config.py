@@ -291,6 +291,11 @@ def parse(
         raise TypeError(f"prefix must be a string, got {prefix!r}")
     if not prefix.isascii() or any(ch.isspace() for ch in prefix):
         raise ValueError(f"prefix must be ASCII without spaces, got {prefix!r}")
+    if "{" in prefix or "}" in prefix:
+        raise ValueError(
+            f"prefix must not contain '{{' or '}}' (keys carry a Redis Cluster hash tag "
+            f"right after the prefix), got {prefix!r}"
+        )
     return Config(
         hosts=_parse_hosts(hosts),
         prefix=normalize_prefix(prefix),

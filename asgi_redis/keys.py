@@ -1,16 +1,25 @@
 """Every Redis key name and the queue entry format, in one place.
 
-Key kinds (all start with the layer prefix, then one letter and a colon):
+Every key reads ``<prefix>{<tag>}<kind>:<name>``. The tag is one of ``TAG_COUNT`` fixed
+strings, spread evenly over Redis Cluster's 16,384 hash slots; each routing unit (a named
+channel, the queue part ``a.b!`` of a client's process-local channels, a group's name) maps to
+one tag by a stable hash, so every key a script touches shares one slot. The same layout is
+used on single servers, shards and clusters.
+
+Key kinds (after the prefix and tag, one letter and a colon):
 
 - ``q:<channel>``         list, the queue of a named channel.
 - ``q:<prefix>!``         list, the queue shared by all process-local channels
                           ``<prefix>!<suffix>`` of one client.
 - ``n:<prefix>!``         hash, per-suffix count of messages queued (in Redis or in a
                           receiving process's buffer) for those process-local channels.
-- ``g:<group>``           sorted set, member = channel, score = last group_add in ms.
+- ``g:<group>``           sorted set, member = channel, score = last group_add in ms; one
+                          per tag that has members, holding the members of that tag.
 - ``c:<group>``           hash, member = channel, value = capacity, only where it differs
-                          from the layer's default capacity.
-- ``w:<client>``          list, wake-up tokens for one process's blocked reader.
+                          from the layer's default capacity; one per tag like ``g:``.
+- ``d:<group>``           set of the tags holding members of the group (the group's tag).
+- ``w:<client>``          list, wake-up tokens for one process's blocked reader (one per
+                          tag the reader blocks on).
 - ``r:<queue part>/<id>`` string, marks a hand-back of popped entries to that queue as done,
                           so a retried hand-back never pushes them twice.
 - ``h:<prefix>!``         string, liveness mark of the client owning the process-local
@@ -30,10 +39,16 @@ after ``!`` (ASCII letters, digits, ``-``, ``_``, ``.``). Anything else is a mal
 
 from __future__ import annotations
 
+import itertools
 import re
+import string
+import zlib
 from functools import lru_cache
 
-KINDS = "qncgwrh"
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+KINDS = "qncgdwrh"
+TAG_COUNT = 64
 DEADLINE_DIGITS = 13
 SUFFIX_LEN_DIGITS = 2
 HEADER_LEN = DEADLINE_DIGITS + SUFFIX_LEN_DIGITS
@@ -44,6 +59,37 @@ LIST_LEN_DIGITS = 6
 _DIGITS = re.compile(rb"[0-9]+")
 _SUFFIX = re.compile(rb"[A-Za-z0-9_.\-]+")
 _SUFFIX_LIST = re.compile(rb"[A-Za-z0-9_.\-]+(?:,[A-Za-z0-9_.\-]+)*")
+
+
+def _make_tags(count: int) -> tuple[str, ...]:
+    """``count`` tags: tag ``i`` is the shortest (then first) string whose hash slot lies in
+    the ``i``-th of ``count`` equal ranges of the slots, so the tags spread evenly over any
+    slot layout (bare ``0``, ``1``, ... would not)."""
+    width = REDIS_CLUSTER_HASH_SLOTS // count
+    found: dict[int, str] = {}
+    alphabet = string.digits + string.ascii_lowercase
+    for length in itertools.count(1):
+        for letters in itertools.product(alphabet, repeat=length):
+            candidate = "".join(letters)
+            found.setdefault(key_slot(candidate.encode()) // width, candidate)
+            if len(found) == count:
+                return tuple(found[index] for index in range(count))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+TAGS = _make_tags(TAG_COUNT)
+_TAG_SET = frozenset(TAGS)
+
+
+@lru_cache(maxsize=65536)
+def tag_of(unit: str) -> str:
+    """The tag of a routing unit: a named channel, a queue part ``a.b!``, or a group."""
+    return TAGS[zlib.crc32(unit.encode()) % TAG_COUNT]
+
+
+def base(prefix: str, tag: str) -> str:
+    """The start of every key of ``tag``: ``<prefix>{<tag>}``."""
+    return f"{prefix}{{{tag}}}"
 
 
 def split_channel(channel: str) -> tuple[str, str]:
@@ -57,58 +103,80 @@ def split_channel(channel: str) -> tuple[str, str]:
 @lru_cache(maxsize=65536)
 def queue_key(prefix: str, channel: str) -> str:
     """The list holding ``channel``'s messages (shared by a client's local channels)."""
-    return f"{prefix}q:{split_channel(channel)[0]}"
+    head = split_channel(channel)[0]
+    return f"{prefix}{{{tag_of(head)}}}q:{head}"
 
 
 @lru_cache(maxsize=65536)
 def counts_key(prefix: str, channel: str) -> str:
     """The hash counting queued messages of the local channels sharing a queue."""
-    return f"{prefix}n:{split_channel(channel)[0]}"
+    head = split_channel(channel)[0]
+    return f"{prefix}{{{tag_of(head)}}}n:{head}"
 
 
-def group_key(prefix: str, group: str) -> str:
-    """The sorted set of a group's members."""
-    return f"{prefix}g:{group}"
+def group_key(prefix: str, group: str, tag: str) -> str:
+    """The sorted set of a group's members of one tag."""
+    return f"{prefix}{{{tag}}}g:{group}"
 
 
-def group_capacity_key(prefix: str, group: str) -> str:
-    """The hash of members' capacities that differ from the default."""
-    return f"{prefix}c:{group}"
+def group_capacity_key(prefix: str, group: str, tag: str) -> str:
+    """The hash of capacities that differ from the default, of a group's members of one tag."""
+    return f"{prefix}{{{tag}}}c:{group}"
 
 
-def wake_key(prefix: str, client: str) -> str:
-    """The list a process pushes to so its own blocked reader wakes up."""
-    return f"{prefix}w:{client}"
+def directory_key(prefix: str, group: str) -> str:
+    """The set of tags that hold members of ``group``."""
+    return f"{prefix}{{{tag_of(group)}}}d:{group}"
+
+
+def wake_key(prefix: str, client: str, tag: str) -> str:
+    """The list a process pushes to so its own reader blocked on ``tag``'s queues wakes up."""
+    return f"{prefix}{{{tag}}}w:{client}"
+
+
+def tag_of_key(prefix: str, key: str) -> str:
+    """The tag of one of this prefix's keys: ``asgi:{x1}q:jobs`` -> ``x1``."""
+    return key[len(prefix) + 1 : key.index("}", len(prefix))]
 
 
 def queue_part(prefix: str, queue: str) -> str:
-    """The channel part of a queue key: ``asgi:q:a.b!`` -> ``a.b!``; ``asgi:q:jobs`` -> ``jobs``."""
-    return queue[len(prefix) + 2 :]
+    """The channel part of a queue key: ``asgi:{x1}q:a.b!`` -> ``a.b!``."""
+    return queue[queue.index("}", len(prefix)) + 3 :]
 
 
 def requeue_token_key(prefix: str, queue: str, token: str) -> str:
-    """The marker of one hand-back of entries to ``queue`` (a queue key)."""
-    return f"{prefix}r:{queue_part(prefix, queue)}/{token}"
+    """The marker of one hand-back of entries to ``queue`` (a queue key), in its slot."""
+    close = queue.index("}", len(prefix))
+    return f"{queue[: close + 1]}r:{queue[close + 3 :]}/{token}"
 
 
 def heartbeat_key(prefix: str, channel_or_head: str) -> str:
     """The liveness mark of the client owning a process-local channel (or its ``a.b!`` head)."""
-    return f"{prefix}h:{split_channel(channel_or_head)[0]}"
+    head = split_channel(channel_or_head)[0]
+    return f"{prefix}{{{tag_of(head)}}}h:{head}"
 
 
 def scan_patterns(prefix: str, kinds: str = KINDS) -> list[str]:
     """SCAN MATCH patterns covering this prefix's keys of ``kinds`` (glob chars escaped)."""
     escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix)
-    return [f"{escaped}{kind}:*" for kind in kinds]
+    return [f"{escaped}{{*}}{kind}:*" for kind in kinds]
 
 
 def is_own_key(prefix: str, key: bytes) -> bool:
-    """Whether a key SCAN matched really is this prefix's.
+    """Whether a key SCAN matched really is this prefix's: ``{tag}``, a kind letter, ``:``.
 
-    Names never contain ':', so the colon after the kind letter is the key's last one; a key
-    of another prefix that merely starts the same way (``iso`` vs ``isoq:``) has a later one.
+    Tags and names never contain ``{``, ``}`` or ``:``, so a key of another prefix that merely
+    matches the pattern (``a*`` also matching ``ab{...}``) fails one of these checks.
     """
-    return b":" not in key[len(prefix) + 2 :]
+    rest = key[len(prefix) :]
+    close = rest.find(b"}")
+    return (
+        rest.startswith(b"{")
+        and close > 1
+        and rest[1:close].decode("ascii", "replace") in _TAG_SET
+        and rest[close + 2 : close + 3] == b":"
+        and b":" not in rest[close + 3 :]
+    )
 
 
 def deadline_text(deadline_ms: int) -> str:
@@ -155,6 +223,7 @@ def _digits(entry: bytes, start: int, end: int) -> int:
 
 
 def split_key(prefix: str, key: bytes) -> tuple[str, str]:
-    """A key of this prefix as (kind letter, name): ``asgi:g:room`` -> (``g``, ``room``)."""
+    """A key of this prefix as (kind letter, name): ``asgi:{x1}g:room`` -> (``g``, ``room``)."""
     rest = key.decode("utf-8", "replace")[len(prefix) :]
-    return rest[:1], rest[2:]
+    close = rest.index("}")
+    return rest[close + 1 : close + 2], rest[close + 3 :]

@@ -53,7 +53,7 @@ async def channel_statistics(
 
 
 async def group_statistics(
-    client: Redis, *, prefix: str, group: str, now_ms: int, group_ttl_s: int
+    client: Redis, *, prefix: str, group: str, now_ms: int, group_ttl_s: int, tag: str = ""
 ) -> dict[str, int]:
     """Run lua/group_statistics.lua: one group's members on one server; reads only.
 
@@ -61,10 +61,14 @@ async def group_statistics(
         ``members`` (all live memberships), ``named`` and ``local`` (process-local) members,
         ``local_dead`` (process-local members whose client's liveness key is gone),
         ``clients`` (distinct clients of the local members) and ``dead_clients``. Members
-        older than ``group_ttl_s`` are not counted.
+        older than ``group_ttl_s`` are not counted. With ``tag`` only that tag's members
+        (Redis Cluster), else those of every tag the group's directory lists.
     """
     named, local, local_dead, clients, dead_clients = await run(
-        client, "group_statistics", [keys.group_key(prefix, group)], [now_ms, prefix, group_ttl_s]
+        client,
+        "group_statistics",
+        [_group_statistics_key(prefix, group, tag)],
+        [now_ms, prefix, group_ttl_s, group, tag],
     )
     return {
         "members": int(named) + int(local),
@@ -76,13 +80,24 @@ async def group_statistics(
     }
 
 
+def _group_statistics_key(prefix: str, group: str, tag: str) -> str:
+    """KEYS[1] of group_statistics.lua: the tag's group key, or the group's directory."""
+    return keys.group_key(prefix, group, tag) if tag else keys.directory_key(prefix, group)
+
+
 async def server_statistics(client: Redis, prefix: str) -> dict[str, int]:
-    """Queues, queued entries, groups and memberships of ``prefix`` on one server."""
+    """Queues, queued entries, groups and memberships of ``prefix`` on one server.
+
+    A group counts once per server holding its directory; its memberships are summed over
+    its per-tag member sets.
+    """
     totals = {"queues": 0, "messages": 0, "groups": 0, "memberships": 0}
-    for kind, size_command, count_field, size_field in (
+    sizes: tuple[tuple[str, str, str | None, str | None], ...] = (
         ("q", "LLEN", "queues", "messages"),
-        ("g", "ZCARD", "groups", "memberships"),
-    ):
+        ("g", "ZCARD", None, "memberships"),
+        ("d", "SCARD", "groups", None),
+    )
+    for kind, size_command, count_field, size_field in sizes:
         batch: list[bytes] = []
         async for key in own_keys(client, prefix, kind):
             batch.append(key)
@@ -98,8 +113,8 @@ async def _add_sizes(
     size_command: str,
     batch: list[bytes],
     totals: dict[str, int],
-    count_field: str,
-    size_field: str,
+    count_field: str | None,
+    size_field: str | None,
 ) -> None:
     """Add the sizes of a batch of keys (one pipelined round trip) to ``totals``."""
     if not batch:
@@ -109,8 +124,10 @@ async def _add_sizes(
             pipe.execute_command(size_command, key)
         sizes = await pipe.execute()
     live = [int(size) for size in sizes if int(size) > 0]  # keys may expire mid-scan
-    totals[count_field] += len(live)
-    totals[size_field] += sum(live)
+    if count_field is not None:
+        totals[count_field] += len(live)
+    if size_field is not None:
+        totals[size_field] += sum(live)
 
 
 # -- read-only views for `asgi-redis inspect` ------------------------------------------
@@ -187,10 +204,10 @@ def _head_deadline_ms(entry: bytes | None) -> int | None:
 
 
 async def group_summaries(
-    client: Redis, prefix: str, group_keys: list[bytes], now_ms: int, group_ttl_s: int
+    client: Redis, prefix: str, directory_keys: list[bytes], now_ms: int, group_ttl_s: int
 ) -> list[dict[str, Any]]:
-    """``group_statistics`` of each group, pipelined in batches (EVALSHA); reads only."""
-    names = [keys.split_key(prefix, key)[1] for key in group_keys]
+    """``group_statistics`` of each group (one per directory key), pipelined in batches."""
+    names = [keys.split_key(prefix, key)[1] for key in directory_keys]
     if not names:
         return []
     # The first call goes through run(), which loads the script on NOSCRIPT.
@@ -203,7 +220,8 @@ async def group_summaries(
         batch = names[start : start + SCAN_BATCH]
         async with client.pipeline(transaction=False) as pipe:
             for group in batch:
-                pipe.evalsha(sha, 1, keys.group_key(prefix, group), now_ms, prefix, group_ttl_s)
+                key = _group_statistics_key(prefix, group, "")
+                pipe.evalsha(sha, 1, key, now_ms, prefix, group_ttl_s, group, "")
             replies = await pipe.execute()
         for group, (named, local, local_dead, clients, dead) in zip(batch, replies, strict=True):
             summaries.append(

@@ -60,7 +60,7 @@ class Receiver:
         self._reader = Reader(
             client,
             prefix,
-            keys.wake_key(prefix, client_id),
+            keys.wake_key(prefix, client_id, keys.tag_of(client_id)),
             label,
             self._wanted,
             self._dispatch,

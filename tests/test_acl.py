@@ -28,11 +28,11 @@ PASSWORD = "s3cret-for-acl-tests"
 # The layer's own commands, then the ones its Lua scripts call (ACLs check those too).
 LAYER_COMMANDS = (
     "+evalsha +eval +blmpop +blpop +multi +exec +set +rpush +expire +scan +unlink "
-    "+llen +zcard +lindex +hvals +pttl +ping +hello +select"
+    "+llen +zcard +scard +lindex +hvals +pttl +ping +hello +select"
 )
 SCRIPT_COMMANDS = (
     "+del +exists +hdel +hget +hincrby +hmget +hset +lpop +lpush +lrange +rpop "
-    "+zadd +zrangebyscore +zrem +zremrangebyscore"
+    "+sadd +smembers +zadd +zrangebyscore +zrem +zremrangebyscore"
 )
 SHORT_RULE = "~asgi:* resetchannels +@all -@dangerous"
 STRICT_RULE = f"~asgi:* resetchannels -@all {LAYER_COMMANDS} {SCRIPT_COMMANDS}"

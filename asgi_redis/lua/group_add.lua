@@ -1,13 +1,18 @@
 --[[ group_add: add a channel to a group, or refresh its membership.
-  KEYS[1]  group       sorted set member channel -> time of the latest group_add, ms
+  KEYS[1]  group       sorted set member channel -> time of the latest group_add, ms, of
+                       the members sharing the channel's tag
   KEYS[2]  capacities  hash channel -> capacity, for members whose capacity is not the default
   KEYS[3]  liveness    the member's client liveness key (see keys.heartbeat_key); only
                        touched for a process-local channel
+  KEYS[4]  directory   optional: the group's set of tags; given on a single server, where
+                       adding the member's tag here makes the add atomic (on Redis Cluster
+                       it lives in another slot and the caller adds the tag first)
   ARGV[1]  channel     the member
   ARGV[2]  now_ms      caller clock, ms
   ARGV[3]  ttl_s       group_expiry, s
   ARGV[4]  capacity    the member's capacity, '' when it is the layer's default
   ARGV[5]  heartbeat_ttl_ms  lifetime of a liveness key this script creates, ms
+  ARGV[6]  tag         the member's tag (KEYS[1..3] are in it)
   Returns  1 added | 0 refreshed
   Cost     O(log members)
 ]]
@@ -27,5 +32,9 @@ end
 -- client's own TTL (its heartbeats own that key).
 if string.find(channel, '!', 1, true) then
   redis.call('SET', liveness, '1', 'PX', ARGV[5], 'NX')
+end
+if KEYS[4] then
+  redis.call('SADD', KEYS[4], ARGV[6])
+  redis.call('EXPIRE', KEYS[4], ttl_s)
 end
 return added

@@ -1,6 +1,10 @@
 --[[ group_send: enqueue one message to every live member of a group, skipping full ones.
-  KEYS[1]  group       sorted set member channel -> time of the latest group_add, ms
-  KEYS[2]  capacities  hash channel -> capacity, for members whose capacity is not the default
+  A group is stored per tag (see keys.py): the members whose channel has tag T are in
+  <prefix>{T}g:<group> (sorted set channel -> time of the latest group_add, ms) and their
+  non-default capacities in <prefix>{T}c:<group>; <prefix>{G}d:<group> lists the tags.
+  KEYS     with ARGV[9] = a tag: that tag's group and capacities keys (Redis Cluster: one
+           call per tag, every key it touches in that tag's slot); with ARGV[9] = '': the
+           group's directory, and the script walks every tag it lists (one server)
   ARGV[1]  now_ms      caller clock, ms
   ARGV[2]  prefix      the layer's key prefix
   ARGV[3]  group_ttl_s group_expiry: members added longer ago than this are removed
@@ -8,9 +12,11 @@
   ARGV[5]  payload     the serialized message, sent once whatever the group size
   ARGV[6]  capacity    default capacity
   ARGV[7]  ttl_s       queue key lifetime after this send (the layer's expiry)
-  Derived  for member M with queue part H (M up to and including '!', else M):
-           queue ARGV[2]..'q:'..H and counts ARGV[2]..'n:'..H; for a process-local member
-           also its client's liveness key ARGV[2]..'h:'..H, read once per client
+  ARGV[8]  group       the group's name
+  ARGV[9]  tag         the one tag to deliver to, or '' for every tag in the directory
+  Derived  for member M of tag T with queue part H (M up to and including '!', else M):
+           queue <prefix>{T}q:H and counts <prefix>{T}n:H; for a process-local member also
+           its client's liveness key <prefix>{T}h:H, read once per client
   Writes   one entry per named member; one entry per client queue for all its accepted
            process-local members (the multi-suffix form, see _helpers.lua)
   Drops    the process-local members of clients whose liveness key is gone (dead processes)
@@ -19,27 +25,13 @@
   Cost     O(members) plus one EXISTS per client; a full queue drops at most 100 expired
            entries from its head, once per call
 ]]
-local group, capacities = KEYS[1], KEYS[2]
-local now_ms, prefix = tonumber(ARGV[1]), ARGV[2]
+local now_ms, prefix, group_name = tonumber(ARGV[1]), ARGV[2], ARGV[8]
 local header, payload = ARGV[4], ARGV[5]
 local default_capacity, ttl_s = tonumber(ARGV[6]), ARGV[7]
-
--- Stale members are read past here and removed last: the first write must be one that
--- grows memory, so that Redis refuses the whole call when it is out of memory (it only
--- checks a script's first write; after a deletion it would let every enqueue through).
 local cutoff = now_ms - tonumber(ARGV[3]) * 1000
-local members = redis.call('ZRANGEBYSCORE', group, '(' .. cutoff, '+inf')
-local overrides = {}
-if redis.call('EXISTS', capacities) == 1 then
-  for first = 1, #members, 1000 do
-    local last = math.min(first + 999, #members)
-    local values = redis.call('HMGET', capacities, unpack(members, first, last))
-    for offset, value in ipairs(values) do
-      if value then
-        overrides[members[first + offset - 1]] = tonumber(value)
-      end
-    end
-  end
+local tags = {ARGV[9]}
+if ARGV[9] == '' then
+  tags = redis.call('SMEMBERS', KEYS[1])
 end
 
 -- Count a process-local member in; its entry is written once per client queue below.
@@ -59,14 +51,34 @@ local function push_local(queue, suffixes)
   end
 end
 
-local purged, batches, expire, clients, dead = {}, {}, {}, {}, {}
+-- The members of one tag's copy, and their capacity overrides.
+local function read_copy(base)
+  local copy = {group = base .. 'g:' .. group_name, capacities = base .. 'c:' .. group_name,
+                base = base, overrides = {}, dead = {}}
+  copy.members = redis.call('ZRANGEBYSCORE', copy.group, '(' .. cutoff, '+inf')
+  if redis.call('EXISTS', copy.capacities) == 1 then
+    local members = copy.members
+    for first = 1, #members, 1000 do
+      local last = math.min(first + 999, #members)
+      local values = redis.call('HMGET', copy.capacities, unpack(members, first, last))
+      for offset, value in ipairs(values) do
+        if value then
+          copy.overrides[members[first + offset - 1]] = tonumber(value)
+        end
+      end
+    end
+  end
+  return copy
+end
+
+local purged, batches, expire, clients = {}, {}, {}, {}
 
 -- A client's keys and whether its process is alive: one EXISTS per client, not per member.
-local function client_of(head)
+local function client_of(base, head)
   local client = clients[head]
   if not client then
-    local alive_key = prefix .. 'h:' .. head
-    client = {prefix .. 'q:' .. head, prefix .. 'n:' .. head, alive_key,
+    local alive_key = base .. 'h:' .. head
+    client = {base .. 'q:' .. head, base .. 'n:' .. head, alive_key,
               alive = redis.call('EXISTS', alive_key) == 1}
     clients[head] = client
   end
@@ -74,10 +86,10 @@ local function client_of(head)
 end
 
 -- A process-local member: true accepted, false full, nil its client is dead.
-local function offer_local(member, bang, capacity)
-  local client = client_of(string.sub(member, 1, bang))
+local function offer_local(copy, member, bang, capacity)
+  local client = client_of(copy.base, string.sub(member, 1, bang))
   if not client.alive then
-    dead[#dead + 1] = member
+    copy.dead[#copy.dead + 1] = member
     return nil
   end
   local queue, counts_key, suffix = client[1], client[2], string.sub(member, bang + 1)
@@ -95,25 +107,30 @@ local function offer_local(member, bang, capacity)
 end
 
 local named_entry = make_entry(header, {}, payload)
-local delivered, full = 0, 0
-for _, member in ipairs(members) do
-  local capacity = overrides[member] or default_capacity
-  local bang = string.find(member, '!', 1, true)
-  local accepted
-  if not bang then
-    local queue = prefix .. 'q:' .. member
-    -- A named queue holds no process-local entries, so it never needs a counts key.
-    accepted = enqueue(queue, '', '', named_entry, now_ms, capacity, purged)
-    if accepted then
-      expire[queue] = false
+local delivered, full, dropped = 0, 0, 0
+local copies = {}
+for index, tag in ipairs(tags) do
+  local copy = read_copy(prefix .. '{' .. tag .. '}')
+  copies[index] = copy
+  for _, member in ipairs(copy.members) do
+    local capacity = copy.overrides[member] or default_capacity
+    local bang = string.find(member, '!', 1, true)
+    local accepted
+    if not bang then
+      local queue = copy.base .. 'q:' .. member
+      -- A named queue holds no process-local entries, so it never needs a counts key.
+      accepted = enqueue(queue, '', '', named_entry, now_ms, capacity, purged)
+      if accepted then
+        expire[queue] = false
+      end
+    else
+      accepted = offer_local(copy, member, bang, capacity)
     end
-  else
-    accepted = offer_local(member, bang, capacity)
-  end
-  if accepted then
-    delivered = delivered + 1
-  elseif accepted == false then
-    full = full + 1
+    if accepted then
+      delivered = delivered + 1
+    elseif accepted == false then
+      full = full + 1
+    end
   end
 end
 for queue, suffixes in pairs(batches) do
@@ -125,20 +142,27 @@ for queue, counts_key in pairs(expire) do
     redis.call('EXPIRE', counts_key, ttl_s)
   end
 end
-local stale = redis.call('ZRANGEBYSCORE', group, '-inf', cutoff)
-for first = 1, #stale, 1000 do
-  redis.call('HDEL', capacities, unpack(stale, first, math.min(first + 999, #stale)))
-end
-redis.call('ZREMRANGEBYSCORE', group, '-inf', cutoff)
--- Dead clients leave the group at once; their queued messages have nobody to read them.
-for first = 1, #dead, 1000 do
-  local last = math.min(first + 999, #dead)
-  redis.call('ZREM', group, unpack(dead, first, last))
-  redis.call('HDEL', capacities, unpack(dead, first, last))
+-- Stale members are read past above and removed only now: the first write must be one that
+-- grows memory, so that Redis refuses the whole call when it is out of memory (it only
+-- checks a script's first write; after a deletion it would let every enqueue through).
+for _, copy in ipairs(copies) do
+  local stale = redis.call('ZRANGEBYSCORE', copy.group, '-inf', cutoff)
+  for first = 1, #stale, 1000 do
+    redis.call('HDEL', copy.capacities, unpack(stale, first, math.min(first + 999, #stale)))
+  end
+  redis.call('ZREMRANGEBYSCORE', copy.group, '-inf', cutoff)
+  -- Dead clients leave the group at once; their queued messages have nobody to read them.
+  local dead = copy.dead
+  for first = 1, #dead, 1000 do
+    local last = math.min(first + 999, #dead)
+    redis.call('ZREM', copy.group, unpack(dead, first, last))
+    redis.call('HDEL', copy.capacities, unpack(dead, first, last))
+  end
+  dropped = dropped + #dead
 end
 for _, client in pairs(clients) do
   if not client.alive then
     redis.call('DEL', client[1], client[2], client[3])
   end
 end
-return {delivered, full, #dead}
+return {delivered, full, dropped}
