@@ -26,7 +26,7 @@ async def send(
 ) -> bool:
     """Run lua/send.lua; True when queued, False when the channel is full."""
     args: list[str | bytes | int] = [now_ms, entry, capacity, ttl_s, suffix]
-    result = await run_batched(client, "send", [queue, counts], args)
+    result = await run_batched(client, "send", [queue, counts] if suffix else [queue], args)
     return int(result) == SEND_QUEUED
 
 
@@ -118,11 +118,15 @@ async def group_send(
     capacity: int,
     ttl_s: int,
     tag: str = "",
+    asking: bool = False,
 ) -> tuple[int, int, int]:
     """Run lua/group_send.lua; returns (delivered, skipped because full, dropped dead).
 
     With ``tag`` it delivers to that tag's members only (Redis Cluster: one call per tag);
     without, to the members of every tag the group's directory lists (one server).
+    On a cluster the script first checks that every key it derives is on this node (on an
+    ASK target, ``asking``: that it already exists here) and otherwise answers TRYAGAIN
+    before writing anything, so a slot migration never splits one delivery.
     The third number counts process-local members dropped from the group because their
     client's liveness key was gone; their queues, counts and liveness keys were deleted too.
     """
@@ -144,6 +148,7 @@ async def group_send(
         ttl_s,
         group,
         tag,
+        "a" if asking else "c" if tag else "",
     ]
     delivered, full, dropped_dead = await run_batched(client, "group_send", group_keys, args)
     return int(delivered), int(full), int(dropped_dead)

@@ -106,6 +106,8 @@ class ChannelsRedisCompatMixin:
         """
         if isinstance(index, bool) or not isinstance(index, int):
             raise TypeError(f"server index must be an int, got {index!r}")
+        if not self._shards:
+            raise ValueError("connection() has no single server to give on a Redis Cluster")
         if not 0 <= index < len(self._shards):
             raise ValueError(f"There are only {len(self._shards)} hosts - you asked for {index}!")
         return self._shards[index].client()

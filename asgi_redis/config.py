@@ -42,16 +42,31 @@ class SentinelService:
 
 
 @dataclass(frozen=True)
+class ClusterService:
+    """A Redis Cluster, found through some of its nodes (the others are discovered)."""
+
+    startup: tuple[tuple[str, int], ...]
+    tls: bool = False
+
+    def label(self) -> str:
+        """``cluster://host:port[,host:port...]`` (``clusters://`` with TLS), no password."""
+        addresses = ",".join(_format_address(host, port) for host, port in self.startup)
+        return f"cluster{'s' if self.tls else ''}://{addresses}"
+
+
+@dataclass(frozen=True)
 class Host:
     """One Redis server: a URL for ``from_url`` or plain keyword options, plus extra options.
 
     With ``sentinel`` set, the server is the master that service's sentinels name, and
-    ``options`` are the connection options for that master.
+    ``options`` are the connection options for that master. With ``cluster`` set, the host is
+    a whole Redis Cluster and ``options`` are the connection options of every node.
     """
 
     url: str | None
     options: Mapping[str, Any] = field(default_factory=dict)
     sentinel: SentinelService | None = None
+    cluster: ClusterService | None = None
 
     def __repr__(self) -> str:
         # The label and the options' names only: the URL or an option may hold a password.
@@ -65,6 +80,8 @@ class Host:
         """
         if self.sentinel is not None:
             return self.sentinel.label()
+        if self.cluster is not None:
+            return self.cluster.label()
         return redis_options.identity(redis_options.effective_options(self.url, self.options))
 
 
@@ -122,6 +139,8 @@ def _parse_host(host: object) -> Host:
         options = dict(host)
         if any(key in options for key in SENTINEL_KEYS):
             return _parse_sentinel_host(options)
+        if "cluster" in options:
+            return _parse_cluster_host(options)
         if "address" not in options:
             return Host(None, options)
         address = _parse_host(options.pop("address"))
@@ -156,6 +175,41 @@ def _parse_sentinel_host(options: dict[str, Any]) -> Host:
         raise TypeError(f"sentinel_kwargs must be a dict or None, got a {kind}")
     service = SentinelService(sentinels, master_name, dict(sentinel_kwargs))
     return Host(None, options, service)
+
+
+def _parse_cluster_host(options: dict[str, Any]) -> Host:
+    """``{"cluster": [startup addresses], ...options}``; the options apply to every node.
+
+    Addresses are URIs (``redis://`` or ``rediss://`` for TLS; credentials in the first one
+    apply to all) or ``(host, port)`` pairs.
+    """
+    startup = options.pop("cluster")
+    if isinstance(startup, str | bytes) or not isinstance(startup, Sequence) or not startup:
+        raise TypeError(
+            "cluster must be a non-empty list of node addresses such as 'redis://host:7000'"
+        )
+    clashing = sorted(key for key in _NOT_WITH_SENTINELS if key in options)
+    if clashing:
+        raise ValueError(
+            f"a cluster host takes no {', '.join(map(repr, clashing))}: list the nodes in 'cluster'"
+        )
+    nodes: list[tuple[str, int]] = []
+    merged: dict[str, Any] | None = None
+    for item in startup:
+        url = _parse_host(item).url
+        if url is None or url.startswith("unix://"):
+            raise ValueError(f"cluster item {item!r} must be a redis:// or rediss:// address")
+        node = redis_options.effective_options(url, options)
+        nodes.append((str(node.pop("host", "localhost")), int(node.pop("port", 6379))))
+        if merged is None:
+            merged = node
+        elif redis_options.connection_class(node) is not redis_options.connection_class(merged):
+            raise ValueError("cluster addresses must all use redis:// or all rediss://")
+    assert merged is not None  # startup is not empty
+    if merged.pop("db", 0) != 0:
+        raise ValueError("Redis Cluster has only database 0: leave the /db out of the addresses")
+    tls = redis_options.identity({**merged, "host": "x", "port": 1}).startswith("rediss")
+    return Host(None, merged, cluster=ClusterService(tuple(nodes), tls))
 
 
 def _parse_sentinels(sentinels: object) -> tuple[tuple[str, int], ...]:
@@ -225,6 +279,10 @@ def _parse_hosts(hosts: object) -> tuple[Host, ...]:
     if isinstance(hosts, tuple) and len(hosts) == 2 and isinstance(hosts[1], int):
         hosts = [hosts]
     parsed = tuple(_parse_host(host) for host in hosts)
+    if len(parsed) > 1 and any(host.cluster is not None for host in parsed):
+        raise ValueError(
+            "a Redis Cluster must be the only item of hosts (the cluster spreads the keys itself)"
+        )
     for host in parsed:
         _check_options(host)
     labels = [host.label() for host in parsed]
@@ -240,6 +298,10 @@ def _check_options(host: Host) -> None:
     if host.sentinel is not None:
         redis_options.check_keys(host.options, sentinel=True)
         redis_options.check_sentinel_kwargs(host.sentinel.sentinel_options)
+        redis_options.check_guarantees(host.options)
+        return
+    if host.cluster is not None:
+        redis_options.check_keys({**host.options, "host": "x", "port": 1})
         redis_options.check_guarantees(host.options)
         return
     options = redis_options.effective_options(host.url, host.options)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-
-from redis.asyncio import Redis
+from functools import partial
 
 from . import commands, keys
 from .buffers import now_ms
+from .routes import Route
 from .sidetask import SideTask
 
 
@@ -19,8 +19,8 @@ class Releases:
     side task does soon after, in one script call for everything released meanwhile.
     """
 
-    def __init__(self, client: Redis, prefix: str) -> None:
-        self._client = client
+    def __init__(self, route: Route, prefix: str) -> None:
+        self._route = route
         self._prefix = prefix
         self._pending: list[tuple[str, str]] = []  # (queue key, suffix)
         self._task = SideTask("update channel counts", self._write)
@@ -57,7 +57,12 @@ class Releases:
                 queues.append((queue, counts, 0))
             pairs.append((index[queue], suffix))
         try:
-            await commands.receive(self._client, now_ms=now_ms(), queues=queues, releases=pairs)
+            await self._route.run(
+                "update channel counts",
+                lambda client: commands.receive(
+                    client, now_ms=now_ms(), queues=queues, releases=pairs
+                ),
+            )
         except BaseException:
             self._pending[:0] = batch
             raise
@@ -74,13 +79,13 @@ class Returns:
 
     def __init__(
         self,
-        client: Redis,
+        route: Route,
         prefix: str,
         expiry_s: int,
         collect: Callable[[], dict[str, list[bytes]]],
         on_returned: Callable[[str], None],
     ) -> None:
-        self._client = client
+        self._route = route
         self._prefix = prefix
         self._expiry_s = expiry_s
         self._collect = collect
@@ -128,12 +133,15 @@ class Returns:
             return False
         while self._batches:
             queue, token_key, entries = self._batches[0]
-            await commands.requeue(
-                self._client,
-                queue=queue,
-                token_key=token_key,
-                entries=entries,
-                expiry_s=self._expiry_s,
+            await self._route.run(
+                f"hand-back of {len(entries)} entries",
+                partial(
+                    commands.requeue,
+                    queue=queue,
+                    token_key=token_key,
+                    entries=entries,
+                    expiry_s=self._expiry_s,
+                ),
             )
             self._batches.pop(0)
             if queue not in self.returning:

@@ -79,12 +79,18 @@ def _make_tags(count: int) -> tuple[str, ...]:
 
 TAGS = _make_tags(TAG_COUNT)
 _TAG_SET = frozenset(TAGS)
+TAG_INDEX = {tag: index for index, tag in enumerate(TAGS)}
 
 
 @lru_cache(maxsize=65536)
+def tag_index(unit: str) -> int:
+    """The index in ``TAGS`` of a routing unit's tag (see ``tag_of``)."""
+    return zlib.crc32(unit.encode()) % TAG_COUNT
+
+
 def tag_of(unit: str) -> str:
     """The tag of a routing unit: a named channel, a queue part ``a.b!``, or a group."""
-    return TAGS[zlib.crc32(unit.encode()) % TAG_COUNT]
+    return TAGS[tag_index(unit)]
 
 
 def base(prefix: str, tag: str) -> str:

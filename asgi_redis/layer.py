@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 
 from . import codec, commands, config, failures, keys, keyspace, names, sharding
 from .buffers import now_ms
+from .cluster import AskingRedis, ClusterNodes
 from .compat import ChannelsRedisCompatMixin, channels_redis_options
 from .connections import Connections
 from .crypto import Encryptor
@@ -20,6 +22,7 @@ from .heartbeat import BEATS_TO_DEATH
 from .loopstate import LoopState
 from .metrics import Counters
 from .receiver import Receiver, receive_from
+from .routes import Route, ServerRoute, TagRoute
 from .statistics import StatisticsMixin
 
 OPTIONS = (
@@ -111,9 +114,21 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         self.group_expiry = self.config.group_expiry_s
         self.capacity = self.config.capacity
         self.heartbeat = self.config.heartbeat_s
-        # One connection set per server; a channel's server is picked by rendezvous hashing.
-        self._shards = [Connections(host, self.close) for host in self.config.hosts]
         self._labels = tuple(host.label() for host in self.config.hosts)
+        self._cluster: ClusterNodes | None = None
+        self._routes: list[Route]
+        if self.config.hosts[0].cluster is not None:
+            # A Redis Cluster: one route per tag, on whichever primary owns the tag's slot.
+            self._shards: list[Connections] = []
+            self._cluster = ClusterNodes(self.config.hosts[0], self.close)
+            self._routes = [TagRoute(self._cluster, index) for index in range(keys.TAG_COUNT)]
+        else:
+            # One connection set per server; a channel's server is picked by rendezvous hashing.
+            self._shards = [Connections(host, self.close) for host in self.config.hosts]
+            self._routes = [
+                ServerRoute(shard, label)
+                for shard, label in zip(self._shards, self._labels, strict=True)
+            ]
         self._loops: dict[asyncio.AbstractEventLoop, LoopState] = {}
 
     # -- channels --------------------------------------------------------------------
@@ -129,18 +144,20 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         payload = self._codec.dumps(message, f"channel {channel!r}")
         now = now_ms()
         suffix = keys.split_channel(channel)[1]
-        shard = self._shard_of(channel)
-        with failures.naming(f"send to channel {channel!r}", self._labels[shard]):
-            queued = await commands.send(
-                self._shards[shard].client(),
+        entry = keys.make_entry(now + self.expiry * 1000, suffix, payload)
+        queued = await self._routes[self._shard_of(channel)].run(
+            f"send to channel {channel!r}",
+            lambda client: commands.send(
+                client,
                 queue=keys.queue_key(self.prefix, channel),
                 counts=keys.counts_key(self.prefix, channel),
                 now_ms=now,
-                entry=keys.make_entry(now + self.expiry * 1000, suffix, payload),
+                entry=entry,
                 capacity=self.config.capacity_for(channel),
                 ttl_s=self.expiry,
                 suffix=suffix,
-            )
+            ),
+        )
         if not queued:
             self.counters.channel_full += 1
             raise ChannelFull(f"channel {channel!r} is full")
@@ -186,10 +203,22 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         names.check_group(group)
         names.check_channel(channel)
         capacity = self.config.capacity_for(channel)
-        shard = self._shard_of(channel)
-        with failures.naming(f"group_add of {channel!r} to {group!r}", self._labels[shard]):
-            await commands.group_add(
-                self._shards[shard].client(),
+        operation = f"group_add of {channel!r} to {group!r}"
+        on_cluster = self._cluster is not None
+        if on_cluster:
+            # The directory is in another slot: list the member's tag there first, so a member
+            # is never stored where group_send would not look.
+            tag = keys.tag_of(keys.split_channel(channel)[0])
+            await self._routes[keys.tag_index(group)].run(
+                operation,
+                lambda client: commands.add_group_tag(
+                    client, prefix=self.prefix, group=group, tag=tag, ttl_s=self.group_expiry
+                ),
+            )
+        await self._routes[self._shard_of(channel)].run(
+            operation,
+            lambda client: commands.group_add(
+                client,
                 prefix=self.prefix,
                 group=group,
                 channel=channel,
@@ -197,30 +226,35 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 ttl_s=self.group_expiry,
                 capacity=None if capacity == self.capacity else capacity,
                 heartbeat_ttl_ms=int(self.heartbeat * BEATS_TO_DEATH * 1000),
-            )
+                with_directory=not on_cluster,
+            ),
+        )
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``; a no-op for non-members."""
         names.check_group(group)
         names.check_channel(channel)
-        shard = self._shard_of(channel)
-        with failures.naming(f"group_discard of {channel!r} from {group!r}", self._labels[shard]):
-            await commands.group_discard(
-                self._shards[shard].client(), prefix=self.prefix, group=group, channel=channel
-            )
+        await self._routes[self._shard_of(channel)].run(
+            f"group_discard of {channel!r} from {group!r}",
+            lambda client: commands.group_discard(
+                client, prefix=self.prefix, group=group, channel=channel
+            ),
+        )
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """Queue ``message`` on every live member of ``group``; full members are skipped.
 
         Members are stored on the server of their channel, so this is one script per server,
-        run concurrently.
+        run concurrently. On a Redis Cluster it reads the group's directory of tags, then runs
+        one script per tag listed, pipelined per node, the nodes concurrently.
         """
         names.check_group(group)
         payload = self._codec.dumps(message, f"group {group!r}")
         now = now_ms()
-        per_server = await self._on_every_server(
-            f"group_send to group {group!r}",
-            lambda client: commands.group_send(
+        operation = f"group_send to group {group!r}"
+
+        def deliver(client: Redis, tag: str = "") -> Awaitable[tuple[int, int, int]]:
+            return commands.group_send(
                 client,
                 prefix=self.prefix,
                 group=group,
@@ -230,8 +264,16 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 payload=payload,
                 capacity=self.capacity,
                 ttl_s=self.expiry,
-            ),
-        )
+                tag=tag,
+                asking=isinstance(client, AskingRedis),
+            )
+
+        if self._cluster is None:
+            per_server = await self._on_every_server(operation, deliver)
+        else:
+            per_server = await self._on_every_tag(
+                group, operation, lambda tag: lambda client: deliver(client, tag)
+            )
         for delivered, full, _ in per_server:
             self.counters.sent += delivered
             self.counters.channel_full += full
@@ -246,9 +288,11 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
 
     async def flush(self) -> None:
         """Delete every key under this layer's prefix (and nothing else), on every server."""
-        for shard, label in zip(self._shards, self._labels, strict=True):
-            with failures.naming(f"flush of prefix {self.prefix!r}", label):
-                await keyspace.delete_own_keys(shard.client(), self.prefix)
+        await self._on_every_server(
+            f"flush of prefix {self.prefix!r}",
+            lambda client: keyspace.delete_own_keys(client, self.prefix),
+            concurrently=False,
+        )
         for state in self._loops.values():
             for receiver in state.receivers():
                 receiver.clear()
@@ -267,9 +311,12 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             del self._loops[loop]
             self._dropped_closed += state.dropped_undecodable
         errors: list[Exception] = []
-        for shard in self._shards:
+        closers = [shard.close for shard in self._shards]
+        if self._cluster is not None:
+            closers.append(self._cluster.close)
+        for close in closers:
             try:
-                await shard.close()
+                await close()
             except Exception as exc:
                 errors.append(exc)
         if errors:
@@ -287,22 +334,69 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         await self.close()
 
     async def _on_every_server(
-        self, operation: str, call: Callable[[Redis], Awaitable[T]]
+        self,
+        operation: str,
+        call: Callable[[Redis], Awaitable[T]],
+        *,
+        concurrently: bool = True,
     ) -> list[T]:
-        """Run ``call`` with each server's client, concurrently when there are several.
+        """Run ``call`` with each server's client (on a cluster: each primary's).
 
-        An error names ``operation`` and the server it came from.
+        Several run concurrently unless told not to. An error names ``operation`` and the
+        server it came from.
         """
+        if self._cluster is not None:
+            await self._cluster.ready()
+            clients = [
+                (label, self._cluster.client_at(address))
+                for label, address in zip(
+                    self._server_labels(), self._cluster.primaries(), strict=True
+                )
+            ]
+        else:
+            clients = [
+                (label, shard.client())
+                for shard, label in zip(self._shards, self._labels, strict=True)
+            ]
+        if len(clients) == 1 or not concurrently:  # no task per call on the hot path
+            return [
+                await failures.named(operation, label, call(client)) for label, client in clients
+            ]
+        calls = [failures.named(operation, label, call(client)) for label, client in clients]
+        return list(await asyncio.gather(*calls))
+
+    def _server_labels(self) -> list[str]:
+        """The labels ``_on_every_server`` names its servers by, in its order."""
+        if self._cluster is None:
+            return list(self._labels)
+        return [f"{self._cluster.label} (node {address})" for address in self._cluster.primaries()]
+
+    async def _on_every_tag(
+        self,
+        group: str,
+        operation: str,
+        call_for: Callable[[str], Callable[[Redis], Awaitable[T]]],
+    ) -> list[T]:
+        """On a cluster: ``call_for(tag)`` on every tag ``group``'s directory lists.
+
+        Phase one reads the directory; phase two runs the calls concurrently, so those on
+        one node share a pipeline (auto-pipelining) and the nodes work in parallel.
+        """
+        tags = await self._routes[keys.tag_index(group)].run(
+            operation, lambda client: commands.group_tags(client, prefix=self.prefix, group=group)
+        )
         calls = [
-            failures.named(operation, label, call(shard.client()))
-            for shard, label in zip(self._shards, self._labels, strict=True)
+            self._routes[keys.TAG_INDEX[tag]].run(operation, call_for(tag))
+            for tag in tags
+            if tag in keys.TAG_INDEX
         ]
-        if len(calls) == 1:  # the common case: no task per call on the hot path
-            return [await calls[0]]
         return list(await asyncio.gather(*calls))
 
     def _shard_of(self, channel: str) -> int:
-        """The index of the server that holds ``channel`` (a client's local channels share one)."""
+        """The index of the route of ``channel`` (a client's local channels share one): its
+        server, or on a cluster its tag."""
+        if self._cluster is not None:
+            return keys.tag_index(keys.split_channel(channel)[0])
         return sharding.shard_for(self._labels, keys.split_channel(channel)[0])
 
     def _keep_alive(self, channel: str) -> None:
@@ -317,11 +411,11 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             by_shard.setdefault(self._shard_of(head), []).append(head)
         await asyncio.gather(
             *(
-                commands.heartbeat(
-                    self._shards[shard].client(),
-                    prefix=self.prefix,
-                    heads=shard_heads,
-                    ttl_ms=ttl_ms,
+                self._routes[shard].run(
+                    "heartbeat",
+                    partial(
+                        commands.heartbeat, prefix=self.prefix, heads=shard_heads, ttl_ms=ttl_ms
+                    ),
                 )
                 for shard, shard_heads in by_shard.items()
             )
@@ -348,11 +442,5 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
     def _make_receiver(self, shard: int, client_id: str) -> Receiver:
         """A new receiver for server ``shard`` in the running loop."""
         return Receiver(
-            self._shards[shard].client(),
-            self.prefix,
-            client_id,
-            self.expiry,
-            self._codec,
-            self._labels[shard],
-            self.counters,
+            self._routes[shard], self.prefix, client_id, self.expiry, self._codec, self.counters
         )

@@ -11,9 +11,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import commands, keys
 from .buffers import now_ms
 from .connections import BLOCK_TIMEOUT_S
+from .routes import Route
 from .sidetask import BACKOFF_MAX_S, BACKOFF_MIN_S
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class Reader:
     """Blocking pops on one server for the queues ``wanted`` names.
 
     Args:
-        client: the loop's client for the server.
+        route: where the queues live (a server, or a tag of a cluster).
         prefix: the layer's key prefix.
         wake_key: this process's wake list on that server (pushing to it ends a blocking pop).
         label: the server's address for messages (no password).
@@ -55,7 +56,7 @@ class Reader:
 
     def __init__(
         self,
-        client: Redis,
+        route: Route,
         prefix: str,
         wake_key: str,
         label: str,
@@ -63,7 +64,7 @@ class Reader:
         dispatch: Callable[[str, bytes], None],
         on_unreachable: Callable[[Exception], None],
     ) -> None:
-        self._client = client
+        self._route = route
         self._prefix = prefix
         self._wake_key = wake_key
         self._label = label
@@ -134,7 +135,12 @@ class Reader:
     async def _push_wake(self) -> None:
         """Push one token to the wake list; a failure only delays the reader."""
         try:
-            await commands.wake(self._client, wake_key=self._wake_key, ttl_s=BLOCK_TIMEOUT_S * 2)
+            await self._route.run(
+                "wake-up of the reader",
+                lambda client: commands.wake(
+                    client, wake_key=self._wake_key, ttl_s=BLOCK_TIMEOUT_S * 2
+                ),
+            )
         except Exception as exc:
             logger.warning("Could not wake the reader on %s: %r", self._label, exc)
 
@@ -145,7 +151,8 @@ class Reader:
             while not self._stopping:
                 try:
                     if not self._reached:
-                        await commands.ping(self._client)  # tells a typo from an outage
+                        # tells a typo from an outage
+                        await self._route.run("ping", commands.ping)
                         self._reached = True
                     if not await self._read_once():
                         return
@@ -213,7 +220,10 @@ class Reader:
                 (queue, keys.counts_key(self._prefix, keys.queue_part(self._prefix, queue)), count)
                 for queue, count in items[first : first + SWEEP_CHUNK]
             ]
-            popped = await commands.receive(self._client, now_ms=now_ms(), queues=queues)
+            popped = await self._route.run(
+                "receive",
+                partial(commands.receive, now_ms=now_ms(), queues=queues),
+            )
             for pos, entry in popped:
                 self._dispatch(queues[pos][0], entry)
             got = got or bool(popped)
@@ -234,7 +244,10 @@ class Reader:
             if self._multi_pop:
                 result = await self._multi_pop_or_fall_back(order, min(wanted.values()))
             else:
-                result = await commands.single_pop(self._client, order, BLOCK_TIMEOUT_S)
+                result = await self._route.run(
+                    "receive",
+                    lambda client: commands.single_pop(client, order, BLOCK_TIMEOUT_S),
+                )
         finally:
             self._blocking_on = None
         if result is None or result[0] == self._wake_key:
@@ -246,7 +259,10 @@ class Reader:
     async def _multi_pop_or_fall_back(self, order: list[str], count: int) -> Any:
         """BLMPOP (Redis >= 7); on servers without it, switch to the script and BLPOP."""
         try:
-            return await commands.multi_pop(self._client, order, count, BLOCK_TIMEOUT_S)
+            return await self._route.run(
+                "receive",
+                lambda client: commands.multi_pop(client, order, count, BLOCK_TIMEOUT_S),
+            )
         except ResponseError as exc:
             if "unknown command" not in str(exc).lower():
                 raise

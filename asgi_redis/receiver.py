@@ -16,14 +16,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-
 from . import keys
 from .buffers import Buffers, Item, now_ms
 from .codec import Codec, MsgpackSerializer
 from .handback import Releases, Returns
 from .metrics import Counters
 from .reader import Reader
+from .routes import Route
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +36,11 @@ class Receiver:
 
     def __init__(
         self,
-        client: Redis,
+        route: Route,
         prefix: str,
         client_id: str,
         expiry_s: int,
         codec: Codec | None = None,
-        label: str = "redis",
         counters: Counters | None = None,
     ) -> None:
         self.counters = counters or Counters()  # the layer's, shared by all its receivers
@@ -50,17 +48,18 @@ class Receiver:
         self.dropped_malformed = 0  # entries whose header did not parse
         self._codec = codec or Codec(MsgpackSerializer())
         self._prefix = prefix
-        self._label = label
+        self._label = label = route.label
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._releases = Releases(client, prefix)
+        self._releases = Releases(route, prefix)
         self._buffers = Buffers(
             lambda item: self._releases.add(item.queue, item.suffix), self.counters
         )
-        self._returns = Returns(client, prefix, expiry_s, self._unwanted, self._returned)
+        self._returns = Returns(route, prefix, expiry_s, self._unwanted, self._returned)
+        wake_tag = route.wake_tag or keys.tag_of(client_id)
         self._reader = Reader(
-            client,
+            route,
             prefix,
-            keys.wake_key(prefix, client_id, keys.tag_of(client_id)),
+            keys.wake_key(prefix, client_id, wake_tag),
             label,
             self._wanted,
             self._dispatch,

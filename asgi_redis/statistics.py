@@ -7,13 +7,15 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
-from . import failures, keyspace, names
+from . import keyspace, names
 from .buffers import now_ms
+from .cluster import ClusterNodes
 from .config import Config
-from .connections import Connections
 from .metrics import Counters
+from .routes import Route
 
 T = TypeVar("T")
+GROUP_FIELDS = ("members", "named", "local", "local_dead", "clients", "dead_clients")
 
 
 class StatisticsMixin:
@@ -23,8 +25,8 @@ class StatisticsMixin:
     prefix: str
     expiry: int
     group_expiry: int
-    _shards: list[Connections]
-    _labels: tuple[str, ...]
+    _routes: list[Route]
+    _cluster: ClusterNodes | None
     counters: Counters
 
     @property
@@ -36,8 +38,19 @@ class StatisticsMixin:
         raise NotImplementedError
 
     async def _on_every_server(
-        self, operation: str, call: Callable[[Redis], Awaitable[T]]
+        self, operation: str, call: Callable[[Redis], Awaitable[T]], *, concurrently: bool = True
     ) -> list[T]:
+        raise NotImplementedError
+
+    async def _on_every_tag(
+        self,
+        group: str,
+        operation: str,
+        call_for: Callable[[str], Callable[[Redis], Awaitable[T]]],
+    ) -> list[T]:
+        raise NotImplementedError
+
+    def _server_labels(self) -> list[str]:
         raise NotImplementedError
 
     async def channel_statistics(self, channel: str) -> dict[str, Any]:
@@ -50,15 +63,16 @@ class StatisticsMixin:
             message in seconds, or None.
         """
         names.check_channel(channel)
-        shard = self._shard_of(channel)
-        with failures.naming(f"channel_statistics of {channel!r}", self._labels[shard]):
-            stats = await keyspace.channel_statistics(
-                self._shards[shard].client(),
+        stats = await self._routes[self._shard_of(channel)].run(
+            f"channel_statistics of {channel!r}",
+            lambda client: keyspace.channel_statistics(
+                client,
                 prefix=self.prefix,
                 channel=channel,
                 now_ms=now_ms(),
                 expiry_s=self.expiry,
-            )
+            ),
+        )
         return {"channel": channel, "capacity": self.config.capacity_for(channel), **stats}
 
     async def group_statistics(self, group: str) -> dict[str, Any]:
@@ -71,12 +85,26 @@ class StatisticsMixin:
         """
         names.check_group(group)
         now = now_ms()
-        per_server = await self._on_every_server(
-            f"group_statistics of {group!r}",
-            lambda client: keyspace.group_statistics(
-                client, prefix=self.prefix, group=group, now_ms=now, group_ttl_s=self.group_expiry
-            ),
-        )
+        operation = f"group_statistics of {group!r}"
+
+        def count(client: Redis, tag: str = "") -> Awaitable[dict[str, int]]:
+            return keyspace.group_statistics(
+                client,
+                prefix=self.prefix,
+                group=group,
+                now_ms=now,
+                group_ttl_s=self.group_expiry,
+                tag=tag,
+            )
+
+        if self._cluster is None:
+            per_server = await self._on_every_server(operation, count)
+        else:
+            per_server = await self._on_every_tag(
+                group, operation, lambda tag: lambda client: count(client, tag)
+            )
+        if not per_server:
+            per_server = [dict.fromkeys(GROUP_FIELDS, 0)]
         totals = {name: sum(stats[name] for stats in per_server) for name in per_server[0]}
         return {"group": group, **totals}
 
@@ -99,6 +127,6 @@ class StatisticsMixin:
             "counters": self.counters.snapshot(),
             "shards": [
                 {"host": label, **stats}
-                for label, stats in zip(self._labels, per_server, strict=True)
+                for label, stats in zip(self._server_labels(), per_server, strict=True)
             ],
         }

@@ -14,6 +14,11 @@
   ARGV[7]  ttl_s       queue key lifetime after this send (the layer's expiry)
   ARGV[8]  group       the group's name
   ARGV[9]  tag         the one tag to deliver to, or '' for every tag in the directory
+  ARGV[10] check       '' on a server; on Redis Cluster 'c' (every derived key must be
+                       served by this node) or 'a' (sent after ASKING to a slot's import
+                       target: every derived key must already exist here). A key failing the
+                       check means a slot migration is moving the keys: the script answers
+                       TRYAGAIN before writing anything.
   Derived  for member M of tag T with queue part H (M up to and including '!', else M):
            queue <prefix>{T}q:H and counts <prefix>{T}n:H; for a process-local member also
            its client's liveness key <prefix>{T}h:H, read once per client
@@ -106,12 +111,40 @@ local function offer_local(copy, member, bang, capacity)
   return accepted
 end
 
+-- Cluster only: a derived key a migration has moved away (or not yet brought here) cannot be
+-- written safely; the caller retries the whole call shortly, nothing has been written yet.
+local check = ARGV[10]
+local function here(key)
+  local found = redis.pcall('EXISTS', key)
+  if type(found) == 'table' then
+    return false
+  end
+  return check ~= 'a' or found == 1
+end
+local function all_here(copy)
+  for _, member in ipairs(copy.members) do
+    local bang = string.find(member, '!', 1, true)
+    local head = bang and string.sub(member, 1, bang) or member
+    if not here(copy.base .. 'q:' .. head) then
+      return false
+    end
+    if bang and not (here(copy.base .. 'n:' .. head) and here(copy.base .. 'h:' .. head)) then
+      return false
+    end
+  end
+  return true
+end
+
 local named_entry = make_entry(header, {}, payload)
 local delivered, full, dropped = 0, 0, 0
 local copies = {}
 for index, tag in ipairs(tags) do
-  local copy = read_copy(prefix .. '{' .. tag .. '}')
-  copies[index] = copy
+  copies[index] = read_copy(prefix .. '{' .. tag .. '}')
+  if check ~= '' and not all_here(copies[index]) then
+    return redis.error_reply('TRYAGAIN keys of this group are being migrated')
+  end
+end
+for _, copy in ipairs(copies) do
   for _, member in ipairs(copy.members) do
     local capacity = copy.overrides[member] or default_capacity
     local bang = string.find(member, '!', 1, true)

@@ -1,0 +1,256 @@
+"""Redis Cluster: which primary holds each tag, and running commands there safely.
+
+The layer does not use redis-py's ``RedisCluster`` for its calls: that client sends ``ASKING``
+and the asked command on different pooled connections (so a command on a key already moved
+fails during a slot migration), retries blocking pops blindly, and its first concurrent uses
+race. Every key of the layer carries one of ``keys.TAG_COUNT`` hash tags, so the cluster is,
+for the layer, 64 routing units: this module keeps which primary owns each tag's slot (from
+``CLUSTER SLOTS``) and one plain client per primary and event loop (``connections``), so
+auto-pipelining, the reader and every command work per node exactly as on a single server.
+
+Redirections are answered here, never by resending something that may have run:
+
+- ``MOVED``: the slot has a new owner; the map learns it and the command goes there.
+- ``ASK``: the slot is being migrated and the key is already on the target; the command is
+  resent there with ``ASKING`` on the same connection (``AskingRedis``).
+- ``TRYAGAIN``: a multi-key command found its keys split by a migration, or a script's own
+  check found a derived key moving (``group_send.lua``); nothing ran, so it is retried after
+  a short pause, for at most ``REDIRECT_DEADLINE_S``.
+- ``CLUSTERDOWN`` / ``MASTERDOWN`` and connection errors: the map is read again; a connection
+  error is raised to the caller (its command may have run), later calls go to the new owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.crc import key_slot
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MasterDownError,
+    MovedError,
+    RedisError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from . import failures, keys
+from .config import Host
+from .connections import Connections
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TAG_SLOTS = tuple(key_slot(tag.encode()) for tag in keys.TAGS)
+# How long a command keeps being redirected or told to try again before the error is raised.
+REDIRECT_DEADLINE_S = 10.0
+PAUSE_MIN_S = 0.01
+PAUSE_MAX_S = 0.2
+# Errors after which nothing ran: the command may be sent again.
+REDIRECTS = (MovedError, AskError, TryAgainError, ClusterDownError, MasterDownError)
+# Errors after which the slot map may be wrong (a node died or a failover is under way).
+STALE_MAP = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, MasterDownError)
+
+
+class AskingRedis(Redis):
+    """A client that sends ``ASKING`` before each command, on the same connection.
+
+    Used once per ``ASK`` redirection, on the target node's pool (which it does not own).
+    """
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        """``ASKING`` and the command in one non-transactional pipeline: one connection."""
+        async with self.pipeline(transaction=False) as pipe:
+            pipe.execute_command("ASKING")
+            pipe.execute_command(*args, **options)
+            return (await pipe.execute())[1]
+
+
+def address_of(host: str | bytes, port: int) -> str:
+    """A node's ``host:port`` as the slot map names it."""
+    name = host.decode() if isinstance(host, bytes) else host
+    return f"{name}:{port}"
+
+
+class ClusterNodes:
+    """One Redis Cluster: the owner of each tag's slot, and the clients of its primaries.
+
+    Args:
+        host: the ``hosts`` item: startup addresses in ``host.cluster`` and the connection
+            options every node gets (TLS, password, timeouts).
+        on_loop_close: run in a loop right before it closes (see ``Connections``).
+    """
+
+    def __init__(self, host: Host, on_loop_close: Callable[[], Awaitable[None]]) -> None:
+        if host.cluster is None:
+            raise ValueError("ClusterNodes needs a cluster host")
+        self._host = host
+        self._on_loop_close = on_loop_close
+        self.label = host.label()
+        self._startup = [address_of(name, port) for name, port in host.cluster.startup]
+        self._nodes: dict[str, Connections] = {}
+        self._owner: list[str] = [self._startup[0]] * keys.TAG_COUNT
+        self._stale = True
+        self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._refreshing: set[asyncio.Task[None]] = set()
+
+    # -- the slot map ----------------------------------------------------------------
+
+    async def ready(self) -> None:
+        """Read the slot map if it is missing or known to be wrong (once per loop at a time)."""
+        if not self._stale:
+            return
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        async with lock:
+            if self._stale:
+                await self._refresh()
+
+    def primaries(self) -> list[str]:
+        """The addresses of the primaries that own a tag, in a stable order."""
+        return sorted(set(self._owner))
+
+    def owner(self, tag_index: int) -> str:
+        """The address of the primary owning tag ``tag_index``'s slot (per the last map)."""
+        return self._owner[tag_index]
+
+    def failed(self, exc: BaseException) -> None:
+        """Learn from a command's error: a new owner (MOVED), or a map to read again."""
+        if isinstance(exc, MovedError):
+            moved_to = address_of(exc.host, exc.port)
+            for index, slot in enumerate(TAG_SLOTS):
+                if slot == exc.slot_id:
+                    self._owner[index] = moved_to
+        elif isinstance(exc, STALE_MAP) and not self._stale:
+            self._stale = True
+            self._refresh_soon()
+
+    def _refresh_soon(self) -> None:
+        """Read the map in the background, for the readers and side tasks (which only retry)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._refresh_quietly())
+        self._refreshing.add(task)
+        task.add_done_callback(self._refreshing.discard)
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.ready()
+        except Exception as exc:
+            logger.warning("Could not read the slot map of %s: %r", self.label, exc)
+
+    async def _refresh(self) -> None:
+        """Ask the known nodes, then the startup ones, for CLUSTER SLOTS; first answer wins."""
+        candidates = list(dict.fromkeys([*self.primaries(), *self._startup]))
+        errors: list[str] = []
+        for address in candidates:
+            try:
+                reply = await self.client_at(address).execute_command(  # type: ignore[no-untyped-call]
+                    "CLUSTER SLOTS"
+                )
+            except RedisError as exc:
+                errors.append(f"{address}: {exc}")
+                continue
+            self._owner = owners(reply)
+            self._stale = False
+            return
+        raise RedisConnectionError(
+            f"no node of Redis Cluster {self.label} answered CLUSTER SLOTS ({'; '.join(errors)})"
+        )
+
+    # -- clients ---------------------------------------------------------------------
+
+    def client_at(self, address: str) -> Redis:
+        """The running loop's client of the node at ``address`` (``host:port``)."""
+        connections = self._nodes.get(address)
+        if connections is None:
+            name, _, port = address.rpartition(":")
+            node = Host(None, {**self._host.options, "host": name, "port": int(port)})
+            connections = self._nodes[address] = Connections(node, self._on_loop_close)
+        return connections.client()
+
+    def client_for(self, tag_index: int) -> Redis:
+        """The running loop's client of the primary owning tag ``tag_index``."""
+        return self.client_at(self._owner[tag_index])
+
+    def asking_client(self, exc: AskError) -> Redis:
+        """A client of an ASK target that sends ``ASKING`` before each command."""
+        target = self.client_at(address_of(exc.host, exc.port))
+        return AskingRedis(connection_pool=target.connection_pool)
+
+    async def close(self) -> None:
+        """Close the running loop's clients of every node."""
+        errors: list[Exception] = []
+        for connections in list(self._nodes.values()):
+            try:
+                await connections.close()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    # -- running a call --------------------------------------------------------------
+
+    async def run(self, tag_index: int, operation: str, call: Callable[[Redis], Awaitable[T]]) -> T:
+        """``call`` with the client of the tag's owner, following redirections.
+
+        Only errors that prove the call did not run are retried (``REDIRECTS``), for at most
+        ``REDIRECT_DEADLINE_S``; any other error is raised naming ``operation`` and the cluster.
+        """
+        with failures.naming(operation, self.label):
+            return await self._follow(tag_index, call)
+
+    async def _follow(self, tag_index: int, call: Callable[[Redis], Awaitable[T]]) -> T:
+        """The loop of ``run``, with redis-py's own errors."""
+        deadline = time.monotonic() + REDIRECT_DEADLINE_S
+        pause_s = PAUSE_MIN_S
+        asked: AskError | None = None
+        while True:
+            await self.ready()
+            client = self.client_for(tag_index) if asked is None else self.asking_client(asked)
+            try:
+                return await call(client)
+            except REDIRECTS as exc:
+                if time.monotonic() > deadline:
+                    raise
+                self.failed(exc)
+                # One ASKING attempt per ASK; if the target sends us back, pause and start over.
+                asked = exc if isinstance(exc, AskError) and asked is None else None
+                if isinstance(exc, MovedError) or asked is not None:
+                    continue
+                await asyncio.sleep(pause_s)
+                pause_s = min(pause_s * 2, PAUSE_MAX_S)
+            except Exception as exc:
+                self.failed(exc)
+                raise
+
+
+def owners(slots_reply: Any) -> list[str]:
+    """The primary owning each tag's slot, from a ``CLUSTER SLOTS`` reply.
+
+    Raises:
+        RedisConnectionError: a tag's slot is not covered (the cluster is not ready).
+    """
+    ranges = [
+        (int(item[0]), int(item[1]), address_of(item[2][0], int(item[2][1])))
+        for item in slots_reply
+    ]
+    found: list[str] = []
+    for slot in TAG_SLOTS:
+        owner = next((address for first, last, address in ranges if first <= slot <= last), None)
+        if owner is None:
+            raise RedisConnectionError(f"slot {slot} is not served by any node yet")
+        found.append(owner)
+    return found

@@ -1,0 +1,90 @@
+"""Where a channel's keys live: one server (or shard), or one tag of a Redis Cluster.
+
+A route gives the running loop's client for its keys and runs a call there, naming the
+operation in any error. Receivers (one per route and event loop) hold a route, not a client,
+because on a cluster the node owning a tag can change (a migration, a failover).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from . import failures, keys
+from .cluster import ClusterNodes
+from .connections import Connections
+
+T = TypeVar("T")
+
+
+class Route(Protocol):
+    """What receivers and the layer need of a place keys live."""
+
+    label: str
+    # The tag of the wake list this route's reader blocks on (None: the client id's own).
+    wake_tag: str | None
+
+    def client(self) -> Redis:
+        """The running loop's client for this route's keys."""
+
+    def failed(self, exc: BaseException) -> None:
+        """Learn from an error a background call got here (a moved slot, a dead node)."""
+
+    async def ready(self) -> None:
+        """Wait until ``client`` can be used (a cluster's slot map is read)."""
+
+    async def run(self, operation: str, call: Callable[[Redis], Awaitable[T]]) -> T:
+        """``call`` with this route's client; errors name ``operation``."""
+
+
+class ServerRoute:
+    """One server of ``hosts`` (a single server, a shard, or a Sentinel-managed master)."""
+
+    def __init__(self, connections: Connections, label: str) -> None:
+        self._connections = connections
+        self.label = label
+        self.wake_tag: str | None = None
+
+    def client(self) -> Redis:
+        return self._connections.client()
+
+    def failed(self, exc: BaseException) -> None:
+        """Nothing to learn: redis-py reconnects to the same server."""
+
+    async def ready(self) -> None:
+        """Always ready."""
+
+    async def run(self, operation: str, call: Callable[[Redis], Awaitable[T]]) -> T:
+        # As failures.naming, without a context manager's cost on the hot path.
+        try:
+            return await call(self._connections.client())
+        except RedisError as exc:
+            described = failures.describe(exc, operation, self.label)
+            if described is None:
+                raise
+            raise described from exc
+
+
+class TagRoute:
+    """The keys of one tag on a Redis Cluster: on whichever primary owns the tag's slot."""
+
+    def __init__(self, nodes: ClusterNodes, tag_index: int) -> None:
+        self._nodes = nodes
+        self._tag_index = tag_index
+        self.label = nodes.label
+        self.wake_tag: str | None = keys.TAGS[tag_index]
+
+    def client(self) -> Redis:
+        return self._nodes.client_for(self._tag_index)
+
+    def failed(self, exc: BaseException) -> None:
+        self._nodes.failed(exc)
+
+    async def ready(self) -> None:
+        await self._nodes.ready()
+
+    async def run(self, operation: str, call: Callable[[Redis], Awaitable[T]]) -> T:
+        return await self._nodes.run(self._tag_index, operation, call)
