@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import pytest
 import redis
 
+from tests.cluster import RedisClusterServers
 from tests.servers import RedisServer, RedisServerError
 
 SCRIPT_BACKENDS = ["fakeredis", "redis-server"]
@@ -78,6 +79,45 @@ def private_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+def start_cluster(replicas_per_primary: int = 0) -> RedisClusterServers:
+    """Start a 3-primary Redis Cluster, or fail/skip the test with the reason."""
+    try:
+        return RedisClusterServers(3, replicas_per_primary)
+    except RedisServerError as exc:
+        no_redis(f"a Redis Cluster could not be started: {exc}")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """One Redis Cluster (3 primaries, no replicas) for the whole run; see `cluster_urls`."""
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def cluster_urls(redis_cluster: RedisClusterServers) -> list[str]:
+    """The primaries' URLs of the session cluster, emptied so the test starts clean.
+
+    Nodes a previous test stopped are started again and half-done slot moves are closed.
+    """
+    redis_cluster.restart_stopped()
+    redis_cluster.flush()
+    return redis_cluster.startup_urls
+
+
+@pytest.fixture
+def cluster_with_replicas() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of this test only: 3 primaries with one replica each, to fail over."""
+    cluster = start_cluster(replicas_per_primary=1)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 def fake_client() -> Any:
