@@ -22,17 +22,32 @@ async def own_keys(client: Redis, prefix: str, kinds: str = keys.KINDS) -> Async
 
 
 async def delete_own_keys(client: Redis, prefix: str) -> int:
-    """UNLINK every key of ``prefix`` on one server, in SCAN-sized batches; returns how many."""
+    """UNLINK every key of ``prefix`` on one server, in SCAN-sized batches; returns how many.
+
+    Each UNLINK holds keys of one tag only (one slot), as Redis Cluster requires; a batch's
+    UNLINKs share one pipelined round trip.
+    """
     deleted = 0
     batch: list[bytes] = []
     async for key in own_keys(client, prefix):
         batch.append(key)
         if len(batch) >= SCAN_BATCH:
-            deleted += int(await client.unlink(*batch))
-            batch.clear()
-    if batch:
-        deleted += int(await client.unlink(*batch))
-    return deleted
+            deleted += await _unlink_by_tag(client, prefix, batch)
+            batch = []
+    return deleted + await _unlink_by_tag(client, prefix, batch)
+
+
+async def _unlink_by_tag(client: Redis, prefix: str, batch: list[bytes]) -> int:
+    """UNLINK ``batch``, one command per tag, in one pipeline; returns how many went."""
+    if not batch:
+        return 0
+    by_tag: dict[bytes, list[bytes]] = {}
+    for key in batch:
+        by_tag.setdefault(key[len(prefix) : key.index(b"}", len(prefix))], []).append(key)
+    async with client.pipeline(transaction=False) as pipe:
+        for tag_keys in by_tag.values():
+            pipe.unlink(*tag_keys)
+        return sum(int(count) for count in await pipe.execute())
 
 
 async def channel_statistics(
