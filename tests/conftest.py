@@ -151,6 +151,39 @@ def script_client(request: pytest.FixtureRequest) -> Iterator[Any]:
         client.close()
 
 
+@pytest.fixture(scope="session")
+def shard_servers() -> Iterator[list[RedisServer]]:
+    """Two more redis-servers for the whole run, for layers sharding over several hosts."""
+    servers = [start_server(), start_server()]
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.close()
+
+
+LAYER_MODES = ["server", "shards", "cluster"]
+
+
+@pytest.fixture(params=LAYER_MODES, ids=LAYER_MODES)
+def layer_hosts(request: pytest.FixtureRequest) -> list[Any]:
+    """The ``hosts`` of a layer, once per deployment: one server, two shards, a cluster.
+
+    Behaviour tests that only use the layer's API take this instead of ``redis_url`` and so
+    run on every mode; every server is emptied first.
+    """
+    if request.param == "server":
+        return [request.getfixturevalue("redis_url")]
+    if request.param == "shards":
+        servers: list[RedisServer] = request.getfixturevalue("shard_servers")
+        for server in servers:
+            if not server.running:
+                server.start()
+            flush(server.url)
+        return [server.url for server in servers]
+    return [{"cluster": request.getfixturevalue("cluster_urls")}]
+
+
 @pytest.fixture
 def unraisable() -> Iterator[list[str]]:
     """Exceptions Python could not raise (e.g. in __del__ of a socket of a closed loop)."""

@@ -20,9 +20,9 @@ from asgi_redis import RedisChannelLayer
 RECEIVE_TIMEOUT_S = 10.0
 
 
-def make_layer(url: str, **options: Any) -> RedisChannelLayer:
-    """A layer on the test server at ``url`` with the given options."""
-    return RedisChannelLayer(hosts=[url], **options)
+def make_layer(url: str | list[Any], **options: Any) -> RedisChannelLayer:
+    """A layer on the test server at ``url`` (or on ``hosts``, a list) with the given options."""
+    return RedisChannelLayer(hosts=[url] if isinstance(url, str) else url, **options)
 
 
 async def receive_within(

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 from asgi_redis import keys
 from tests.layer_helpers import make_layer, receive_within, sync_client
@@ -91,9 +92,9 @@ async def test_members_of_a_killed_process_leave_the_group(redis_url: str) -> No
 
 
 async def test_a_live_process_keeps_its_members_long_after_the_first_mark(
-    redis_url: str,
+    layer_hosts: list[Any],
 ) -> None:
-    async with make_layer(redis_url, heartbeat=0.5) as layer:
+    async with make_layer(layer_hosts, heartbeat=0.5) as layer:
         local = await layer.new_channel()
         await layer.group_add("room", local)
         await asyncio.sleep(2.5)  # 5 heartbeats: only the refreshed mark keeps it alive
@@ -101,17 +102,17 @@ async def test_a_live_process_keeps_its_members_long_after_the_first_mark(
         assert await receive_within(layer, local) == {"type": "still.here"}
 
 
-async def test_closing_stops_the_heartbeat_and_the_members_die(redis_url: str) -> None:
-    async with make_layer(redis_url, heartbeat=0.2) as layer:
+async def test_closing_stops_the_heartbeat_and_the_members_die(layer_hosts: list[Any]) -> None:
+    async with make_layer(layer_hosts, heartbeat=0.2) as layer:
         local = await layer.new_channel()
         await layer.group_add("room", local)
-    async with make_layer(redis_url, heartbeat=0.2) as other:
+    async with make_layer(layer_hosts, heartbeat=0.2) as other:
         await wait_for_stats(other, "room", "dead_clients", 1)
         await other.group_send("room", {"type": "nobody"})
         assert (await other.group_statistics("room"))["members"] == 0
 
 
-async def test_group_statistics_of_an_unknown_group_is_all_zero(redis_url: str) -> None:
-    async with make_layer(redis_url) as layer:
+async def test_group_statistics_of_an_unknown_group_is_all_zero(layer_hosts: list[Any]) -> None:
+    async with make_layer(layer_hosts) as layer:
         stats = await layer.group_statistics("nobody.here")
     assert stats["members"] == 0 and stats["clients"] == 0

@@ -104,8 +104,8 @@ async def test_capacity_exact_with_five_concurrent_senders(redis_url: str, kind:
             await layer.close()
 
 
-async def test_local_channels_of_one_client_each_hold_capacity(redis_url: str) -> None:
-    async with make_layer(redis_url, capacity=CAPACITY) as layer:
+async def test_local_channels_of_one_client_each_hold_capacity(layer_hosts: list[Any]) -> None:
+    async with make_layer(layer_hosts, capacity=CAPACITY) as layer:
         first = await layer.new_channel()
         second = await layer.new_channel()
         other_prefix = await layer.new_channel("other.")
@@ -165,9 +165,9 @@ RULES_WIDE_FIRST: dict[Any, int] = {"over.*": 5, "over.lap*": 2, "tiny.*": 2}
     ids=["narrow-first", "wide-first"],
 )
 async def test_channel_capacity_rules_for_send(
-    redis_url: str, rules: dict[Any, int], expected: dict[str, int]
+    layer_hosts: list[Any], rules: dict[Any, int], expected: dict[str, int]
 ) -> None:
-    async with make_layer(redis_url, capacity=4, channel_capacity=rules) as layer:
+    async with make_layer(layer_hosts, capacity=4, channel_capacity=rules) as layer:
         tiny = await layer.new_channel("tiny.")
         default_local = await layer.new_channel()
         measured = {channel: await fill(layer, channel) for channel in expected}
@@ -176,8 +176,8 @@ async def test_channel_capacity_rules_for_send(
         assert await fill(layer, default_local) == 4
 
 
-async def test_channel_capacity_rules_for_group_send(redis_url: str) -> None:
-    async with make_layer(redis_url, capacity=4, channel_capacity=RULES_NARROW_FIRST) as layer:
+async def test_channel_capacity_rules_for_group_send(layer_hosts: list[Any]) -> None:
+    async with make_layer(layer_hosts, capacity=4, channel_capacity=RULES_NARROW_FIRST) as layer:
         tiny = await layer.new_channel("tiny.")
         default_local = await layer.new_channel()
         expected = {"over.lap.x": 2, "rx.7": 3, "plain": 4, "a.huge": 6, tiny: 2, default_local: 4}
@@ -193,8 +193,8 @@ async def test_channel_capacity_rules_for_group_send(redis_url: str) -> None:
 # -- group_send skips full members -----------------------------------------------------------
 
 
-async def test_group_send_skips_full_members_silently(redis_url: str) -> None:
-    async with make_layer(redis_url, capacity=3) as layer:
+async def test_group_send_skips_full_members_silently(layer_hosts: list[Any]) -> None:
+    async with make_layer(layer_hosts, capacity=3) as layer:
         full_local = await layer.new_channel()
         free_local = await layer.new_channel()
         members = ["full.named", full_local, "free.named", free_local]
@@ -210,8 +210,8 @@ async def test_group_send_skips_full_members_silently(redis_url: str) -> None:
             assert [message["type"] for message in got] == ["fill"] * 3
 
 
-async def test_group_send_when_every_member_is_full(redis_url: str) -> None:
-    async with make_layer(redis_url, capacity=1) as layer:
+async def test_group_send_when_every_member_is_full(layer_hosts: list[Any]) -> None:
+    async with make_layer(layer_hosts, capacity=1) as layer:
         await layer.group_add("all.full", "only")
         await layer.send("only", {"type": "first"})
         await layer.group_send("all.full", {"type": "dropped"})

@@ -46,10 +46,10 @@ def queue_length(url: str, channel: str) -> int:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_random_cancels_lose_and_duplicate_nothing(redis_url: str, kind: str) -> None:
+async def test_random_cancels_lose_and_duplicate_nothing(layer_hosts: list[Any], kind: str) -> None:
     rng = random.Random(f"cancel-{kind}")
     total, wanted_cancels = 200, 200
-    async with make_layer(redis_url) as layer, make_layer(redis_url) as sender:
+    async with make_layer(layer_hosts) as layer, make_layer(layer_hosts) as sender:
         channel = await target(layer, kind)
 
         async def produce() -> None:
@@ -125,11 +125,11 @@ async def test_close_puts_buffered_message_back_at_the_head(redis_url: str) -> N
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_fifo_for_one_thousand_messages(redis_url: str, kind: str) -> None:
+async def test_fifo_for_one_thousand_messages(layer_hosts: list[Any], kind: str) -> None:
     total = 1000
     async with (
-        make_layer(redis_url, capacity=total) as layer,
-        make_layer(redis_url, capacity=total) as sender,
+        make_layer(layer_hosts, capacity=total) as layer,
+        make_layer(layer_hosts, capacity=total) as sender,
     ):
         channel = await target(layer, kind, "fifo")
         consumer = asyncio.create_task(receive_n(layer, channel, total))
@@ -139,12 +139,12 @@ async def test_fifo_for_one_thousand_messages(redis_url: str, kind: str) -> None
     assert [message["i"] for message in got] == list(range(total))
 
 
-async def test_fifo_per_sender_with_two_interleaved_senders(redis_url: str) -> None:
+async def test_fifo_per_sender_with_two_interleaved_senders(layer_hosts: list[Any]) -> None:
     options = {"capacity": 300}
     async with (
-        make_layer(redis_url, **options) as layer,
-        make_layer(redis_url, **options) as one,
-        make_layer(redis_url, **options) as two,
+        make_layer(layer_hosts, **options) as layer,
+        make_layer(layer_hosts, **options) as one,
+        make_layer(layer_hosts, **options) as two,
     ):
 
         async def produce(sender: RedisChannelLayer, name: str) -> None:
@@ -162,10 +162,10 @@ async def test_fifo_per_sender_with_two_interleaved_senders(redis_url: str) -> N
 
 
 async def test_idle_receive_of_twelve_seconds_then_message(
-    redis_url: str, caplog: pytest.LogCaptureFixture
+    layer_hosts: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="asgi_redis")
-    async with make_layer(redis_url) as layer, make_layer(redis_url) as sender:
+    async with make_layer(layer_hosts) as layer, make_layer(layer_hosts) as sender:
         local = await layer.new_channel()
         named = asyncio.create_task(layer.receive("idle"))
         private = asyncio.create_task(layer.receive(local))
@@ -222,9 +222,11 @@ async def test_named_channel_does_not_wait_behind_a_blocked_receive(redis_url: s
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_concurrent_receives_each_get_a_different_message(redis_url: str, kind: str) -> None:
+async def test_concurrent_receives_each_get_a_different_message(
+    layer_hosts: list[Any], kind: str
+) -> None:
     count = 10
-    async with make_layer(redis_url) as layer, make_layer(redis_url) as sender:
+    async with make_layer(layer_hosts) as layer, make_layer(layer_hosts) as sender:
         channel = await target(layer, kind, "shared.work")
         receives = [asyncio.create_task(layer.receive(channel)) for _ in range(count)]
         await asyncio.sleep(0.1)
@@ -239,8 +241,8 @@ async def test_concurrent_receives_each_get_a_different_message(redis_url: str, 
 # -- guarantee 10: any event loop -----------------------------------------------------------
 
 
-def test_asyncio_run_twice_with_one_layer(redis_url: str) -> None:
-    layer = make_layer(redis_url)
+def test_asyncio_run_twice_with_one_layer(layer_hosts: list[Any]) -> None:
+    layer = make_layer(layer_hosts)
 
     async def round_trip(label: str) -> dict[str, Any]:
         local = await layer.new_channel()
@@ -259,9 +261,9 @@ def test_asyncio_run_twice_with_one_layer(redis_url: str) -> None:
         asyncio.run(layer.close())
 
 
-async def test_async_to_sync_from_a_thread(redis_url: str) -> None:
+async def test_async_to_sync_from_a_thread(layer_hosts: list[Any]) -> None:
     rounds = 15
-    async with make_layer(redis_url) as layer:
+    async with make_layer(layer_hosts) as layer:
         local = await layer.new_channel()
         await layer.group_add("sync.group", local)
         errors: list[BaseException] = []

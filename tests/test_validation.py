@@ -94,10 +94,10 @@ async def test_invalid_new_channel_prefix_raises(prefix: object) -> None:
     assert repr(prefix) in str(caught.value)
 
 
-async def test_longest_valid_names_are_accepted(redis_url: str) -> None:
+async def test_longest_valid_names_are_accepted(layer_hosts: list[Any]) -> None:
     channel, group = "c" * 99, "g" * 99
     local_named = "p" * 90 + "!" + "s" * 8
-    async with make_layer(redis_url) as layer:
+    async with make_layer(layer_hosts) as layer:
         await layer.group_add(group, channel)
         await layer.group_send(group, {"type": "long"})
         await layer.send(local_named, {"type": "bang"})
