@@ -217,6 +217,7 @@ class ClusterNodes:
         deadline = time.monotonic() + REDIRECT_DEADLINE_S
         pause_s = PAUSE_MIN_S
         asked: AskError | None = None
+        redirected = 0
         while True:
             await self.ready()
             client = self.client_for(tag_index) if asked is None else self.asking_client(asked)
@@ -228,8 +229,9 @@ class ClusterNodes:
                 self.failed(exc)
                 # One ASKING attempt per ASK; if the target sends us back, pause and start over.
                 asked = exc if isinstance(exc, AskError) and asked is None else None
-                if isinstance(exc, MovedError) or asked is not None:
-                    continue
+                redirected += 1
+                if isinstance(exc, MovedError | AskError) and redirected <= 2:
+                    continue  # the first redirections go straight on; a loop of them pauses
                 await asyncio.sleep(pause_s)
                 pause_s = min(pause_s * 2, PAUSE_MAX_S)
             except Exception as exc:

@@ -205,7 +205,8 @@ def _parse_cluster_host(options: dict[str, Any]) -> Host:
             merged = node
         elif redis_options.connection_class(node) is not redis_options.connection_class(merged):
             raise ValueError("cluster addresses must all use redis:// or all rediss://")
-    assert merged is not None  # startup is not empty
+    if merged is None:  # unreachable: startup is a non-empty list
+        raise TypeError("cluster must list at least one node")
     if merged.pop("db", 0) != 0:
         raise ValueError("Redis Cluster has only database 0: leave the /db out of the addresses")
     tls = redis_options.identity({**merged, "host": "x", "port": 1}).startswith("rediss")
