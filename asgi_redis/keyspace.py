@@ -219,38 +219,47 @@ def _head_deadline_ms(entry: bytes | None) -> int | None:
 
 
 async def group_summaries(
-    client: Redis, prefix: str, directory_keys: list[bytes], now_ms: int, group_ttl_s: int
+    client: Redis, prefix: str, group_keys: list[bytes], now_ms: int, group_ttl_s: int
 ) -> list[dict[str, Any]]:
-    """``group_statistics`` of each group (one per directory key), pipelined in batches."""
-    names = [keys.split_key(prefix, key)[1] for key in directory_keys]
-    if not names:
+    """``group_statistics`` of each group with member copies (``g:`` keys) on this server.
+
+    Each copy is counted on its own (one tag, one slot: this works on a cluster node too),
+    pipelined in batches of EVALSHA, and the copies of one group are summed.
+    """
+    if not group_keys:
         return []
+    copies = [
+        (keys.split_key(prefix, key)[1], keys.tag_of_key(prefix, key.decode()))
+        for key in group_keys
+    ]
     # The first call goes through run(), which loads the script on NOSCRIPT.
+    name, tag = copies[0]
     first = await group_statistics(
-        client, prefix=prefix, group=names[0], now_ms=now_ms, group_ttl_s=group_ttl_s
+        client, prefix=prefix, group=name, now_ms=now_ms, group_ttl_s=group_ttl_s, tag=tag
     )
-    summaries = [{"group": names[0], **first}]
+    totals: dict[str, dict[str, int]] = {name: first}
     sha = SCRIPTS["group_statistics"].sha
-    for start in range(1, len(names), SCAN_BATCH):
-        batch = names[start : start + SCAN_BATCH]
+    for start in range(1, len(copies), SCAN_BATCH):
+        batch = copies[start : start + SCAN_BATCH]
         async with client.pipeline(transaction=False) as pipe:
-            for group in batch:
-                key = _group_statistics_key(prefix, group, "")
-                pipe.evalsha(sha, 1, key, now_ms, prefix, group_ttl_s, group, "")
+            for name, tag in batch:
+                key = keys.group_key(prefix, name, tag)
+                pipe.evalsha(sha, 1, key, now_ms, prefix, group_ttl_s, name, tag)
             replies = await pipe.execute()
-        for group, (named, local, local_dead, clients, dead) in zip(batch, replies, strict=True):
-            summaries.append(
-                {
-                    "group": group,
-                    "members": int(named) + int(local),
-                    "named": int(named),
-                    "local": int(local),
-                    "local_dead": int(local_dead),
-                    "clients": int(clients),
-                    "dead_clients": int(dead),
-                }
-            )
-    return [summary for summary in summaries if summary["members"]]
+        for (name, _), reply in zip(batch, replies, strict=True):
+            named, local, local_dead, clients, dead = (int(value) for value in reply)
+            counts = {
+                "members": named + local,
+                "named": named,
+                "local": local,
+                "local_dead": local_dead,
+                "clients": clients,
+                "dead_clients": dead,
+            }
+            previous = totals.setdefault(name, dict.fromkeys(counts, 0))
+            for field, value in counts.items():
+                previous[field] += value
+    return [{"group": name, **counts} for name, counts in totals.items() if counts["members"]]
 
 
 async def liveness_ttls_ms(

@@ -7,6 +7,8 @@ under traffic (slot migrations, failover) are in ``tests/faults/test_cluster_fau
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ import pytest
 import redis
 
 from asgi_redis import RedisChannelLayer, keys
+from asgi_redis.cli import inspect
+from asgi_redis.cli.main import parse_args
 from asgi_redis.cluster import owners
 from tests.cluster import RedisClusterServers
 from tests.conftest import no_redis
@@ -242,3 +246,21 @@ async def test_a_wrong_password_fails_naming_the_cluster_without_the_password(
             await layer.send("x", {"type": "x"})
     assert "clusters://" in str(caught.value)
     assert "not-it-9f2" not in str(caught.value)
+
+
+async def test_inspect_reads_every_primary(
+    redis_cluster: RedisClusterServers, cluster_urls: Any
+) -> None:
+    async with RedisChannelLayer(hosts=cluster_hosts(redis_cluster)) as layer:
+        for n in range(30):
+            await layer.send(f"seen{n}", {"n": n})
+            await layer.group_add("watched", f"seen{n}")
+    out, err = io.StringIO(), io.StringIO()
+    args = parse_args(["inspect", "--json", "--cluster", redis_cluster.startup_urls[0]])
+    status = await asyncio.to_thread(inspect.run, args, out, err)
+    assert status == 0, err.getvalue()
+    report = json.loads(out.getvalue())
+    assert len(report["servers"]) == len(redis_cluster.primaries())
+    assert sum(server["queues"]["total"] for server in report["servers"]) == 30
+    members = [row["members"] for s in report["servers"] for row in s["groups"]["rows"]]
+    assert sum(members) == 30

@@ -17,7 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from redis.asyncio import Redis
+
 from asgi_redis import config
+from asgi_redis.cluster import ClusterNodes
 from asgi_redis.connections import close_client, make_client
 
 from .args import positive_int
@@ -41,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         default=["redis://localhost:6379"],
         help="Redis server URLs, as in the layer's CONFIG (default redis://localhost:6379)",
+    )
+    parser.add_argument(
+        "--cluster",
+        nargs="+",
+        metavar="URL",
+        help="Redis Cluster nodes to start from (instead of --hosts); every primary is read",
     )
     parser.add_argument("--prefix", default="asgi:", help="the layer's prefix (default asgi:)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -77,7 +86,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     """Run ``inspect`` with parsed ``args``; returns the exit status."""
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        layer_config = config.parse(hosts=args.hosts, prefix=args.prefix)
+        hosts = [{"cluster": args.cluster}] if args.cluster else args.hosts
+        layer_config = config.parse(hosts=hosts, prefix=args.prefix)
     except (TypeError, ValueError) as exc:
         err.write(f"asgi-redis inspect: {exc}\n")
         return 2
@@ -133,15 +143,12 @@ async def inspect_once(
     err = err or sys.stderr
     servers = []
     for host in layer_config.hosts:
-        label = host.label()
+        if host.cluster is not None:
+            servers += await _cluster_reports(host, settings, err)
+            continue
         client = make_client(host)
         try:
-            progress = _progress(label, err)
-            now_ms = int(time.time() * 1000)
-            servers.append(await server_report(client, label, settings, now_ms, progress))
-            if progress is not None:
-                err.write("\r\033[K")
-                err.flush()
+            servers.append(await _report(client, host.label(), settings, err))
         finally:
             await close_client(client)
     return {
@@ -152,6 +159,37 @@ async def inspect_once(
         "drops_note": DROPS_NOTE,
         "capacity_note": None if settings.capacity is not None else CAPACITY_NOTE,
     }
+
+
+async def _report(client: Redis, label: str, settings: Settings, err: TextIO) -> dict[str, Any]:
+    """One server's report, with progress on a terminal."""
+    progress = _progress(label, err)
+    report = await server_report(client, label, settings, int(time.time() * 1000), progress)
+    if progress is not None:
+        err.write("\r\033[K")
+        err.flush()
+    return report
+
+
+async def _cluster_reports(
+    host: config.Host, settings: Settings, err: TextIO
+) -> list[dict[str, Any]]:
+    """One report per primary of a Redis Cluster (a group shows on each node holding members)."""
+
+    async def nothing() -> None:
+        return None
+
+    nodes = ClusterNodes(host, nothing)
+    try:
+        await nodes.ready()
+        return [
+            await _report(
+                nodes.client_at(address), f"{nodes.label} (node {address})", settings, err
+            )
+            for address in nodes.primaries()
+        ]
+    finally:
+        await nodes.close()
 
 
 def _progress(label: str, err: TextIO) -> Callable[[int], None] | None:
