@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from asgi_redis import RedisChannelLayer
+from asgi_redis import RedisChannelLayer, keys
 
 # Long enough for a loaded two-core machine; a message that takes longer is lost, not late.
 RECEIVE_TIMEOUT_S = 10.0
@@ -63,6 +63,15 @@ def keys_with_prefix(url: str, prefix: str) -> set[bytes]:
     """The keys on the server that start with ``prefix`` (checked in Python, not by glob)."""
     with sync_client(url) as client:
         return {key for key in client.scan_iter(count=1000) if key.startswith(prefix.encode())}
+
+
+def group_members(client: redis.Redis, prefix: str, group: str) -> list[bytes]:
+    """Every member of ``group`` on one server, read from its copies in all tags, sorted."""
+    with client.pipeline(transaction=False) as pipe:
+        for tag in keys.TAGS:
+            pipe.zrange(keys.group_key(prefix, group, tag), 0, -1)
+        copies: list[list[bytes]] = pipe.execute()
+    return sorted(member for copy in copies for member in copy)
 
 
 async def wait_until(predicate: Any, timeout_s: float = RECEIVE_TIMEOUT_S) -> None:

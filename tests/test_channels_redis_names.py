@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from asgi_redis import RedisChannelLayer, codec
+from asgi_redis import RedisChannelLayer, codec, keys
 from tests.layer_helpers import keys_with_prefix, make_layer, receive_within, sync_client
 
 UNREACHABLE = "redis://127.0.0.1:1"
@@ -27,7 +27,7 @@ async def test_close_pools_returns_buffered_messages_and_closes(redis_url: str) 
     await layer.close_pools()
     with sync_client(redis_url) as client:
         # Whatever the reader had buffered is back in Redis, in order; nothing is lost.
-        assert client.llen(f"asgi:q:{layer.non_local_name(local)}") == 2
+        assert client.llen(keys.queue_key("asgi:", layer.non_local_name(local))) == 2
     # Usable again afterwards, like channels_redis after close_pools().
     assert [(await receive_within(layer, local))["i"] for _ in range(2)] == [1, 2]
     await layer.close_pools()
@@ -104,7 +104,7 @@ async def test_consistent_hash_server_holds_the_queue(redis_server: Any) -> None
         for n in range(6):
             await layer.send(f"where{n}", {"type": "x"})
             index = layer.consistent_hash(f"where{n}")
-            assert await layer.connection(index).llen(f"asgi:q:where{n}") == 1
+            assert await layer.connection(index).llen(keys.queue_key("asgi:", f"where{n}")) == 1
         await layer.flush()
 
 
@@ -156,7 +156,8 @@ def test_prefix_without_colon_gets_one(prefix: str, expected: str) -> None:
 async def test_channels_redis_prefix_writes_colon_separated_keys(redis_url: str) -> None:
     async with make_layer(redis_url, prefix="myapp") as layer:
         await layer.send("chan", {"type": "x"})
-        assert keys_with_prefix(redis_url, "myapp") == {b"myapp:q:chan"}
+        tag = keys.tag_of("chan")
+        assert keys_with_prefix(redis_url, "myapp") == {f"myapp:{{{tag}}}q:chan".encode()}
         await layer.flush()
         assert keys_with_prefix(redis_url, "myapp") == set()
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from asgi_redis import commands
+from asgi_redis import commands, keys
 from tests.layer_helpers import (
     blocked_clients,
     cancel,
@@ -158,13 +158,14 @@ async def test_a_retried_hand_back_whose_reply_was_lost_pushes_nothing_twice(
 ) -> None:
     async with make_layer(redis_url) as layer:
         client = layer._shards[0].client()
+        queue = keys.queue_key("asgi:", "jobs")
         args: dict[str, Any] = {
-            "queue": "asgi:q:jobs",
-            "token_key": "asgi:r:jobs/t1",
+            "queue": queue,
+            "token_key": keys.requeue_token_key("asgi:", queue, "t1"),
             "entries": [b"x"],
             "expiry_s": 60,
         }
         assert await commands.requeue(client, **args) == 1
         assert await commands.requeue(client, **args) == 0
     with sync_client(redis_url) as plain:
-        assert plain.lrange("asgi:q:jobs", 0, -1) == [b"x"]
+        assert plain.lrange(queue, 0, -1) == [b"x"]

@@ -38,6 +38,12 @@ async def build_known_state(url: str) -> str:
     return keys.split_channel(local)[0]
 
 
+def known_group_copies(head: str) -> int:
+    """How many per-tag copies (``g:`` keys) the groups of the known state have."""
+    room = {keys.tag_of(unit) for unit in (head, "jobs", DEAD_CLIENT)}
+    return len(room) + 1  # lobby has one member, so one copy
+
+
 def run_inspect(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     """Run the command in this process; returns stdout (stderr must stay empty: no TTY)."""
     assert main(["inspect", *args]) == 0
@@ -60,7 +66,8 @@ def test_json_on_a_known_state(redis_url: str, capsys: pytest.CaptureFixture[str
     assert (report["schema"], report["prefix"], report["capacity_note"]) == (1, "asgi:", None)
     (server,) = report["servers"]
     assert server["drops"] is None and "not recorded" in report["drops_note"]
-    assert server["keys"] == {"q": 3, "n": 1, "g": 2, "c": 0, "w": 0, "r": 0, "h": 1}
+    copies = known_group_copies(head)
+    assert server["keys"] == {"q": 3, "n": 1, "g": copies, "c": 0, "d": 2, "w": 0, "r": 0, "h": 1}
     assert server["queues"]["total"] == 3
     assert without_times(server["queues"]["rows"]) == [
         {"queue": "jobs", "local": False, "depth": 3, "counted": 3, "capacity": 100},
@@ -117,13 +124,15 @@ class FakeTerminal(io.StringIO):
 
 
 def test_progress_goes_to_stderr_only_on_a_terminal(redis_url: str) -> None:
-    asyncio.run(build_known_state(redis_url))
+    head = asyncio.run(build_known_state(redis_url))
+    # Queues, counts, the groups' copies and directories, liveness marks.
+    found = 3 + 1 + known_group_copies(head) + 2 + 1
     layer_config = config.parse(hosts=[redis_url])
     settings = Settings("asgi:", 60, 86400, 5.0, None, 20)
     terminal, pipe = FakeTerminal(), io.StringIO()
     asyncio.run(inspect_once(layer_config, settings, terminal))
     asyncio.run(inspect_once(layer_config, settings, pipe))
-    assert "scanning " in terminal.getvalue() and "7 keys" in terminal.getvalue()
+    assert "scanning " in terminal.getvalue() and f"{found} keys" in terminal.getvalue()
     assert pipe.getvalue() == ""
 
 
@@ -138,9 +147,23 @@ GROUPS = 5_000
 CLIENTS = 5_000
 
 
-def fill_100k_keys(url: str) -> None:
-    """100,000 keys of the prefix, written with pipelines: queues, groups, liveness marks."""
+def plant_group(pipe: Any, group: str, members: list[str]) -> int:
+    """Queue on ``pipe`` a group's members in their tags' copies and its directory, as
+    group_add would; returns how many keys that makes."""
+    by_tag: dict[str, list[str]] = {}
+    for member in members:
+        by_tag.setdefault(keys.tag_of(keys.split_channel(member)[0]), []).append(member)
+    for tag, tag_members in by_tag.items():
+        pipe.zadd(keys.group_key("asgi:", group, tag), dict.fromkeys(tag_members, now_ms()))
+    pipe.sadd(keys.directory_key("asgi:", group), *by_tag)
+    return len(by_tag) + 1
+
+
+def fill_100k_keys(url: str) -> int:
+    """Over 100,000 keys of the prefix, written with pipelines: queues, groups (their copies
+    and directories), liveness marks. Returns how many."""
     deadline_ms = now_ms() + 60_000
+    written = 0
     with sync_client(url) as client:
         pipe = client.pipeline(transaction=False)
         for number in range(QUEUES):
@@ -149,21 +172,26 @@ def fill_100k_keys(url: str) -> None:
             if number % 10_000 == 0:
                 pipe.execute()
         pipe.rpush(keys.queue_key("asgi:", "busiest"), *[b"garbage"] * 10)
+        written += QUEUES + 1
         for number in range(GROUPS - 1):
-            pipe.zadd(keys.group_key("asgi:", f"group{number}"), {f"queue{number}": now_ms()})
+            written += plant_group(pipe, f"group{number}", [f"queue{number}"])
         for number in range(CLIENTS):
             pipe.set(keys.heartbeat_key("asgi:", f"specific.c{number}!"), 1, px=15_000)
-        pipe.zadd(keys.group_key("asgi:", "biggest"), {f"m{n}": now_ms() for n in range(50)})
+        written += CLIENTS
+        written += plant_group(pipe, "biggest", [f"m{n}" for n in range(50)])
         pipe.execute()
+    return written
 
 
 def test_100k_keys_are_scanned_and_limited(
     redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fill_100k_keys(redis_url)
+    written = fill_100k_keys(redis_url)
+    assert written > 100_000
     report = json.loads(run_inspect(capsys, "--hosts", redis_url, "--json", "--limit", "5"))
     (server,) = report["servers"]
-    assert sum(server["keys"].values()) == QUEUES + 1 + GROUPS + CLIENTS
+    assert sum(server["keys"].values()) == written
+    assert server["keys"]["d"] == GROUPS
     assert server["queues"]["total"] == QUEUES + 1
     assert [len(server[name]["rows"]) for name in ("queues", "groups", "clients")] == [5, 5, 5]
     assert server["queues"]["rows"][0]["queue"] == "busiest"

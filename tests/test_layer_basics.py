@@ -150,7 +150,8 @@ async def test_group_discard_of_non_member_is_a_no_op(redis_url: str) -> None:
 async def test_group_send_to_missing_group_is_fine(redis_url: str) -> None:
     async with make_layer(redis_url) as layer:
         await layer.group_send("no.such.group", {"type": "void"})
-    assert keys_with_prefix(redis_url, "asgi:q:") == set()
+    written = keys_with_prefix(redis_url, "asgi:")
+    assert [key for key in written if keys.split_key("asgi:", key)[0] == "q"] == []
 
 
 # -- flush ----------------------------------------------------------------------------------
@@ -176,9 +177,12 @@ async def test_flush_deletes_this_prefix_and_layer_works_after(redis_url: str) -
         assert await receive_within(layer, "flushme") == {"type": "fresh"}
 
 
-# Keys that prefix "iso" (which means "iso:") owns: one kind letter, a colon, then a channel or
-# group name (names never contain ':'). Everything else belongs to someone else.
-OWNED_BY_ISO = re.compile(rb"iso:[%s]:[A-Za-z0-9_.\-!]+" % keys.KINDS.encode())
+# Keys that prefix "iso" (which means "iso:") owns: one of the tags in braces, one kind letter,
+# a colon, then a channel or group name (names never contain ':'). Everything else belongs to
+# someone else.
+OWNED_BY_ISO = re.compile(
+    rb"iso:\{(?:%s)\}[%s]:[A-Za-z0-9_.\-!/]+" % ("|".join(keys.TAGS).encode(), keys.KINDS.encode())
+)
 
 
 async def flush_iso_next_to(redis_url: str, neighbours: list[str]) -> dict[str, Any]:
@@ -189,6 +193,9 @@ async def flush_iso_next_to(redis_url: str, neighbours: list[str]) -> dict[str, 
     with sync_client(redis_url) as client:
         client.set("iso", b"a key equal to the prefix itself")
         client.set("isoq", b"no colon after the kind letter")
+        # SCAN's pattern "iso:{*}q:*" matches these two, but they are not "iso" keys.
+        client.set("iso:{zzz}q:chan", b"not one of the tags")
+        client.set(f"iso:{{{keys.TAGS[0]}}}q:a:b", b"a colon in the name")
         client.set("unrelated", b"1")
         layers = [make_layer(redis_url, prefix=prefix) for prefix in ["iso", *neighbours]]
         try:
@@ -219,8 +226,8 @@ async def test_flush_leaves_other_prefixes_alone_and_uses_no_keys_command(
 async def test_flush_leaves_prefix_that_looks_like_a_key_kind_alone(
     redis_url: str, neighbour: str
 ) -> None:
-    # Prefix "iso:q:" writes keys like "iso:q:q:chan"; they are not "iso:" queues (a channel
-    # name cannot contain ':'), so flushing "iso" must keep them.
+    # Prefix "iso:q:" writes keys like "iso:q:{tag}q:chan"; they are not "iso:" queues (no tag
+    # right after "iso:"), so flushing "iso" must keep them.
     await flush_iso_next_to(redis_url, [neighbour])
 
 

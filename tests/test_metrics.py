@@ -53,9 +53,9 @@ def test_buffered_messages_that_expire_are_counted() -> None:
     counters = Counters()
     buffers = Buffers(lambda item: None, counters)
     past_ms, future_ms = now_ms() - 1, now_ms() + 60_000
-    buffers.add("a", Item(past_ms, "", b"x", "asgi:q:a"))
-    buffers.add("a", Item(future_ms, "", b"y", "asgi:q:a"))
-    buffers.add("b", Item(past_ms, "", b"z", "asgi:q:b"))
+    buffers.add("a", Item(past_ms, "", b"x", keys.queue_key("asgi:", "a")))
+    buffers.add("a", Item(future_ms, "", b"y", keys.queue_key("asgi:", "a")))
+    buffers.add("b", Item(past_ms, "", b"z", keys.queue_key("asgi:", "b")))
     taken = buffers.take("a")
     assert taken is not None and taken.payload == b"y"
     assert counters.expired == 1

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
 from asgi_redis import ChannelFull, RedisChannelLayer, commands, keys, pipelining, scripts
-from tests.layer_helpers import make_layer, sync_client
+from tests.layer_helpers import group_members, make_layer, sync_client
 from tests.servers import RedisServer
 
 PREFIX = "asgi:"  # the layer's default prefix
@@ -131,8 +131,8 @@ async def test_noscript_in_a_batch_reruns_only_those_calls_once(
     assert outcomes == [None if index % 10 == 0 else "sent" for index in range(TASKS)]
     assert writes[0] < TASKS
     with sync_client(redis_url) as client:
-        members = client.zrange(keys.group_key(PREFIX, "room"), 0, -1)
-    assert sorted(members) == sorted(name.encode() for name in channels[::10])
+        members = group_members(client, PREFIX, "room")
+    assert members == sorted(name.encode() for name in channels[::10])
     counts = [queued(redis_url, name) for name in channels]
     assert counts == [0 if index % 10 == 0 else 1 for index in range(TASKS)]
     await layer.close()

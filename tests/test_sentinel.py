@@ -16,7 +16,7 @@ import pytest
 import redis
 import redis.exceptions
 
-from asgi_redis import RedisChannelLayer
+from asgi_redis import RedisChannelLayer, keys
 from asgi_redis.config import Host, parse
 from tests.conftest import no_redis, start_server
 from tests.layer_helpers import blocked_clients, receive_within, sync_client, wait_until
@@ -134,7 +134,8 @@ async def test_send_receive_group_send(monitored: SentinelSet) -> None:
         assert await receive_within(layer, "named") == {"type": "everyone"}
         await layer.send("left", {"type": "waiting"})
         with sync_client(monitored.master.url) as master:
-            assert master.llen("asgi:q:left") == 1  # the data is on the sentinels' master
+            # The data is on the sentinels' master.
+            assert master.llen(keys.queue_key("asgi:", "left")) == 1
         stats = await layer.global_statistics()
         assert stats["shards"][0]["host"] == f"sentinel://{HOST}:{monitored.sentinel.port}/mymaster"
 
@@ -143,7 +144,7 @@ async def test_other_keys_are_options_of_the_master(monitored: SentinelSet) -> N
     async with RedisChannelLayer(hosts=[monitored.host(db=3)]) as layer:
         await layer.send("in.db3", {"type": "x"})
         with sync_client(f"{monitored.master.url}/3") as db3:
-            assert db3.llen("asgi:q:in.db3") == 1
+            assert db3.llen(keys.queue_key("asgi:", "in.db3")) == 1
         assert await receive_within(layer, "in.db3") == {"type": "x"}
 
 

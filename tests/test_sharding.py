@@ -36,6 +36,15 @@ def urls(servers: list[RedisServer]) -> list[str]:
     return [server.url for server in servers]
 
 
+def directory(url: str, group: str) -> set[bytes]:
+    """The tags one server's directory of ``group`` lists."""
+    client = redis.Redis.from_url(url)
+    try:
+        return set(client.smembers(keys.directory_key(PREFIX, group)))
+    finally:
+        client.close()
+
+
 def server_keys(url: str) -> set[str]:
     """Every key on one server."""
     client = redis.Redis.from_url(url)
@@ -117,9 +126,17 @@ async def test_group_send_reaches_members_on_every_server_one_call_each(
         local = [await layer.new_channel(f"p{n}.") for n in range(6)]
         for channel in named + local:
             await layer.group_add("room", channel)
-        # Memberships sit on the server of each member's channel.
-        groups_held = [keys.group_key(PREFIX, "room") in server_keys(url) for url in urls]
-        assert all(groups_held)
+        # Memberships sit on the server of each member's channel, in the copy of its tag,
+        # and every server lists the tags it holds in its own directory of the group.
+        tags_held: list[set[bytes]] = [set() for _ in urls]
+        for channel in named + local:
+            tag = keys.tag_of(keys.split_channel(channel)[0])
+            index = layer.consistent_hash(channel)
+            assert keys.group_key(PREFIX, "room", tag) in server_keys(urls[index])
+            tags_held[index].add(tag.encode())
+        assert all(tags_held)
+        for url, tags in zip(urls, tags_held, strict=True):
+            assert directory(url, "room") == tags
         for url in urls:
             redis.Redis.from_url(url).config_resetstat()
         await layer.group_send("room", {"type": "hello"})

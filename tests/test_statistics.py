@@ -107,3 +107,15 @@ async def test_statistics_and_flush_work_in_batches(redis_url: str) -> None:
         assert (await layer.global_statistics())["queues"] == 1234
         await layer.flush()
         assert (await layer.global_statistics())["queues"] == 0
+
+
+async def test_a_group_whose_members_all_left_is_not_counted(redis_url: str) -> None:
+    async with RedisChannelLayer(hosts=[redis_url]) as layer:
+        await layer.group_add("room", "a")
+        await layer.group_add("room", "b")
+        await layer.group_add("hall", "c")
+        await layer.group_discard("room", "a")
+        await layer.group_discard("room", "b")
+        stats = await layer.global_statistics()
+        assert (await layer.group_statistics("room"))["members"] == 0
+    assert (stats["groups"], stats["memberships"]) == (1, 1)

@@ -194,6 +194,8 @@ BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"channel_capacity": [("a.*", 5)]}, TypeError, "channel_capacity"),
     ({"prefix": 5}, TypeError, "prefix"),
     ({"prefix": "has space"}, ValueError, "prefix"),
+    ({"prefix": "app{x}"}, ValueError, "prefix"),  # keys carry a hash tag after the prefix
+    ({"prefix": "app}"}, ValueError, "prefix"),
     ({"hosts": [object()]}, TypeError, "host"),
     ({"hosts": ["localhost:6379"]}, ValueError, "host"),
     ({"hosts": []}, TypeError, "hosts"),

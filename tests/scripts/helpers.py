@@ -5,6 +5,7 @@ Every test passes explicit clocks (``NOW_MS`` and offsets from it), never the wa
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,14 +66,24 @@ def nkey(channel: str) -> str:
     return keys.counts_key(PREFIX, channel)
 
 
-def gkey(group: str) -> str:
-    """The members sorted set of ``group`` under the test prefix."""
-    return keys.group_key(PREFIX, group)
+def channel_tag(channel: str) -> str:
+    """The tag of ``channel``'s routing unit (the channel, or its ``a.b!`` queue part)."""
+    return keys.tag_of(keys.split_channel(channel)[0])
 
 
-def ckey(group: str) -> str:
-    """The capacity-override hash of ``group`` under the test prefix."""
-    return keys.group_capacity_key(PREFIX, group)
+def gkey(group: str, channel: str) -> str:
+    """The members sorted set of ``group`` in the copy of ``channel``'s tag."""
+    return keys.group_key(PREFIX, group, channel_tag(channel))
+
+
+def ckey(group: str, channel: str) -> str:
+    """The capacity-override hash of ``group`` in the copy of ``channel``'s tag."""
+    return keys.group_capacity_key(PREFIX, group, channel_tag(channel))
+
+
+def dkey(group: str) -> str:
+    """The directory of ``group``: the set of tags holding its members."""
+    return keys.directory_key(PREFIX, group)
 
 
 def hkey(channel: str) -> str:
@@ -137,15 +148,23 @@ def group_add(
     ttl_s: int = GROUP_TTL_S,
     capacity: int | str = "",
     heartbeat_ttl_ms: int = HEARTBEAT_TTL_MS,
+    directory: bool = True,
 ) -> Any:
-    """Run group_add.lua; ``capacity`` '' means the layer's default."""
-    args: list[Arg] = [channel, now_ms, ttl_s, capacity, heartbeat_ttl_ms]
-    return run(client, "group_add", [gkey(group), ckey(group), hkey(channel)], args)
+    """Run group_add.lua on the copy of ``channel``'s tag; ``capacity`` '' means the default.
+
+    With ``directory`` (the layer on one server) KEYS[4] is the group's directory, so the
+    script records the tag there too; without, the directory is left to the caller.
+    """
+    script_keys = [gkey(group, channel), ckey(group, channel), hkey(channel)]
+    if directory:
+        script_keys.append(dkey(group))
+    args: list[Arg] = [channel, now_ms, ttl_s, capacity, heartbeat_ttl_ms, channel_tag(channel)]
+    return run(client, "group_add", script_keys, args)
 
 
 def group_discard(client: Any, group: str, channel: str) -> Any:
-    """Run group_discard.lua."""
-    return run(client, "group_discard", [gkey(group), ckey(group)], [channel])
+    """Run group_discard.lua on the copy of ``channel``'s tag."""
+    return run(client, "group_discard", [gkey(group, channel), ckey(group, channel)], [channel])
 
 
 def group_send(
@@ -158,19 +177,122 @@ def group_send(
     capacity: int = 100,
     group_ttl_s: int = GROUP_TTL_S,
     ttl_s: int = TTL_S,
+    tag: str = "",
 ) -> Any:
-    """Run group_send.lua with a 13-digit header for ``deadline_ms``."""
+    """Run group_send.lua with a 13-digit header for ``deadline_ms``.
+
+    Without ``tag`` it walks every tag the group's directory lists (the layer on one server);
+    with one it delivers to that tag's copy only (one call of a Redis Cluster group_send).
+    """
     header = f"{deadline_ms:013d}"
-    args: list[Arg] = [now_ms, PREFIX, group_ttl_s, header, payload, capacity, ttl_s]
-    return run(client, "group_send", [gkey(group), ckey(group)], args)
+    args: list[Arg] = [now_ms, PREFIX, group_ttl_s, header, payload, capacity, ttl_s, group, tag]
+    return run(client, "group_send", send_keys(group, tag), args)
+
+
+def send_keys(group: str, tag: str) -> list[str]:
+    """KEYS of group_send.lua: that tag's members and capacities, or the group's directory."""
+    if not tag:
+        return [dkey(group)]
+    return [keys.group_key(PREFIX, group, tag), keys.group_capacity_key(PREFIX, group, tag)]
 
 
 def group_statistics(
-    client: Any, group: str, *, now_ms: int = NOW_MS, group_ttl_s: int = GROUP_TTL_S
+    client: Any,
+    group: str,
+    *,
+    now_ms: int = NOW_MS,
+    group_ttl_s: int = GROUP_TTL_S,
+    tag: str = "",
 ) -> list[int]:
-    """Run group_statistics.lua: [named, local, local_dead, clients, dead_clients]."""
-    reply = run(client, "group_statistics", [gkey(group)], [now_ms, PREFIX, group_ttl_s])
+    """Run group_statistics.lua: [named, local, local_dead, clients, dead_clients].
+
+    Without ``tag`` it counts the members of every tag in the directory, with one only those
+    of that tag's copy.
+    """
+    script_keys = [keys.group_key(PREFIX, group, tag) if tag else dkey(group)]
+    args: list[Arg] = [now_ms, PREFIX, group_ttl_s, group, tag]
+    reply = run(client, "group_statistics", script_keys, args)
     return [int(value) for value in reply]
+
+
+def plant_members(client: Any, group: str, scores: dict[str, int]) -> None:
+    """Store members with their scores straight in their tags' copies, no script.
+
+    Each tag is added to the group's directory, as group_add does on one server; no TTL is
+    set and no liveness key is made.
+    """
+    by_tag: dict[str, dict[str, int]] = {}
+    for channel, score in scores.items():
+        by_tag.setdefault(channel_tag(channel), {})[channel] = score
+    pipe = client.pipeline(transaction=False)
+    for tag, tag_scores in by_tag.items():
+        pipe.zadd(keys.group_key(PREFIX, group, tag), tag_scores)
+        pipe.sadd(dkey(group), tag)
+    pipe.execute()
+
+
+def plant_overrides(client: Any, group: str, capacities: dict[str, int]) -> None:
+    """Store capacity overrides straight in the copies of their channels' tags."""
+    pipe = client.pipeline(transaction=False)
+    for channel, capacity in capacities.items():
+        pipe.hset(ckey(group, channel), channel, capacity)
+    pipe.execute()
+
+
+def members(client: Any, group: str) -> dict[str, float]:
+    """Every member of ``group`` with its score, read from the copies of all tags."""
+    found: dict[str, float] = {}
+    pipe = client.pipeline(transaction=False)
+    for tag in keys.TAGS:
+        pipe.zrange(keys.group_key(PREFIX, group, tag), 0, -1, withscores=True)
+    for copy in pipe.execute():
+        found.update({channel.decode(): score for channel, score in copy})
+    return found
+
+
+def overrides(client: Any, group: str) -> dict[str, int]:
+    """Every capacity override of ``group``, read from the copies of all tags."""
+    found: dict[str, int] = {}
+    pipe = client.pipeline(transaction=False)
+    for tag in keys.TAGS:
+        pipe.hgetall(keys.group_capacity_key(PREFIX, group, tag))
+    for copy in pipe.execute():
+        found.update({channel.decode(): int(value) for channel, value in copy.items()})
+    return found
+
+
+def copies(client: Any, group: str) -> list[str]:
+    """The sorted set and capacity hash keys of ``group`` that exist, in every tag."""
+    names = [
+        name
+        for tag in keys.TAGS
+        for name in (
+            keys.group_key(PREFIX, group, tag),
+            keys.group_capacity_key(PREFIX, group, tag),
+        )
+    ]
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.exists(name)
+    return sorted(name for name, found in zip(names, pipe.execute(), strict=True) if found)
+
+
+def directory(client: Any, group: str) -> set[str]:
+    """The tags the directory of ``group`` lists."""
+    return {tag.decode() for tag in client.smembers(dkey(group))}
+
+
+def names_with_tag(pattern: str, tag: str, count: int) -> list[str]:
+    """The first ``count`` names ``pattern.format(n)`` for n = 0, 1, ... whose tag is ``tag``
+    (``"chat.m{}"`` for named channels, ``"specific.c{}!"`` for clients' queue parts)."""
+    found: list[str] = []
+    for number in itertools.count():
+        name = pattern.format(number)
+        if channel_tag(name) == tag:
+            found.append(name)
+            if len(found) == count:
+                return found
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def receive(

@@ -1,14 +1,27 @@
-"""Contract tests for group_add.lua: membership, score, TTL and capacity overrides."""
+"""Contract tests for group_add.lua: membership, score, TTL, capacity overrides, directory."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tests.scripts.helpers import NOW_MS, ckey, gkey, group_add, hkey
+from tests.scripts.helpers import (
+    NOW_MS,
+    PREFIX,
+    channel_tag,
+    ckey,
+    directory,
+    dkey,
+    gkey,
+    group_add,
+    hkey,
+    members,
+    overrides,
+)
 
 GROUP = "room"
 NAMED = "chat.a"
 LOCAL = "specific.client!x"
+LOCAL_OTHER = "specific.client!other"  # same client, so the same tag as LOCAL
 
 
 def assert_ttl_ms(client: Any, key: str, ttl_s: int) -> None:
@@ -16,55 +29,73 @@ def assert_ttl_ms(client: Any, key: str, ttl_s: int) -> None:
     assert ttl_s * 1000 - 2000 < client.pttl(key) <= ttl_s * 1000
 
 
+def test_the_test_channels_have_two_tags() -> None:
+    assert channel_tag(LOCAL) == channel_tag(LOCAL_OTHER) != channel_tag(NAMED)
+
+
 def test_add_returns_one_and_stores_now_as_score(script_client: Any) -> None:
     assert group_add(script_client, GROUP, NAMED) == 1
     assert group_add(script_client, GROUP, LOCAL, now_ms=NOW_MS + 5) == 1
-    members = script_client.zrange(gkey(GROUP), 0, -1, withscores=True)
-    assert members == [(NAMED.encode(), float(NOW_MS)), (LOCAL.encode(), float(NOW_MS + 5))]
+    # Each member sits in the copy of its own tag.
+    named = script_client.zrange(gkey(GROUP, NAMED), 0, -1, withscores=True)
+    assert named == [(NAMED.encode(), float(NOW_MS))]
+    local = script_client.zrange(gkey(GROUP, LOCAL), 0, -1, withscores=True)
+    assert local == [(LOCAL.encode(), float(NOW_MS + 5))]
+    assert members(script_client, GROUP) == {NAMED: NOW_MS, LOCAL: NOW_MS + 5}
 
 
 def test_refresh_returns_zero_and_moves_the_score(script_client: Any) -> None:
     assert group_add(script_client, GROUP, NAMED) == 1
     assert group_add(script_client, GROUP, NAMED, now_ms=NOW_MS + 1000) == 0
-    assert script_client.zscore(gkey(GROUP), NAMED) == float(NOW_MS + 1000)
-    assert script_client.zcard(gkey(GROUP)) == 1
+    assert script_client.zscore(gkey(GROUP, NAMED), NAMED) == float(NOW_MS + 1000)
+    assert members(script_client, GROUP) == {NAMED: NOW_MS + 1000}
 
 
 def test_group_ttl_is_set_and_refreshed(script_client: Any) -> None:
-    assert group_add(script_client, GROUP, NAMED, ttl_s=100) == 1
-    assert_ttl_ms(script_client, gkey(GROUP), 100)
-    assert group_add(script_client, GROUP, LOCAL, ttl_s=500) == 1
-    assert_ttl_ms(script_client, gkey(GROUP), 500)
+    assert group_add(script_client, GROUP, LOCAL, ttl_s=100) == 1
+    assert_ttl_ms(script_client, gkey(GROUP, LOCAL), 100)
+    assert group_add(script_client, GROUP, LOCAL_OTHER, ttl_s=500) == 1
+    assert_ttl_ms(script_client, gkey(GROUP, LOCAL), 500)
+
+
+def test_an_add_sets_the_ttl_of_its_own_tags_copy_only(script_client: Any) -> None:
+    assert group_add(script_client, GROUP, LOCAL, ttl_s=100) == 1
+    assert group_add(script_client, GROUP, NAMED, ttl_s=500) == 1
+    assert_ttl_ms(script_client, gkey(GROUP, NAMED), 500)
+    assert_ttl_ms(script_client, gkey(GROUP, LOCAL), 100)
 
 
 def test_default_capacity_creates_no_override_hash(script_client: Any) -> None:
     assert group_add(script_client, GROUP, NAMED) == 1
-    assert not script_client.exists(ckey(GROUP))
+    assert not script_client.exists(ckey(GROUP, NAMED))
+    assert overrides(script_client, GROUP) == {}
 
 
 def test_capacity_override_is_stored_with_the_group_ttl(script_client: Any) -> None:
     assert group_add(script_client, GROUP, NAMED, capacity=7, ttl_s=100) == 1
-    assert script_client.hgetall(ckey(GROUP)) == {NAMED.encode(): b"7"}
-    assert_ttl_ms(script_client, ckey(GROUP), 100)
+    assert script_client.hgetall(ckey(GROUP, NAMED)) == {NAMED.encode(): b"7"}
+    assert_ttl_ms(script_client, ckey(GROUP, NAMED), 100)
     assert group_add(script_client, GROUP, NAMED, capacity=9, ttl_s=100) == 0
-    assert script_client.hgetall(ckey(GROUP)) == {NAMED.encode(): b"9"}
+    assert script_client.hgetall(ckey(GROUP, NAMED)) == {NAMED.encode(): b"9"}
+    assert overrides(script_client, GROUP) == {NAMED: 9}
 
 
 def test_default_capacity_removes_an_existing_override(script_client: Any) -> None:
     assert group_add(script_client, GROUP, NAMED, capacity=7) == 1
     assert group_add(script_client, GROUP, LOCAL, capacity=3) == 1
     assert group_add(script_client, GROUP, NAMED) == 0
-    assert script_client.hgetall(ckey(GROUP)) == {LOCAL.encode(): b"3"}
+    assert overrides(script_client, GROUP) == {LOCAL: 3}
+    assert not script_client.exists(ckey(GROUP, NAMED))
     assert group_add(script_client, GROUP, LOCAL) == 0
-    assert not script_client.exists(ckey(GROUP))
-    assert script_client.zcard(gkey(GROUP)) == 2
+    assert not script_client.exists(ckey(GROUP, LOCAL))
+    assert len(members(script_client, GROUP)) == 2
 
 
 def test_any_add_refreshes_the_override_hash_ttl(script_client: Any) -> None:
-    assert group_add(script_client, GROUP, NAMED, capacity=7, ttl_s=100) == 1
-    assert group_add(script_client, GROUP, LOCAL, ttl_s=900) == 1
-    assert_ttl_ms(script_client, ckey(GROUP), 900)
-    assert_ttl_ms(script_client, gkey(GROUP), 900)
+    assert group_add(script_client, GROUP, LOCAL, capacity=7, ttl_s=100) == 1
+    assert group_add(script_client, GROUP, LOCAL_OTHER, ttl_s=900) == 1
+    assert_ttl_ms(script_client, ckey(GROUP, LOCAL), 900)
+    assert_ttl_ms(script_client, gkey(GROUP, LOCAL), 900)
 
 
 def test_a_local_member_creates_its_clients_liveness_key(script_client: Any) -> None:
@@ -76,7 +107,7 @@ def test_a_local_member_creates_its_clients_liveness_key(script_client: Any) -> 
 def test_an_existing_liveness_key_keeps_its_value_and_ttl(script_client: Any) -> None:
     script_client.set(hkey(LOCAL), b"beat", px=100_000)
     assert group_add(script_client, GROUP, LOCAL, heartbeat_ttl_ms=15_000) == 1
-    assert group_add(script_client, GROUP, "specific.client!other", heartbeat_ttl_ms=15_000) == 1
+    assert group_add(script_client, GROUP, LOCAL_OTHER, heartbeat_ttl_ms=15_000) == 1
     assert script_client.get(hkey(LOCAL)) == b"beat"
     assert script_client.pttl(hkey(LOCAL)) > 90_000
 
@@ -84,4 +115,47 @@ def test_an_existing_liveness_key_keeps_its_value_and_ttl(script_client: Any) ->
 def test_a_named_member_creates_no_liveness_key(script_client: Any) -> None:
     assert group_add(script_client, GROUP, NAMED) == 1
     assert not script_client.exists(hkey(NAMED))
-    assert sorted(script_client.keys()) == [gkey(GROUP).encode()]
+    assert sorted(script_client.keys()) == sorted(
+        [gkey(GROUP, NAMED).encode(), dkey(GROUP).encode()]
+    )
+
+
+# -- the group's directory ------------------------------------------------------------------
+
+
+def test_the_directory_lists_each_members_tag_with_the_group_ttl(script_client: Any) -> None:
+    assert group_add(script_client, GROUP, NAMED, ttl_s=100) == 1
+    assert directory(script_client, GROUP) == {channel_tag(NAMED)}
+    assert_ttl_ms(script_client, dkey(GROUP), 100)
+    assert group_add(script_client, GROUP, LOCAL, ttl_s=500) == 1
+    assert group_add(script_client, GROUP, LOCAL_OTHER, ttl_s=500) == 1
+    assert directory(script_client, GROUP) == {channel_tag(NAMED), channel_tag(LOCAL)}
+    assert_ttl_ms(script_client, dkey(GROUP), 500)
+    # A refresh refreshes the directory's TTL too.
+    assert group_add(script_client, GROUP, NAMED, ttl_s=900) == 0
+    assert directory(script_client, GROUP) == {channel_tag(NAMED), channel_tag(LOCAL)}
+    assert_ttl_ms(script_client, dkey(GROUP), 900)
+
+
+def test_without_a_directory_key_no_directory_is_made(script_client: Any) -> None:
+    assert group_add(script_client, GROUP, NAMED, directory=False) == 1
+    assert sorted(script_client.keys()) == [gkey(GROUP, NAMED).encode()]
+
+
+def test_without_a_directory_key_the_directory_is_left_alone(script_client: Any) -> None:
+    assert group_add(script_client, GROUP, NAMED, ttl_s=100) == 1
+    assert group_add(script_client, GROUP, LOCAL, ttl_s=900, directory=False) == 1
+    assert group_add(script_client, GROUP, NAMED, ttl_s=900, directory=False) == 0
+    assert directory(script_client, GROUP) == {channel_tag(NAMED)}
+    assert_ttl_ms(script_client, dkey(GROUP), 100)
+    assert members(script_client, GROUP) == {NAMED: NOW_MS, LOCAL: NOW_MS}
+
+
+def test_without_a_directory_every_key_written_carries_the_members_tag(
+    script_client: Any,
+) -> None:
+    # On Redis Cluster the script runs in the slot of the member's tag.
+    assert group_add(script_client, GROUP, LOCAL, capacity=4, directory=False) == 1
+    written = sorted(key.decode() for key in script_client.keys("*"))
+    assert written == sorted([gkey(GROUP, LOCAL), ckey(GROUP, LOCAL), hkey(LOCAL)])
+    assert all(key.startswith(f"{PREFIX}{{{channel_tag(LOCAL)}}}") for key in written)

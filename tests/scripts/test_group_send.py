@@ -16,16 +16,25 @@ from tests.scripts.helpers import (
     POSITIONS,
     PREFIX,
     PURGE_MAX,
+    channel_tag,
     ckey,
+    copies,
     counts,
+    directory,
+    dkey,
     entry,
     gkey,
     group_add,
     group_send,
     hkey,
     layout,
+    members,
+    names_with_tag,
     nkey,
+    overrides,
     payloads,
+    plant_members,
+    plant_overrides,
     push,
     qkey,
     queued,
@@ -61,11 +70,12 @@ def test_delivers_exact_entries_to_named_and_local_members(script_client: Any) -
     assert queued(script_client, LOCAL) == [HEADER + b"99000006s1,s22" + b"\x00payload\xff"]
     assert counts(script_client, LOCAL) == {"s1": 1, "s22": 1}
     assert not script_client.exists(nkey(NAMED))
-    assert script_client.exists(f"{PREFIX}q:{NAMED}")
+    assert script_client.exists(f"{PREFIX}{{{channel_tag(NAMED)}}}q:{NAMED}")
 
 
 def test_empty_or_missing_group_returns_zeros(script_client: Any) -> None:
     assert group_send(script_client, GROUP, b"m") == [0, 0, 0]
+    assert group_send(script_client, GROUP, b"m", tag=channel_tag(NAMED)) == [0, 0, 0]
     assert script_client.dbsize() == 0
 
 
@@ -98,8 +108,8 @@ def test_removes_stale_members_and_their_overrides(script_client: Any) -> None:
     assert group_add(script_client, GROUP, LOCAL_1, now_ms=stale_ms) == 1
     assert group_add(script_client, GROUP, OTHER, now_ms=NOW_MS - 1000, capacity=4) == 1
     assert group_send(script_client, GROUP, b"m") == [1, 0, 0]
-    assert script_client.zrange(gkey(GROUP), 0, -1) == [OTHER.encode()]
-    assert script_client.hgetall(ckey(GROUP)) == {OTHER.encode(): b"4"}
+    assert list(members(script_client, GROUP)) == [OTHER]
+    assert overrides(script_client, GROUP) == {OTHER: 4}
     assert not script_client.exists(qkey(NAMED))
     assert not script_client.exists(qkey(LOCAL_1))
     assert not script_client.exists(nkey(LOCAL_1))
@@ -110,7 +120,9 @@ def test_group_of_only_stale_members_is_emptied(script_client: Any) -> None:
     stale_ms = NOW_MS - GROUP_TTL_S * 1000 - 1
     assert group_add(script_client, GROUP, NAMED, now_ms=stale_ms, capacity=5) == 1
     assert group_send(script_client, GROUP, b"m") == [0, 0, 0]
-    assert script_client.dbsize() == 0
+    # Nothing but (at most) the directory is left; group_send does not rely on the directory
+    # listing only tags with members, and it expires with the group.
+    assert set(script_client.keys()) <= {dkey(GROUP).encode()}
 
 
 def test_expired_queue_heads_do_not_count(script_client: Any) -> None:
@@ -159,27 +171,32 @@ def test_sets_ttls_on_new_queues(script_client: Any) -> None:
 def test_does_not_touch_the_group_membership_scores(script_client: Any) -> None:
     add_all(script_client, NAMED)
     assert group_send(script_client, GROUP, b"m", now_ms=NOW_MS + 50) == [1, 0, 0]
-    assert script_client.zscore(gkey(GROUP), NAMED) == float(NOW_MS)
+    assert script_client.zscore(gkey(GROUP, NAMED), NAMED) == float(NOW_MS)
 
 
 def test_large_group_is_processed_in_batches(script_client: Any) -> None:
     size = 2500
-    live = [f"chat.m{n:04d}" for n in range(size)]
-    stale = [f"chat.old{n:04d}" for n in range(size)]
+    # Every member in one tag's copy, so the copy holds 5,000 members and HMGET and HDEL
+    # work through it in several batches of 1,000.
+    tag = channel_tag(NAMED)
+    live = names_with_tag("chat.m{:06d}", tag, size)
+    stale = names_with_tag("chat.old{:06d}", tag, size)
     stale_ms = NOW_MS - GROUP_TTL_S * 1000 - 1
-    script_client.zadd(gkey(GROUP), dict.fromkeys(live, NOW_MS))
-    script_client.zadd(gkey(GROUP), dict.fromkeys(stale, stale_ms))
+    plant_members(script_client, GROUP, dict.fromkeys(live, NOW_MS))
+    plant_members(script_client, GROUP, dict.fromkeys(stale, stale_ms))
+    assert script_client.zcard(gkey(GROUP, NAMED)) == 2 * size
     # The default capacity is 0, so a member gets the message only when its own override
     # is found: a batch offset error in HMGET would shift this pattern. Stale members all
     # have overrides, so every HDEL batch has work.
-    overrides = {channel: 0 if n % 10 == 7 else 5 for n, channel in enumerate(live)}
+    capacities = {channel: 0 if n % 10 == 7 else 5 for n, channel in enumerate(live)}
     for channel in live[3::10]:
-        del overrides[channel]
-    overrides.update(dict.fromkeys(stale, 5))
-    script_client.hset(ckey(GROUP), mapping=overrides)
+        del capacities[channel]
+    capacities.update(dict.fromkeys(stale, 5))
+    plant_overrides(script_client, GROUP, capacities)
     assert group_send(script_client, GROUP, b"m", capacity=0) == [2000, 500, 0]
-    assert script_client.zrange(gkey(GROUP), 0, -1) == [channel.encode() for channel in live]
-    assert script_client.hlen(ckey(GROUP)) == size - size // 10
+    assert script_client.zrange(gkey(GROUP, NAMED), 0, -1) == [name.encode() for name in live]
+    assert script_client.hlen(ckey(GROUP, NAMED)) == size - size // 10
+    assert copies(script_client, GROUP) == sorted([gkey(GROUP, NAMED), ckey(GROUP, NAMED)])
     pipe = script_client.pipeline()
     for channel in live:
         pipe.llen(qkey(channel))
@@ -196,7 +213,7 @@ def test_a_single_local_member_gets_a_plain_entry(script_client: Any) -> None:
 
 def test_local_members_of_one_client_share_entries_in_chunks(script_client: Any) -> None:
     suffixes = [f"c{n:05d}" for n in range(5003)]
-    script_client.zadd(gkey(GROUP), {f"specific.client!{suffix}": NOW_MS for suffix in suffixes})
+    plant_members(script_client, GROUP, {f"{LOCAL}{suffix}": NOW_MS for suffix in suffixes})
     script_client.set(hkey(LOCAL), 1)
     assert group_send(script_client, GROUP, b"p", capacity=5) == [5003, 0, 0]
     entries = queued(script_client, LOCAL)
@@ -268,9 +285,9 @@ def test_members_of_a_dead_client_are_dropped_with_its_keys(script_client: Any) 
     assert send(script_client, dead_members[1], b"unread") == 1
     script_client.delete(hkey(DEAD))  # its heartbeats stopped: the mark expired
     assert group_send(script_client, GROUP, b"m") == [4, 0, 50]
-    members = {member.decode() for member in script_client.zrange(gkey(GROUP), 0, -1)}
-    assert members == {NAMED, *live_members}
-    assert not script_client.exists(ckey(GROUP))
+    assert set(members(script_client, GROUP)) == {NAMED, *live_members}
+    assert overrides(script_client, GROUP) == {}
+    assert not script_client.exists(ckey(GROUP, DEAD))
     assert not script_client.exists(qkey(DEAD), nkey(DEAD), hkey(DEAD))
     assert payloads(queued(script_client, NAMED)) == [b"m"]
     assert keys.parse_entry(queued(script_client, LIVE)[0])[1:] == (["m0", "m1", "m2"], b"m")
@@ -288,8 +305,10 @@ def test_liveness_is_read_once_per_client(redis_url: str) -> None:
         client.config_resetstat()
         assert group_send(client, GROUP, b"m") == [40, 0, 20]
         # Server-side call counts (a real server only): one EXISTS per client, plus one for
-        # the capacity-override hash.
-        assert client.info("commandstats")["cmdstat_exists"]["calls"] == len(heads) + 1
+        # the capacity-override hash of each tag's copy walked.
+        tags = {channel_tag(head) for head in heads}
+        assert len(tags) > 1
+        assert client.info("commandstats")["cmdstat_exists"]["calls"] == len(heads) + len(tags)
     finally:
         client.close()
 
@@ -298,4 +317,107 @@ def test_named_members_keep_group_expiry_only(script_client: Any) -> None:
     add_all(script_client, NAMED, OTHER)
     script_client.delete(hkey(NAMED), hkey(OTHER))
     assert group_send(script_client, GROUP, b"m") == [2, 0, 0]
-    assert script_client.zcard(gkey(GROUP)) == 2
+    assert len(members(script_client, GROUP)) == 2
+
+
+# -- one tag's copy, or every tag the directory lists -------------------------------------
+
+TAG = channel_tag(NAMED)
+IN_TAG_FULL, IN_TAG_STALE = names_with_tag("chat.t{}", TAG, 2)
+IN_TAG_LIVE, IN_TAG_DEAD = names_with_tag("specific.t{}!", TAG, 2)
+STALE_MS = NOW_MS - GROUP_TTL_S * 1000 - 1
+
+
+def build_tagged_group(client: Any) -> None:
+    """GROUP with members in TAG and in other tags, each tag with a live and a dead client,
+    a stale member and a full member (capacity 1, one message queued)."""
+    add_all(client, NAMED, f"{IN_TAG_LIVE}a", f"{IN_TAG_LIVE}b", f"{IN_TAG_DEAD}x")
+    add_all(client, OTHER, LOCAL_1, f"{DEAD}d")
+    for full in (IN_TAG_FULL, "chat.full"):
+        assert group_add(client, GROUP, full, capacity=1) == 1
+        assert send(client, full, b"old") == 1
+    for stale in (IN_TAG_STALE, "chat.old"):
+        assert group_add(client, GROUP, stale, now_ms=STALE_MS) == 1
+    client.delete(hkey(IN_TAG_DEAD), hkey(DEAD))
+
+
+def by_key(client: Any) -> dict[bytes, tuple[bytes | None, int]]:
+    """Every key with its DUMP and its TTL in seconds."""
+    return {key: (client.dump(key), client.ttl(key)) for key in client.keys("*")}
+
+
+def tag_of(key: bytes) -> str:
+    """The tag of a key of the test prefix."""
+    return keys.tag_of_key(PREFIX, key.decode())
+
+
+def test_the_tagged_group_spans_several_tags() -> None:
+    assert channel_tag(IN_TAG_LIVE) == channel_tag(IN_TAG_DEAD) == TAG
+    others = {channel_tag(name) for name in (OTHER, LOCAL_1, DEAD, "chat.full", "chat.old")}
+    assert TAG not in others and len(others) > 1
+
+
+def test_one_tag_touches_only_that_tags_copy_and_queues(script_client: Any) -> None:
+    build_tagged_group(script_client)
+    for key in script_client.keys("*"):
+        if tag_of(key) != TAG:
+            script_client.persist(key)  # so any EXPIRE outside the tag would show
+    before = by_key(script_client)
+    assert group_send(script_client, GROUP, b"new", tag=TAG) == [3, 1, 1]
+    after = by_key(script_client)
+    written = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+    assert written
+    assert {tag_of(key) for key in written} == {TAG}
+    assert payloads(queued(script_client, NAMED)) == [b"new"]
+    assert payloads(queued(script_client, IN_TAG_LIVE)) == [b"new"]
+    assert payloads(queued(script_client, IN_TAG_FULL)) == [b"old"]
+    assert not script_client.exists(qkey(IN_TAG_DEAD), hkey(IN_TAG_DEAD))
+    left = set(members(script_client, GROUP))
+    assert IN_TAG_STALE not in left and f"{IN_TAG_DEAD}x" not in left
+    # The other tags' members, stale and dead ones included, are as they were.
+    assert {OTHER, LOCAL_1, f"{DEAD}d", "chat.full", "chat.old"} <= left
+    assert not script_client.exists(qkey(OTHER), qkey(LOCAL_1))
+
+
+def test_the_directory_walk_covers_every_tag(script_client: Any) -> None:
+    build_tagged_group(script_client)
+    assert len(directory(script_client, GROUP)) >= 4
+    assert group_send(script_client, GROUP, b"new") == [5, 2, 2]
+    for channel in (NAMED, OTHER, IN_TAG_LIVE, LOCAL_1):
+        assert payloads(queued(script_client, channel)) == [b"new"]
+    for full in (IN_TAG_FULL, "chat.full"):
+        assert payloads(queued(script_client, full)) == [b"old"]
+    assert set(members(script_client, GROUP)) == {
+        NAMED,
+        f"{IN_TAG_LIVE}a",
+        f"{IN_TAG_LIVE}b",
+        OTHER,
+        LOCAL_1,
+        IN_TAG_FULL,
+        "chat.full",
+    }
+    assert not script_client.exists(qkey(IN_TAG_DEAD), qkey(DEAD), hkey(DEAD))
+
+
+def test_one_call_per_tag_does_what_the_directory_walk_does(script_client: Any) -> None:
+    build_tagged_group(script_client)
+    walked = group_send(script_client, GROUP, b"new")
+    after_walk = {key: dump for key, (dump, _) in by_key(script_client).items()}
+    script_client.flushall()
+    build_tagged_group(script_client)
+    replies = [
+        group_send(script_client, GROUP, b"new", tag=tag)
+        for tag in sorted(directory(script_client, GROUP))
+    ]
+    assert [sum(column) for column in zip(*replies, strict=True)] == walked
+    assert {key: dump for key, (dump, _) in by_key(script_client).items()} == after_walk
+
+
+def test_the_walk_reads_only_the_tags_the_directory_lists(script_client: Any) -> None:
+    add_all(script_client, NAMED)
+    assert group_add(script_client, GROUP, OTHER, directory=False) == 1
+    assert directory(script_client, GROUP) == {TAG}
+    assert group_send(script_client, GROUP, b"m") == [1, 0, 0]
+    assert not script_client.exists(qkey(OTHER))
+    assert group_send(script_client, GROUP, b"m", tag=channel_tag(OTHER)) == [1, 0, 0]
+    assert payloads(queued(script_client, OTHER)) == [b"m"]

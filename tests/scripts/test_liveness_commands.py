@@ -45,7 +45,8 @@ async def test_heartbeat_sets_every_liveness_key_with_its_ttl(client: Redis) -> 
         key = keys.heartbeat_key(PREFIX, head)
         assert await client.get(key) == b"1"
         assert 13_000 < await client.pttl(key) <= 15_000
-    assert keys.heartbeat_key(PREFIX, "specific.b!x") == f"{PREFIX}h:specific.b!"
+    tag = keys.tag_of("specific.b!")
+    assert keys.heartbeat_key(PREFIX, "specific.b!x") == f"{PREFIX}{{{tag}}}h:specific.b!"
 
 
 async def test_heartbeat_of_no_heads_does_nothing(client: Redis) -> None:
@@ -84,5 +85,5 @@ async def test_group_send_returns_dropped_dead_members(client: Redis) -> None:
 
 def test_liveness_keys_are_a_kind_flush_and_statistics_scan() -> None:
     assert "h" in keys.KINDS
-    assert f"{PREFIX}h:*" in keys.scan_patterns(PREFIX)
+    assert f"{PREFIX}{{*}}h:*" in keys.scan_patterns(PREFIX)
     assert keys.is_own_key(PREFIX, keys.heartbeat_key(PREFIX, "specific.a!b").encode())
