@@ -103,24 +103,42 @@ def _group_statistics_key(prefix: str, group: str, tag: str) -> str:
 async def server_statistics(client: Redis, prefix: str) -> dict[str, int]:
     """Queues, queued entries, groups and memberships of ``prefix`` on one server.
 
-    A group counts once per server holding its directory; its memberships are summed over
-    its per-tag member sets.
+    A group counts once per server holding members of it (in any of its per-tag copies).
     """
     totals = {"queues": 0, "messages": 0, "groups": 0, "memberships": 0}
-    sizes: tuple[tuple[str, str, str | None, str | None], ...] = (
-        ("q", "LLEN", "queues", "messages"),
-        ("g", "ZCARD", None, "memberships"),
-        ("d", "SCARD", "groups", None),
-    )
-    for kind, size_command, count_field, size_field in sizes:
-        batch: list[bytes] = []
-        async for key in own_keys(client, prefix, kind):
-            batch.append(key)
-            if len(batch) >= SCAN_BATCH:
-                await _add_sizes(client, size_command, batch, totals, count_field, size_field)
-                batch = []
-        await _add_sizes(client, size_command, batch, totals, count_field, size_field)
+    batch: list[bytes] = []
+    async for key in own_keys(client, prefix, "q"):
+        batch.append(key)
+        if len(batch) >= SCAN_BATCH:
+            await _add_sizes(client, "LLEN", batch, totals, "queues", "messages")
+            batch = []
+    await _add_sizes(client, "LLEN", batch, totals, "queues", "messages")
+    groups: set[str] = set()
+    copies: list[bytes] = []
+    async for key in own_keys(client, prefix, "g"):
+        copies.append(key)
+        if len(copies) >= SCAN_BATCH:
+            await _add_members(client, prefix, copies, totals, groups)
+            copies = []
+    await _add_members(client, prefix, copies, totals, groups)
+    totals["groups"] = len(groups)
     return totals
+
+
+async def _add_members(
+    client: Redis, prefix: str, copies: list[bytes], totals: dict[str, int], groups: set[str]
+) -> None:
+    """Add the members of a batch of group copies to ``totals`` and their groups to ``groups``."""
+    if not copies:
+        return
+    async with client.pipeline(transaction=False) as pipe:
+        for key in copies:
+            pipe.zcard(key)
+        sizes = await pipe.execute()
+    for key, size in zip(copies, sizes, strict=True):
+        if int(size) > 0:  # keys may expire mid-scan
+            totals["memberships"] += int(size)
+            groups.add(keys.split_key(prefix, key)[1])
 
 
 async def _add_sizes(
@@ -128,8 +146,8 @@ async def _add_sizes(
     size_command: str,
     batch: list[bytes],
     totals: dict[str, int],
-    count_field: str | None,
-    size_field: str | None,
+    count_field: str,
+    size_field: str,
 ) -> None:
     """Add the sizes of a batch of keys (one pipelined round trip) to ``totals``."""
     if not batch:
@@ -139,10 +157,8 @@ async def _add_sizes(
             pipe.execute_command(size_command, key)
         sizes = await pipe.execute()
     live = [int(size) for size in sizes if int(size) > 0]  # keys may expire mid-scan
-    if count_field is not None:
-        totals[count_field] += len(live)
-    if size_field is not None:
-        totals[size_field] += sum(live)
+    totals[count_field] += len(live)
+    totals[size_field] += sum(live)
 
 
 # -- read-only views for `asgi-redis inspect` ------------------------------------------

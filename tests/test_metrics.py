@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from redis.asyncio import Redis
 
 from asgi_redis import ChannelFull, keys
 from asgi_redis.buffers import Buffers, Item, now_ms
+from asgi_redis.config import Host
+from asgi_redis.connections import Connections
 from asgi_redis.metrics import Counters
 from asgi_redis.receiver import Receiver
+from asgi_redis.routes import ServerRoute
 from tests.layer_helpers import make_layer, receive_within, sync_client
 
 ZERO = {"sent": 0, "delivered": 0, "channel_full": 0, "expired": 0, "dropped": 0}
@@ -63,9 +65,14 @@ def test_buffered_messages_that_expire_are_counted() -> None:
     assert counters.expired == 2
 
 
+async def close_nothing() -> None:
+    """Connections' loop-close hook, unused here (no client is made)."""
+
+
 def test_receiver_counts_expired_and_undecodable_entries() -> None:
     counters = Counters()
-    receiver = Receiver(Redis(), "asgi:", "client", 60, counters=counters)
+    route = ServerRoute(Connections(Host("redis://localhost:6379"), close_nothing), "test")
+    receiver = Receiver(route, "asgi:", "client", 60, counters=counters)
     queue = keys.queue_key("asgi:", "jobs")
     receiver._dispatch(queue, keys.make_entry(now_ms() - 1, "", b"old"))
     assert counters.expired == 1

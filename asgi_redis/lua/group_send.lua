@@ -2,9 +2,10 @@
   A group is stored per tag (see keys.py): the members whose channel has tag T are in
   <prefix>{T}g:<group> (sorted set channel -> time of the latest group_add, ms) and their
   non-default capacities in <prefix>{T}c:<group>; <prefix>{G}d:<group> lists the tags.
-  KEYS     with ARGV[9] = a tag: that tag's group and capacities keys (Redis Cluster: one
-           call per tag, every key it touches in that tag's slot); with ARGV[9] = '': the
-           group's directory, and the script walks every tag it lists (one server)
+  KEYS[1]  first       with ARGV[9] = a tag: that tag's group key (Redis Cluster: one call per
+                       tag, every key it touches in that tag's slot); with ARGV[9] = '': the
+                       group's directory, and the script walks every tag it lists (one server)
+  KEYS[2]  capacities  with ARGV[9] = a tag: that tag's capacities key; absent otherwise
   ARGV[1]  now_ms      caller clock, ms
   ARGV[2]  prefix      the layer's key prefix
   ARGV[3]  group_ttl_s group_expiry: members added longer ago than this are removed
@@ -57,8 +58,9 @@ local function push_local(queue, suffixes)
 end
 
 -- The members of one tag's copy, and their capacity overrides.
-local function read_copy(base)
-  local copy = {group = base .. 'g:' .. group_name, capacities = base .. 'c:' .. group_name,
+local function read_copy(base, group, capacities)
+  local copy = {group = group or base .. 'g:' .. group_name,
+                capacities = capacities or base .. 'c:' .. group_name,
                 base = base, overrides = {}, dead = {}}
   copy.members = redis.call('ZRANGEBYSCORE', copy.group, '(' .. cutoff, '+inf')
   if redis.call('EXISTS', copy.capacities) == 1 then
@@ -113,7 +115,7 @@ end
 
 -- Cluster only: a derived key a migration has moved away (or not yet brought here) cannot be
 -- written safely; the caller retries the whole call shortly, nothing has been written yet.
-local check = ARGV[10]
+local check = ARGV[10] or ''
 local function here(key)
   local found = redis.pcall('EXISTS', key)
   if type(found) == 'table' then
@@ -139,7 +141,11 @@ local named_entry = make_entry(header, {}, payload)
 local delivered, full, dropped = 0, 0, 0
 local copies = {}
 for index, tag in ipairs(tags) do
-  copies[index] = read_copy(prefix .. '{' .. tag .. '}')
+  if ARGV[9] == '' then
+    copies[index] = read_copy(prefix .. '{' .. tag .. '}')
+  else
+    copies[index] = read_copy(prefix .. '{' .. tag .. '}', KEYS[1], KEYS[2])
+  end
   if check ~= '' and not all_here(copies[index]) then
     return redis.error_reply('TRYAGAIN keys of this group are being migrated')
   end

@@ -1,6 +1,7 @@
 --[[ group_statistics: count one group's members, and which clients are dead.
-  KEYS     with ARGV[5] = a tag: that tag's group key (<prefix>{T}g:<group>); with
-           ARGV[5] = '': the group's directory <prefix>{G}d:<group>, every tag it lists is read
+  KEYS[1]  first       with ARGV[5] = a tag: that tag's group key (<prefix>{T}g:<group>); with
+                       ARGV[5] = '': the group's directory <prefix>{G}d:<group>, every tag it
+                       lists is read
   ARGV[1]  now_ms      caller clock, ms
   ARGV[2]  prefix      the layer's key prefix
   ARGV[3]  group_ttl_s group_expiry: members added longer ago than this are not counted

@@ -178,14 +178,18 @@ def group_send(
     group_ttl_s: int = GROUP_TTL_S,
     ttl_s: int = TTL_S,
     tag: str = "",
+    check: str = "",
 ) -> Any:
     """Run group_send.lua with a 13-digit header for ``deadline_ms``.
 
     Without ``tag`` it walks every tag the group's directory lists (the layer on one server);
     with one it delivers to that tag's copy only (one call of a Redis Cluster group_send).
+    ``check`` is the cluster's check of derived keys: '' none, 'c' or 'a' (after ASKING).
     """
     header = f"{deadline_ms:013d}"
-    args: list[Arg] = [now_ms, PREFIX, group_ttl_s, header, payload, capacity, ttl_s, group, tag]
+    args: list[Arg] = [
+        *(now_ms, PREFIX, group_ttl_s, header, payload, capacity, ttl_s, group, tag, check)
+    ]
     return run(client, "group_send", send_keys(group, tag), args)
 
 

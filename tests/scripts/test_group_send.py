@@ -421,3 +421,29 @@ def test_the_walk_reads_only_the_tags_the_directory_lists(script_client: Any) ->
     assert not script_client.exists(qkey(OTHER))
     assert group_send(script_client, GROUP, b"m", tag=channel_tag(OTHER)) == [1, 0, 0]
     assert payloads(queued(script_client, OTHER)) == [b"m"]
+
+
+def test_after_asking_a_derived_key_missing_here_means_try_again_and_nothing_written(
+    script_client: Any,
+) -> None:
+    """On an ASK target ('a'), a member queue not here yet may still be on the source:
+    the script answers TRYAGAIN before writing anything."""
+    tag = keys.TAGS[5]
+    named = names_with_tag("room.m{}", tag, 2)
+    head = names_with_tag("specific.c{}!", tag, 1)[0]
+    add_all(script_client, *named, f"{head}x")
+    push(script_client, named[0], b"earlier")  # one queue is here, the other is not
+    before = {key: script_client.dump(key) for key in script_client.keys("*")}
+    with pytest.raises(redis.exceptions.TryAgainError):
+        group_send(script_client, GROUP, b"m", tag=tag, check="a")
+    assert {key: script_client.dump(key) for key in script_client.keys("*")} == before
+
+
+def test_with_every_derived_key_here_the_checks_deliver(script_client: Any) -> None:
+    tag = keys.TAGS[5]
+    named = names_with_tag("room.m{}", tag, 1)[0]
+    add_all(script_client, named)
+    push(script_client, named, b"earlier")
+    assert group_send(script_client, GROUP, b"m", tag=tag, check="a") == [1, 0, 0]
+    assert group_send(script_client, GROUP, b"m2", tag=tag, check="c") == [1, 0, 0]
+    assert payloads(queued(script_client, named)) == [b"earlier", b"m", b"m2"]
