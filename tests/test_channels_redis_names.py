@@ -33,8 +33,8 @@ async def test_close_pools_returns_buffered_messages_and_closes(redis_url: str) 
     await layer.close_pools()
 
 
-async def test_wait_received_returns_with_nothing_pending(redis_url: str) -> None:
-    async with make_layer(redis_url) as layer:
+async def test_wait_received_returns_with_nothing_pending(layer_hosts: list[Any]) -> None:
+    async with make_layer(layer_hosts) as layer:
         await layer.send("waited", {"type": "x"})
         await receive_within(layer, "waited")
         await layer.wait_received()

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from asgi_redis import RedisChannelLayer, crypto, keys
+from tests.layer_helpers import make_layer
 
 OLD = "old-secret-" + "o" * 40
 NEW = "new-secret-" + "n" * 40
@@ -26,11 +27,6 @@ MARKER = "MARKER-7d1f0c"
 RECEIVE_TIMEOUT_S = 10.0
 ROOT = Path(__file__).resolve().parent.parent
 LOGGER = "asgi_redis.receiver"
-
-
-def layer_on(url: str, **options: Any) -> RedisChannelLayer:
-    """A layer on the test server."""
-    return RedisChannelLayer(hosts=[url], **options)
 
 
 async def receive(layer: RedisChannelLayer, channel: str) -> dict[str, Any]:
@@ -78,7 +74,7 @@ async def fill(layer: RedisChannelLayer) -> tuple[str, list[str]]:
 
 
 async def test_marker_never_appears_in_redis(redis_url: str) -> None:
-    async with layer_on(redis_url, symmetric_encryption_keys=[NEW]) as layer:
+    async with make_layer(redis_url, symmetric_encryption_keys=[NEW]) as layer:
         local, members = await fill(layer)
         stored = everything_in_redis(redis_url)
         assert stored  # the queues and the group really are there
@@ -93,15 +89,15 @@ async def test_marker_never_appears_in_redis(redis_url: str) -> None:
 
 async def test_marker_is_visible_without_encryption(redis_url: str) -> None:
     # The control for the test above: the scan does find the marker in plain messages.
-    async with layer_on(redis_url) as layer:
+    async with make_layer(redis_url) as layer:
         await fill(layer)
         assert MARKER.encode() in everything_in_redis(redis_url)
 
 
-async def test_new_and_old_keys_read_what_old_key_wrote(redis_url: str) -> None:
+async def test_new_and_old_keys_read_what_old_key_wrote(layer_hosts: list[Any]) -> None:
     async with (
-        layer_on(redis_url, symmetric_encryption_keys=[OLD]) as old,
-        layer_on(redis_url, symmetric_encryption_keys=[NEW, OLD]) as rotated,
+        make_layer(layer_hosts, symmetric_encryption_keys=[OLD]) as old,
+        make_layer(layer_hosts, symmetric_encryption_keys=[NEW, OLD]) as rotated,
     ):
         await old.send("rotate.named", {"type": "from.old", "n": 1})
         await old.group_add("rotate-group", "rotate.member")
@@ -114,12 +110,12 @@ async def test_new_and_old_keys_read_what_old_key_wrote(redis_url: str) -> None:
 
 
 async def test_old_key_cannot_read_new_only_messages(
-    redis_url: str, caplog: pytest.LogCaptureFixture
+    layer_hosts: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
     async with (
-        layer_on(redis_url, symmetric_encryption_keys=[NEW, OLD]) as rotated,
-        layer_on(redis_url, symmetric_encryption_keys=[OLD]) as old,
+        make_layer(layer_hosts, symmetric_encryption_keys=[NEW, OLD]) as rotated,
+        make_layer(layer_hosts, symmetric_encryption_keys=[OLD]) as old,
     ):
         await rotated.send("rotate.drop", {"type": "unreadable", "text": MARKER})
         await old.send("rotate.drop", {"type": "readable"})
@@ -140,11 +136,13 @@ def assert_one_drop_logged(caplog: pytest.LogCaptureFixture, channel: str) -> No
         assert secret not in text
 
 
-async def test_wrong_key_cannot_read(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+async def test_wrong_key_cannot_read(
+    layer_hosts: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
     async with (
-        layer_on(redis_url, symmetric_encryption_keys=[NEW]) as writer,
-        layer_on(redis_url, symmetric_encryption_keys=[OTHER]) as reader,
+        make_layer(layer_hosts, symmetric_encryption_keys=[NEW]) as writer,
+        make_layer(layer_hosts, symmetric_encryption_keys=[OTHER]) as reader,
     ):
         await writer.send("wrong.key", {"type": "secret", "text": MARKER})
         await writer.send("wrong.key", {"type": "secret", "text": MARKER})
@@ -156,10 +154,10 @@ async def test_wrong_key_cannot_read(redis_url: str, caplog: pytest.LogCaptureFi
         assert reader.dropped_undecodable == 2
 
 
-async def test_plain_and_encrypted_layers_do_not_read_each_other(redis_url: str) -> None:
+async def test_plain_and_encrypted_layers_do_not_read_each_other(layer_hosts: list[Any]) -> None:
     async with (
-        layer_on(redis_url) as plain,
-        layer_on(redis_url, symmetric_encryption_keys=[NEW]) as encrypted,
+        make_layer(layer_hosts) as plain,
+        make_layer(layer_hosts, symmetric_encryption_keys=[NEW]) as encrypted,
     ):
         await plain.send("mixed", {"type": "plain"})
         await encrypted.send("mixed", {"type": "encrypted.ok"})
@@ -176,7 +174,7 @@ async def test_flipped_byte_drops_only_that_message(
     redis_url: str, caplog: pytest.LogCaptureFixture, channel: str
 ) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    async with layer_on(redis_url, symmetric_encryption_keys=[NEW]) as layer:
+    async with make_layer(redis_url, symmetric_encryption_keys=[NEW]) as layer:
         if channel.startswith("specific."):
             channel = await layer.new_channel()
         await layer.send(channel, {"type": "first", "text": MARKER})
@@ -200,7 +198,7 @@ async def test_flipped_byte_drops_only_that_message(
 
 
 async def test_garbage_payload_is_dropped(redis_url: str) -> None:
-    async with layer_on(redis_url, symmetric_encryption_keys=[NEW]) as layer:
+    async with make_layer(redis_url, symmetric_encryption_keys=[NEW]) as layer:
         client = redis.Redis.from_url(redis_url)
         try:
             queue = keys.queue_key(layer.prefix, "garbage")
@@ -214,9 +212,9 @@ async def test_garbage_payload_is_dropped(redis_url: str) -> None:
         assert layer.dropped_undecodable == 4
 
 
-async def test_dropped_counter_survives_close_and_other_loops(redis_url: str) -> None:
-    layer = layer_on(redis_url, symmetric_encryption_keys=[NEW])
-    writer = layer_on(redis_url, symmetric_encryption_keys=[OTHER])
+async def test_dropped_counter_survives_close_and_other_loops(layer_hosts: list[Any]) -> None:
+    layer = make_layer(layer_hosts, symmetric_encryption_keys=[NEW])
+    writer = make_layer(layer_hosts, symmetric_encryption_keys=[OTHER])
     async with writer:
         await writer.send("count.drops", {"type": "unreadable"})
     await layer.send("count.drops", {"type": "good"})
@@ -245,10 +243,10 @@ async def test_rotation_across_processes(redis_url: str) -> None:
     )
     assert result.returncode == 0, result.stderr.decode()
     assert MARKER.encode() not in everything_in_redis(redis_url)
-    async with layer_on(redis_url, symmetric_encryption_keys=[NEW, OLD]) as layer:
+    async with make_layer(redis_url, symmetric_encryption_keys=[NEW, OLD]) as layer:
         assert await receive(layer, "rotate.process") == {"type": "child", "text": "hi"}
         assert await receive(layer, "rotate.process.member") == {"type": "child.group"}
-    async with layer_on(redis_url, symmetric_encryption_keys=[NEW]) as new_only:
+    async with make_layer(redis_url, symmetric_encryption_keys=[NEW]) as new_only:
         result = subprocess.run(
             [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, timeout=60
         )
@@ -259,7 +257,7 @@ async def test_rotation_across_processes(redis_url: str) -> None:
 
 
 async def test_encrypts_once_per_send_and_group_send(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
+    layer_hosts: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
     original = crypto.Encryptor.encrypt
@@ -269,7 +267,7 @@ async def test_encrypts_once_per_send_and_group_send(
         return original(self, data)
 
     monkeypatch.setattr(crypto.Encryptor, "encrypt", counting)
-    async with layer_on(redis_url, symmetric_encryption_keys=[NEW]) as layer:
+    async with make_layer(layer_hosts, symmetric_encryption_keys=[NEW]) as layer:
         for index in range(50):
             await layer.group_add("once", f"once.member.{index}")
         await layer.group_send("once", {"type": "fan.out"})

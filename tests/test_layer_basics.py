@@ -25,21 +25,21 @@ BIG_BYTES = 5 * 1024 * 1024
 NEW_CHANNEL = re.compile(r"specific\.([A-Za-z0-9_.\-]+)!([A-Za-z0-9_.\-]+)")
 
 
-async def test_send_then_receive_round_trip(redis_url: str) -> None:
-    async with make_layer(redis_url) as layer:
+async def test_send_then_receive_round_trip(layer_hosts: list[Any]) -> None:
+    async with make_layer(layer_hosts) as layer:
         message = {"type": "test.message", "text": "hello", "n": 7, "nested": {"a": [1, 2.5]}}
         await layer.send("round.trip", message)
         assert await receive_within(layer, "round.trip") == message
 
 
-async def test_messages_cross_layer_instances(redis_url: str) -> None:
-    async with make_layer(redis_url) as sender, make_layer(redis_url) as receiver:
+async def test_messages_cross_layer_instances(layer_hosts: list[Any]) -> None:
+    async with make_layer(layer_hosts) as sender, make_layer(layer_hosts) as receiver:
         await sender.send("cross", {"type": "a"})
         await sender.send("cross", {"type": "b"})
         assert await receive_n(receiver, "cross", 2) == [{"type": "a"}, {"type": "b"}]
 
 
-async def test_bytes_stay_bytes_and_text_stays_text(redis_url: str) -> None:
+async def test_bytes_stay_bytes_and_text_stays_text(layer_hosts: list[Any]) -> None:
     message = {
         "type": "websocket.send",
         "bytes": b"\x00\xff\xfe binary",
@@ -47,7 +47,7 @@ async def test_bytes_stay_bytes_and_text_stays_text(redis_url: str) -> None:
         "empty": b"",
         "list": [b"x", "x", None, True, 1.5],
     }
-    async with make_layer(redis_url) as layer:
+    async with make_layer(layer_hosts) as layer:
         await layer.send("bytes.check", message)
         got = await receive_within(layer, "bytes.check")
     assert got == message
@@ -57,8 +57,8 @@ async def test_bytes_stay_bytes_and_text_stays_text(redis_url: str) -> None:
     assert [type(item) for item in got["list"]] == [bytes, str, type(None), bool, float]
 
 
-async def test_new_channel_format(redis_url: str) -> None:
-    async with make_layer(redis_url) as layer:
+async def test_new_channel_format(layer_hosts: list[Any]) -> None:
+    async with make_layer(layer_hosts) as layer:
         name = await layer.new_channel()
         custom = await layer.new_channel("custom.prefix.")
         await layer.send(name, {"type": "mine"})
@@ -72,11 +72,13 @@ async def test_new_channel_format(redis_url: str) -> None:
     assert custom[len("custom.prefix.") :].split("!")[0] == match.group(1)
 
 
-async def test_new_channel_unique_across_instances_despite_seeded_random(redis_url: str) -> None:
+async def test_new_channel_unique_across_instances_despite_seeded_random(
+    layer_hosts: list[Any],
+) -> None:
     names: list[str] = []
     for _ in range(2):
         random.seed(0)
-        async with make_layer(redis_url) as layer:
+        async with make_layer(layer_hosts) as layer:
             for _ in range(50):
                 random.seed(0)
                 names.append(await layer.new_channel())
@@ -85,8 +87,8 @@ async def test_new_channel_unique_across_instances_despite_seeded_random(redis_u
     assert len(clients) == 2
 
 
-async def test_receive_many_returns_channel_and_message(redis_url: str) -> None:
-    async with make_layer(redis_url) as layer:
+async def test_receive_many_returns_channel_and_message(layer_hosts: list[Any]) -> None:
+    async with make_layer(layer_hosts) as layer:
         local = await layer.new_channel()
         await layer.send("many.two", {"type": "second"})
         got = await asyncio.wait_for(layer.receive_many(["many.one", "many.two", local]), 10)
@@ -105,8 +107,8 @@ def test_extensions() -> None:
 # -- groups ---------------------------------------------------------------------------------
 
 
-async def test_group_send_reaches_members_and_not_discarded_ones(redis_url: str) -> None:
-    async with make_layer(redis_url) as layer:
+async def test_group_send_reaches_members_and_not_discarded_ones(layer_hosts: list[Any]) -> None:
+    async with make_layer(layer_hosts) as layer:
         stays = await layer.new_channel()
         leaves = await layer.new_channel()
         await layer.group_add("room", stays)
@@ -125,8 +127,8 @@ async def test_group_send_reaches_members_and_not_discarded_ones(redis_url: str)
         assert await receive_within(layer, leaves) == {"type": "marker"}
 
 
-async def test_group_add_is_idempotent(redis_url: str) -> None:
-    async with make_layer(redis_url) as layer:
+async def test_group_add_is_idempotent(layer_hosts: list[Any]) -> None:
+    async with make_layer(layer_hosts) as layer:
         channel = await layer.new_channel()
         for _ in range(3):
             await layer.group_add("once", channel)
@@ -138,8 +140,8 @@ async def test_group_add_is_idempotent(redis_url: str) -> None:
             assert await receive_n(layer, target, 2) == [{"type": "only"}, {"type": "marker"}]
 
 
-async def test_group_discard_of_non_member_is_a_no_op(redis_url: str) -> None:
-    async with make_layer(redis_url) as layer:
+async def test_group_discard_of_non_member_is_a_no_op(layer_hosts: list[Any]) -> None:
+    async with make_layer(layer_hosts) as layer:
         await layer.group_discard("nobody.here", "some.channel")
         await layer.group_add("g", "member")
         await layer.group_discard("g", "not.member")
@@ -262,9 +264,9 @@ async def test_async_with_closes_connections(private_redis: RedisServer) -> None
 # -- large messages -------------------------------------------------------------------------
 
 
-async def test_multi_megabyte_messages_round_trip(redis_url: str) -> None:
+async def test_multi_megabyte_messages_round_trip(layer_hosts: list[Any]) -> None:
     payload = random.Random(1).randbytes(BIG_BYTES)
-    async with make_layer(redis_url) as layer:
+    async with make_layer(layer_hosts) as layer:
         local = await layer.new_channel()
         await layer.send("big", {"type": "big", "data": payload})
         got = await receive_within(layer, "big")
@@ -279,8 +281,8 @@ async def test_multi_megabyte_messages_round_trip(redis_url: str) -> None:
 
 
 @pytest.mark.parametrize("count", [1, 3])
-async def test_several_big_messages_keep_order(redis_url: str, count: int) -> None:
-    async with make_layer(redis_url) as layer:
+async def test_several_big_messages_keep_order(layer_hosts: list[Any], count: int) -> None:
+    async with make_layer(layer_hosts) as layer:
         for index in range(count):
             await layer.send("big.order", {"type": "big", "i": index, "data": b"z" * 1_000_000})
         got = await receive_n(layer, "big.order", count)

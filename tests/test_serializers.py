@@ -10,14 +10,10 @@ import pytest
 import redis
 
 from asgi_redis import RedisChannelLayer, keys
+from tests.layer_helpers import make_layer
 
 RECEIVE_TIMEOUT_S = 10.0
 KEY = "serializer-test-secret-" + "s" * 32
-
-
-def layer_on(url: str, **options: Any) -> RedisChannelLayer:
-    """A layer on the test server."""
-    return RedisChannelLayer(hosts=[url], **options)
 
 
 async def receive(layer: RedisChannelLayer, channel: str) -> dict[str, Any]:
@@ -46,7 +42,7 @@ def key_count(url: str) -> int:
 
 
 async def test_msgpack_is_the_default_and_keeps_bytes(redis_url: str) -> None:
-    async with layer_on(redis_url) as layer:
+    async with make_layer(redis_url) as layer:
         message = {"type": "bin", "data": b"\x00\xff", "text": "caf\u00e9"}
         await layer.send("ser.default", message)
         assert queued_payload(redis_url, layer, "ser.default")[:1] == b"\x83"  # fixmap of 3
@@ -54,7 +50,7 @@ async def test_msgpack_is_the_default_and_keeps_bytes(redis_url: str) -> None:
 
 
 async def test_json_round_trip(redis_url: str) -> None:
-    async with layer_on(redis_url, serializer="json") as layer:
+    async with make_layer(redis_url, serializer="json") as layer:
         message = {"type": "chat", "text": "caf\u00e9", "n": 3, "list": [1, 2.5, None, True]}
         await layer.send("ser.json", message)
         assert json.loads(queued_payload(redis_url, layer, "ser.json")) == message
@@ -66,7 +62,7 @@ async def test_json_round_trip(redis_url: str) -> None:
 
 async def test_json_with_encryption(redis_url: str) -> None:
     options: dict[str, Any] = {"serializer": "json", "symmetric_encryption_keys": [KEY]}
-    async with layer_on(redis_url, **options) as layer:
+    async with make_layer(redis_url, **options) as layer:
         await layer.send("ser.json.enc", {"type": "secret", "text": "hidden-json"})
         assert b"hidden-json" not in queued_payload(redis_url, layer, "ser.json.enc")
         assert await receive(layer, "ser.json.enc") == {"type": "secret", "text": "hidden-json"}
@@ -78,7 +74,7 @@ async def test_json_with_encryption(redis_url: str) -> None:
 async def test_json_refuses_unrepresentable_values_before_writing(
     redis_url: str, value: object
 ) -> None:
-    async with layer_on(redis_url, serializer="json") as layer:
+    async with make_layer(redis_url, serializer="json") as layer:
         await layer.group_add("ser-bad", "ser.bad.member")
         before = key_count(redis_url)
         with pytest.raises(TypeError, match=r"channel 'ser\.bad' cannot be serialized"):
@@ -109,7 +105,7 @@ class Tagged:
 
 async def test_custom_serializer_object(redis_url: str) -> None:
     serializer = Tagged()
-    async with layer_on(redis_url, serializer=serializer) as layer:
+    async with make_layer(redis_url, serializer=serializer) as layer:
         await layer.send("ser.custom", {"type": "custom", "n": 1})
         assert queued_payload(redis_url, layer, "ser.custom").startswith(b"TAG{")
         assert await receive(layer, "ser.custom") == {"type": "custom", "n": 1}
@@ -124,14 +120,17 @@ async def test_custom_serializer_object(redis_url: str) -> None:
 async def test_custom_serializer_with_encryption(redis_url: str) -> None:
     serializer = Tagged()
     options: dict[str, Any] = {"serializer": serializer, "symmetric_encryption_keys": [KEY]}
-    async with layer_on(redis_url, **options) as layer:
+    async with make_layer(redis_url, **options) as layer:
         await layer.send("ser.custom.enc", {"type": "custom"})
         assert b"TAG" not in queued_payload(redis_url, layer, "ser.custom.enc")
         assert await receive(layer, "ser.custom.enc") == {"type": "custom"}
 
 
-async def test_layers_with_different_serializers_drop_not_crash(redis_url: str) -> None:
-    async with layer_on(redis_url, serializer=Tagged()) as tagged, layer_on(redis_url) as plain:
+async def test_layers_with_different_serializers_drop_not_crash(layer_hosts: list[Any]) -> None:
+    async with (
+        make_layer(layer_hosts, serializer=Tagged()) as tagged,
+        make_layer(layer_hosts) as plain,
+    ):
         await plain.send("ser.mixed", {"type": "msgpack"})
         await tagged.send("ser.mixed", {"type": "tagged"})
         assert await receive(tagged, "ser.mixed") == {"type": "tagged"}
@@ -147,7 +146,7 @@ async def test_serializer_returning_str_is_refused(redis_url: str) -> None:
             result: dict[str, Any] = json.loads(payload)
             return result
 
-    async with layer_on(redis_url, serializer=Text()) as layer:
+    async with make_layer(redis_url, serializer=Text()) as layer:
         with pytest.raises(TypeError, match=r"channel 'ser\.str'.*returned str, not bytes"):
             await layer.send("ser.str", {"type": "x"})
         assert key_count(redis_url) == 0
