@@ -33,10 +33,11 @@ def no_redis(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def start_server(*extra_args: str) -> RedisServer:
-    """Start a RedisServer, or fail/skip the test with the reason."""
+def start_server(*extra_args: str, **options: Any) -> RedisServer:
+    """Start a RedisServer (``options`` are its keywords, e.g. ``tls``), or fail/skip the
+    test with the reason."""
     try:
-        return RedisServer(extra_args)
+        return RedisServer(extra_args, **options)
     except RedisServerError as exc:
         no_redis(str(exc))
 

@@ -4,7 +4,8 @@ Tests never talk to a system Redis: every server here is started by the test run
 own temporary directory, and stopped at the end. ``extra_args`` lets cluster and sentinel
 fixtures reuse the same machinery (``--cluster-enabled yes``, a sentinel config file, ...).
 With ``tls`` a server listens on TLS only (``--port 0 --tls-port``), with certificates made by
-`tests.tls.make_tls_files`.
+`tests.tls.make_tls_files`, and the links it opens itself (a replica's to its master, a
+sentinel's to the servers it watches) use TLS too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 if TYPE_CHECKING:
     from tests.tls import TlsFiles
@@ -96,7 +98,8 @@ class RedisServer:
         config_file: an optional config file passed as the first argument
             (``redis-sentinel`` needs one).
         start: start immediately (default) or wait for an explicit `start`.
-        tls: certificates to serve TLS with; the server then has no plain-text port.
+        tls: certificates to serve TLS with; the server then has no plain-text port, and
+            talks TLS to its master or, as a sentinel, to the servers it watches.
         tls_auth_clients: with ``tls``, whether clients must show a certificate the CA signed.
     """
 
@@ -130,6 +133,14 @@ class RedisServer:
         """The ``redis://`` URL of this server (``rediss://`` with TLS)."""
         scheme = "redis" if self.tls is None else "rediss"
         return f"{scheme}://{self.host}:{self.port}"
+
+    @property
+    def client_url(self) -> str:
+        """`url` for the tests' own clients: with TLS, the CA and the client certificate are
+        in its query string (redis-py reads ``ssl_*`` options there)."""
+        if self.tls is None:
+            return self.url
+        return f"{self.url}?{urlencode(self.tls.client_options(with_cert=True))}"
 
     @property
     def running(self) -> bool:
@@ -266,13 +277,22 @@ def start_sentinel(
     quorum: int = 1,
     down_after_ms: int = 1000,
     failover_timeout_ms: int = 3000,
+    tls: TlsFiles | None = None,
+    tls_auth_clients: bool = False,
 ) -> RedisServer:
     """Start a ``redis-sentinel`` on a free port that monitors the master on ``master_port``.
 
     Sentinel rewrites its config file, so each one gets its own, in its own temporary
-    directory. Raises `RedisServerError` when ``redis-sentinel`` is missing or does not start.
+    directory. With ``tls`` the sentinel serves TLS only and talks TLS to the servers it
+    watches (see `RedisServer`). Raises `RedisServerError` when ``redis-sentinel`` is missing
+    or does not start.
     """
-    sentinel = RedisServer(binary=find_binary("redis-sentinel"), start=False)
+    sentinel = RedisServer(
+        binary=find_binary("redis-sentinel"),
+        start=False,
+        tls=tls,
+        tls_auth_clients=tls_auth_clients,
+    )
     config = sentinel.dir / "sentinel.conf"
     config.write_text(
         f"sentinel monitor {master_name} {HOST} {master_port} {quorum}\n"

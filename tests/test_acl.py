@@ -54,11 +54,11 @@ def rule_for(url: str, rule: str) -> str:
     return f"{rule} {SETINFO}" if server_version(url) >= (7, 2) else rule
 
 
-def set_user(url: str, rule: str, name: str = USER) -> None:
-    """Create (or reset) user ``name`` with ``PASSWORD`` and the ACL ``rule``."""
+def set_user(url: str, rule: str, name: str = USER, password: str = PASSWORD) -> None:
+    """Create (or reset) user ``name`` with ``password`` and the ACL ``rule``."""
     with sync_client(url) as admin:
         words = rule_for(url, rule).split()
-        admin.execute_command("ACL", "SETUSER", name, "reset", "on", f">{PASSWORD}", *words)
+        admin.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", *words)
         admin.execute_command("ACL", "LOG", "RESET")
 
 

@@ -21,6 +21,7 @@ from asgi_redis.config import Host, parse
 from tests.conftest import no_redis, start_server
 from tests.layer_helpers import blocked_clients, receive_within, sync_client, wait_until
 from tests.servers import HOST, RedisServer, RedisServerError, start_sentinel
+from tests.tls import TlsFiles
 
 MASTER_NAME = "mymaster"
 # Bounds that stop a broken test from hanging; a healthy failover takes a few seconds.
@@ -47,13 +48,13 @@ class SentinelSet:
 
     def master_address(self) -> tuple[str, int] | None:
         """What the sentinel says the master is right now."""
-        with sync_client(self.sentinel.url) as client:
+        with sync_client(self.sentinel.client_url) as client:
             address = client.sentinel_get_master_addr_by_name(MASTER_NAME)
         return None if address is None else (address[0].decode(), int(address[1]))
 
     def replica_ready(self) -> bool:
         """Whether the sentinel sees the replica connected and in sync, able to take over."""
-        with sync_client(self.sentinel.url) as client:
+        with sync_client(self.sentinel.client_url) as client:
             replicas = client.sentinel_slaves(MASTER_NAME)
         return any(
             replica["flags"] == "slave" and replica["master-link-status"] == "ok"
@@ -67,25 +68,34 @@ class SentinelSet:
                 server.close()
 
 
-def start_set(with_replica: bool) -> SentinelSet:
-    """Start a master (and a replica), then a sentinel; fail/skip when Redis is missing."""
+def start_set(
+    with_replica: bool, *, tls: TlsFiles | None = None, tls_auth_clients: bool = False
+) -> SentinelSet:
+    """Start a master (and a replica), then a sentinel; fail/skip when Redis is missing.
+
+    With ``tls`` every server and the sentinel serve TLS only and talk TLS to each other;
+    ``tls_auth_clients`` makes them all want a client certificate.
+    """
+    tls_options = {"tls": tls, "tls_auth_clients": tls_auth_clients}
     # Without the default 5 s wait before a diskless full sync, the replica is ready at once.
-    master = start_server("--repl-diskless-sync-delay", "0")
+    master = start_server("--repl-diskless-sync-delay", "0", **tls_options)
     servers = [master]
     try:
         replica = None
         if with_replica:
-            replica = start_server("--replicaof", HOST, str(master.port))
+            replica = start_server("--replicaof", HOST, str(master.port), **tls_options)
             servers.append(replica)
         try:
-            sentinel = start_sentinel(MASTER_NAME, master.port)
+            sentinel = start_sentinel(
+                MASTER_NAME, master.port, tls=tls, tls_auth_clients=tls_auth_clients
+            )
         except RedisServerError as exc:
             no_redis(str(exc))
     except BaseException:
         for server in servers:
             server.close()
         raise
-    with sync_client(sentinel.url) as client:
+    with sync_client(sentinel.client_url) as client:
         # Test-only tunables: replicas' INFO stays fresh enough to promote them at any time,
         # and a scheduling hiccup on a busy machine (TILT mode) pauses failovers for 2 s, not 30.
         client.execute_command("SENTINEL", "DEBUG", "info-period", 1000, "tilt-period", 2000)
@@ -114,7 +124,7 @@ def with_replica() -> Iterator[SentinelSet]:
 
 def client_count(server: RedisServer) -> int:
     """Clients of ``server`` other than the one asking and the sentinel's own links."""
-    with sync_client(server.url) as client:
+    with sync_client(server.client_url) as client:
         clients = client.client_list()
     return sum(1 for info in clients if not info["name"].startswith("sentinel-")) - 1
 
@@ -186,17 +196,18 @@ async def send_until_it_lands(layer: RedisChannelLayer, channel: str, message: A
             await asyncio.sleep(0.2)
 
 
-async def test_a_pending_receive_survives_a_failover(with_replica: SentinelSet) -> None:
-    servers = with_replica
+async def check_failover(servers: SentinelSet, host: dict[str, Any]) -> None:
+    """Kill the master (SIGKILL); a receive waiting on it gets a message sent once the
+    sentinel has promoted the replica, through a layer on ``host``."""
     assert servers.replica is not None
     old_master = (HOST, servers.master.port)
     await wait_until(servers.replica_ready, SETTLE_S)
     assert servers.master_address() == old_master
-    async with servers.layer() as layer:
+    async with RedisChannelLayer(hosts=[host]) as layer:
         await layer.send("before", {"type": "warm up"})  # the layer knows the old master
         assert await receive_within(layer, "before") == {"type": "warm up"}
         pending = asyncio.create_task(layer.receive("survivor"))
-        await wait_until(lambda: blocked_clients(servers.master.url) == 1)
+        await wait_until(lambda: blocked_clients(servers.master.client_url) == 1)
         servers.master.kill()
         try:
             await wait_until(lambda: servers.master_address() != old_master, FAILOVER_S)
@@ -207,8 +218,12 @@ async def test_a_pending_receive_survives_a_failover(with_replica: SentinelSet) 
         await send_until_it_lands(layer, "survivor", {"type": "after.failover"})
         # The same receive call, not a new one, gets the message from the new master.
         assert await asyncio.wait_for(pending, RECOVER_S) == {"type": "after.failover"}
-        with sync_client(servers.replica.url) as new_master:
+        with sync_client(servers.replica.client_url) as new_master:
             assert new_master.role()[0] == b"master"
+
+
+async def test_a_pending_receive_survives_a_failover(with_replica: SentinelSet) -> None:
+    await check_failover(with_replica, with_replica.host())
 
 
 # -- validation (no I/O) ---------------------------------------------------------------------

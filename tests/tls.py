@@ -35,12 +35,20 @@ class TlsFiles:
     client_key: Path
 
     def server_options(self, *, auth_clients: bool) -> dict[str, str]:
-        """redis-server options (without ``--``) that serve TLS with these files."""
+        """redis-server options (without ``--``) that serve TLS with these files.
+
+        The connections the server opens itself use TLS too and show the client certificate
+        (the server certificate is for server authentication only): a replica's link to its
+        master, and a sentinel's links to the servers it watches.
+        """
         return {
             "tls-cert-file": str(self.server_cert),
             "tls-key-file": str(self.server_key),
             "tls-ca-cert-file": str(self.ca_cert),
             "tls-auth-clients": "yes" if auth_clients else "no",
+            "tls-replication": "yes",
+            "tls-client-cert-file": str(self.client_cert),
+            "tls-client-key-file": str(self.client_key),
         }
 
     def client_context(self) -> ssl.SSLContext:
