@@ -104,9 +104,12 @@ def check_keys(options: Mapping[str, Any], *, sentinel: bool = False) -> None:
     allowed -= {"service_name", "sentinel_manager", "connection_kwargs"}
     unknown = [key for key in options if key not in allowed]
     if unknown:
+        hint = _hint(unknown[0])
+        if sentinel and unknown[0].startswith("ssl"):
+            hint = " (for TLS to the master add 'ssl': True; ssl_* options then apply)"
         raise TypeError(
             f"hosts item has unknown option {unknown[0]!r}: neither {pool_class.__name__} nor "
-            f"{conn_class.__name__} takes it{_hint(unknown[0])}"
+            f"{conn_class.__name__} takes it{hint}"
         )
 
 
@@ -127,6 +130,14 @@ def check_sentinel_kwargs(options: Mapping[str, Any]) -> None:
     for key in options:
         if key not in allowed:
             raise TypeError(f"sentinel_kwargs has unknown option {key!r}: Redis() does not take it")
+    if not options.get("ssl"):
+        for key in options:
+            if key.startswith("ssl_"):
+                # redis-py would ignore it and talk plain text to the sentinels.
+                raise TypeError(
+                    f"sentinel_kwargs has {key!r} without 'ssl': True; add it for TLS to the "
+                    "sentinels"
+                )
 
 
 def check_guarantees(options: Mapping[str, Any]) -> None:

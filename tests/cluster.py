@@ -226,14 +226,9 @@ class RedisClusterServers:
             "--repl-ping-replica-period", "1",
         ]  # fmt: skip
         if self.tls is not None:
-            # The bus always asks the connecting node for a certificate; the server
-            # certificate is for server use only, so nodes connect with the client one.
-            args += [
-                "--tls-cluster", "yes",
-                "--tls-replication", "yes",
-                "--tls-client-cert-file", str(self.tls.client_cert),
-                "--tls-client-key-file", str(self.tls.client_key),
-            ]  # fmt: skip
+            # The bus always asks the connecting node for a certificate; the client
+            # certificate it shows comes with the TLS options (TlsFiles.server_options).
+            args += ["--tls-cluster", "yes"]
         return args
 
     def _start_node(self) -> RedisServer:

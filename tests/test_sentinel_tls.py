@@ -181,5 +181,16 @@ async def test_plain_text_to_a_tls_port_fails_naming_the_service(
 
 def test_ssl_options_of_the_master_need_ssl_true(tls_files: TlsFiles) -> None:
     # Without ``ssl`` the pool builds plain connections, which take no ssl_* option.
-    with pytest.raises(TypeError, match="'ssl_ca_certs'"):
+    with pytest.raises(TypeError, match="'ssl_ca_certs'.*add 'ssl': True"):
         RedisChannelLayer(hosts=[sentinel_host(**tls_files.client_options())])
+
+
+def test_ssl_options_for_the_sentinels_without_ssl_are_refused() -> None:
+    """redis-py would ignore them and talk plain text to the sentinels."""
+    host = {
+        "sentinels": [("127.0.0.1", 26379)],
+        "master_name": "mymaster",
+        "sentinel_kwargs": {"ssl_ca_certs": "ca.pem"},
+    }
+    with pytest.raises(TypeError, match="'ssl': True"):
+        RedisChannelLayer(hosts=[host])
