@@ -33,6 +33,7 @@ import contextlib
 import contextvars
 import math
 import multiprocessing
+import os
 import platform
 import statistics
 import sys
@@ -728,13 +729,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; exit code 1 when a run failed."""
     args = parse_args(argv)
     sizes = sizes_from(args)
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
     results, version = run(sizes)
     header = [
         f"{'--quick' if args.quick else 'full'} run, {sizes.reps} repetition(s), "
         f"total {time.perf_counter() - started:.0f} s",
         f"python {platform.python_version()}, redis-server {version}, "
         f"redis-py {redis.__version__}, asgi_redis {__version__}",
+        f"{os.cpu_count()} CPUs, load average (1 min) {load_before:.2f} before the run, "
+        f"{os.getloadavg()[0]:.2f} after",
     ]
     print("\n".join(report(results, sizes, header)))
     return 1 if results.failures else 0
