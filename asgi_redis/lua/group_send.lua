@@ -123,15 +123,19 @@ local function here(key)
   end
   return check ~= 'a' or found == 1
 end
+local checked = {}
 local function all_here(copy)
   for _, member in ipairs(copy.members) do
     local bang = string.find(member, '!', 1, true)
     local head = bang and string.sub(member, 1, bang) or member
-    if not here(copy.base .. 'q:' .. head) then
-      return false
-    end
-    if bang and not (here(copy.base .. 'n:' .. head) and here(copy.base .. 'h:' .. head)) then
-      return false
+    if not checked[head] then
+      checked[head] = true
+      if not here(copy.base .. 'q:' .. head) then
+        return false
+      end
+      if bang and not (here(copy.base .. 'n:' .. head) and here(copy.base .. 'h:' .. head)) then
+        return false
+      end
     end
   end
   return true

@@ -447,3 +447,22 @@ def test_with_every_derived_key_here_the_checks_deliver(script_client: Any) -> N
     assert group_send(script_client, GROUP, b"m", tag=tag, check="a") == [1, 0, 0]
     assert group_send(script_client, GROUP, b"m2", tag=tag, check="c") == [1, 0, 0]
     assert payloads(queued(script_client, named)) == [b"earlier", b"m", b"m2"]
+
+
+def test_the_cluster_check_reads_each_client_once(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        tag = keys.TAGS[7]
+        heads = names_with_tag("specific.c{}!", tag, 3)
+        add_all(client, *(f"{head}m{n}" for head in heads for n in range(20)))
+        for head in heads:  # a live client has a queue and counts; make them exist
+            push(client, f"{head}m0", b"earlier")
+            client.hset(nkey(f"{head}m0"), "m0", 1)
+        client.config_resetstat()
+        assert group_send(client, GROUP, b"m", tag=tag, check="c") == [60, 0, 0]
+        # The check: queue, counts and liveness key once per client (not per member); then
+        # one liveness EXISTS per client and one for the copy's capacity overrides.
+        exists = client.info("commandstats")["cmdstat_exists"]["calls"]
+        assert exists == 3 * len(heads) + len(heads) + 1
+    finally:
+        client.close()
