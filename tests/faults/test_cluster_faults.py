@@ -10,7 +10,7 @@ lost (``tests.faults.helpers.Tally``), prints the counts and checks its bound:
    and for the slot of a group's member copy (``keys.group_key``) while group_send runs.
 3. The in-between state, held still with ``half_migrate``: a send to a queue already moved
    (ASK) succeeds and is received after the move ends; a group_send whose derived keys are
-   split is retried, not half-delivered.
+   split is retried, not half-delivered. Two more tests show calls that cannot pass ASK.
 4. A primary is killed (its replica is promoted): the layer resumes; messages acknowledged
    before the kill are lost only on the killed primary and only in its last moment
    (asynchronous replication); no duplicates. Sends that raised are counted apart.
@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import redis.exceptions
 
+import asgi_redis.cluster
 from asgi_redis import RedisChannelLayer, keys
 from tests.cluster import Migration, RedisClusterServers
 from tests.faults.helpers import Tally, record
@@ -70,6 +71,7 @@ HELD = 5  # messages queued before the move, and sent again while it is held hal
 # More keys than a slot holds here: half_migrate moves them all, then leaves the slot open
 # (a count taken first could miss a key written meanwhile, such as a first heartbeat).
 EVERY_KEY = 1_000_000
+SHORT_DEADLINE_S = 2.0
 
 
 # -- cluster helpers -----------------------------------------------------------------------
@@ -633,6 +635,107 @@ async def test_group_send_with_split_derived_keys_is_retried_not_half_delivered(
     assert tally.extra["while_split"] == {"staying_queue_on_source": 1, "moved_queue_on_target": 1}
     assert tally.extra["redirects_while_split"]["TRYAGAIN"] > 0
     assert tally.lost == 0 and tally.duplicates == 0 and tally.extra["left_in_queues"] == 0
+
+
+ASK_PIPELINE_BUG = (
+    "asgi_redis bug: after an ASK, ClusterNodes retries with AskingRedis, whose ASKING rides "
+    "only on execute_command; pipelines and MULTI blocks (add_group_tag, heartbeat, wake) go "
+    "to the import target without ASKING, get MOVED back to the source, which answers ASK "
+    "again: a retry loop without pause until REDIRECT_DEADLINE_S, then AskError"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=redis.exceptions.AskError, reason=ASK_PIPELINE_BUG)
+async def test_group_add_while_the_group_directory_is_half_migrated(
+    redis_cluster: RedisClusterServers, cluster_urls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bug never heals within the deadline; a short one only keeps the test quick.
+    monkeypatch.setattr(asgi_redis.cluster, "REDIRECT_DEADLINE_S", SHORT_DEADLINE_S)
+    group = "faults.cluster.directory"
+    first = name_outside("faults.cluster.directory.a", [keys.tag_index(group)])
+    second = name_outside("faults.cluster.directory.b", [keys.tag_index(group)])
+    async with cluster_layer(cluster_urls) as layer:
+        await layer.group_add(group, first)
+        directory = keys.directory_key(layer.prefix, group)
+        slot = redis_cluster.slot_of(directory)
+        target = other_primary(redis_cluster, slot)
+        migration = await asyncio.to_thread(move_only, redis_cluster, slot, target, [directory])
+        before = error_counts(redis_cluster)
+        try:
+            await layer.group_add(group, second)  # the directory is on the target: ASK
+        finally:
+            redirects = redirects_since(redis_cluster, before)
+            print(f"[faults] cluster: group_add, its directory on the import target: {redirects}")
+            await asyncio.to_thread(redis_cluster.finish_migration, migration)
+        await layer.group_send(group, {"type": "job", "id": 1})
+        assert [(await receive_within(layer, ch))["id"] for ch in (first, second)] == [1, 1]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=ASK_PIPELINE_BUG)
+async def test_liveness_mark_is_refreshed_while_its_slot_is_half_migrated(
+    redis_cluster: RedisClusterServers, cluster_urls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(asgi_redis.cluster, "REDIRECT_DEADLINE_S", SHORT_DEADLINE_S)
+    heartbeat_s = 0.3  # the mark lives 3 beats: 0.9 s
+    async with cluster_layer(cluster_urls, heartbeat=heartbeat_s) as layer:
+        local = await layer.new_channel()
+        await layer.send(local, {"type": "job", "id": 0})
+        assert (await receive_within(layer, local))["id"] == 0
+        mark = keys.heartbeat_key(layer.prefix, local)
+        slot = redis_cluster.slot_of(mark)
+        target = other_primary(redis_cluster, slot)
+        migration = await asyncio.to_thread(move_only, redis_cluster, slot, target, [mark])
+        try:
+            before = error_counts(redis_cluster)
+            await asyncio.sleep(5 * heartbeat_s)
+            # A live process's mark must still be there (else group_send drops its members).
+            remaining_ms = int(asking(redis_cluster, target, "PTTL", mark))
+            redirects = redirects_since(redis_cluster, before)
+            print(
+                "[faults] cluster: liveness mark on the import target after "
+                f"{5 * heartbeat_s:.1f} s of beats: PTTL {remaining_ms} ms, {redirects}"
+            )
+        finally:
+            await asyncio.to_thread(redis_cluster.finish_migration, migration)
+    assert remaining_ms > 0
+
+
+ABSENT_KEY_BUG = (
+    "asgi_redis bug: group_send names the copy's capacities hash (c:<group>) as a key, and "
+    "that hash exists only when a member has a capacity override; an importing node answers "
+    "TRYAGAIN to any multi-key command with a key it lacks, so with the copy fully moved the "
+    "script can never run on the ASK target (its 'a' check is never reached) until the move "
+    "ends; after REDIRECT_DEADLINE_S the call raises"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=redis.exceptions.RedisError, reason=ABSENT_KEY_BUG)
+async def test_group_send_to_a_copy_already_moved_runs_on_the_ask_target(
+    redis_cluster: RedisClusterServers, cluster_urls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(asgi_redis.cluster, "REDIRECT_DEADLINE_S", SHORT_DEADLINE_S)
+    group = "faults.cluster.moved"
+    tag = (keys.tag_index(group) + 1) % keys.TAG_COUNT
+    members = names_in_tag("faults.cluster.moved", tag, 2)
+    async with cluster_layer(cluster_urls) as layer:  # no capacity overrides: no c: hash
+        for member in members:
+            await layer.group_add(group, member)
+            await layer.send(member, {"type": "job", "src": "send", "id": 0})
+        copy_key = keys.group_key(layer.prefix, group, keys.TAGS[tag])
+        slot = redis_cluster.slot_of(copy_key)
+        target = other_primary(redis_cluster, slot)
+        migration = await asyncio.to_thread(redis_cluster.half_migrate, slot, target, EVERY_KEY)
+        before = error_counts(redis_cluster)
+        try:
+            # Every key of the copy and of its members is on the target now: nothing is split.
+            await layer.group_send(group, {"type": "job", "src": "group", "id": 0})
+        finally:
+            redirects = redirects_since(redis_cluster, before)
+            print(f"[faults] cluster: group_send, copy fully on the import target: {redirects}")
+            await asyncio.to_thread(redis_cluster.finish_migration, migration)
+        for member in members:
+            got = await receive_n(layer, member, 2)
+            assert [(m["src"], m["id"]) for m in got] == [("send", 0), ("group", 0)]
 
 
 # -- 4: failover ---------------------------------------------------------------------------
