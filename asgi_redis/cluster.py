@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import Connection
 from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
@@ -60,18 +62,45 @@ REDIRECTS = (MovedError, AskError, TryAgainError, ClusterDownError, MasterDownEr
 STALE_MAP = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, MasterDownError)
 
 
+class AskingPipeline(Pipeline):
+    """A pipeline to an ASK target: ``ASKING`` before each command (the flag lasts for one
+    command), or once before ``MULTI`` (it then covers the whole transaction)."""
+
+    async def _execute_transaction(  # type: ignore[no-untyped-def]
+        self, connection: Connection, commands: Any, raise_on_error: bool
+    ):
+        await connection.send_command("ASKING")
+        await connection.read_response()
+        return await super()._execute_transaction(connection, commands, raise_on_error)
+
+    async def _execute_pipeline(  # type: ignore[no-untyped-def]
+        self, connection: Connection, commands: Any, raise_on_error: bool
+    ):
+        asked: list[Any] = []
+        for command in commands:
+            asked += [(("ASKING",), {}), command]
+        replies = await super()._execute_pipeline(connection, asked, raise_on_error)
+        return replies[1::2]
+
+
 class AskingRedis(Redis):
-    """A client that sends ``ASKING`` before each command, on the same connection.
+    """A client of an ASK target whose every command (and pipeline) is preceded by
+    ``ASKING`` on the same connection.
 
     Used once per ``ASK`` redirection, on the target node's pool (which it does not own).
     """
 
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        """A pipeline that sends ``ASKING`` where Redis needs it (``AskingPipeline``)."""
+        return AskingPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """``ASKING`` and the command in one non-transactional pipeline: one connection."""
         async with self.pipeline(transaction=False) as pipe:
-            pipe.execute_command("ASKING")
             pipe.execute_command(*args, **options)
-            return (await pipe.execute())[1]
+            return (await pipe.execute())[0]
 
 
 def address_of(host: str | bytes, port: int) -> str:

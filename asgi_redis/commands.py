@@ -131,10 +131,7 @@ async def group_send(
     client's liveness key was gone; their queues, counts and liveness keys were deleted too.
     """
     if tag:
-        group_keys = [
-            keys.group_key(prefix, group, tag),
-            keys.group_capacity_key(prefix, group, tag),
-        ]
+        group_keys = [keys.group_key(prefix, group, tag)]
     else:
         group_keys = [keys.directory_key(prefix, group)]
     header = keys.deadline_text(deadline_ms)

@@ -9,6 +9,7 @@ keeps working, and it is chained to the original.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
@@ -65,6 +66,14 @@ def describe(exc: RedisError, operation: str, server: str) -> RedisError | None:
         error_class = RedisOutOfMemoryError  # a subclass of both redis-py classes it can come as
     try:
         return error_class(message)
+    except Exception:
+        pass
+    try:  # a class that parses its message (ASK, MOVED): keep its fields, change the text
+        own = copy.copy(exc)
+        own.args = (message,)
+        if hasattr(own, "message"):
+            own.message = message
+        return own
     except Exception:
         return None
 

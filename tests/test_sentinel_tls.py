@@ -181,7 +181,7 @@ async def test_plain_text_to_a_tls_port_fails_naming_the_service(
 
 def test_ssl_options_of_the_master_need_ssl_true(tls_files: TlsFiles) -> None:
     # Without ``ssl`` the pool builds plain connections, which take no ssl_* option.
-    with pytest.raises(TypeError, match="'ssl_ca_certs'.*add 'ssl': True"):
+    with pytest.raises(TypeError, match=r"'ssl_ca_certs'.*add 'ssl': True"):
         RedisChannelLayer(hosts=[sentinel_host(**tls_files.client_options())])
 
 

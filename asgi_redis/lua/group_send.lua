@@ -3,9 +3,10 @@
   <prefix>{T}g:<group> (sorted set channel -> time of the latest group_add, ms) and their
   non-default capacities in <prefix>{T}c:<group>; <prefix>{G}d:<group> lists the tags.
   KEYS[1]  first       with ARGV[9] = a tag: that tag's group key (Redis Cluster: one call per
-                       tag, every key it touches in that tag's slot); with ARGV[9] = '': the
-                       group's directory, and the script walks every tag it lists (one server)
-  KEYS[2]  capacities  with ARGV[9] = a tag: that tag's capacities key; absent otherwise
+                       tag, every key it touches in that tag's slot; the capacities hash,
+                       which often does not exist, is derived, so that a slot migration never
+                       finds the declared keys split); with ARGV[9] = '': the group's
+                       directory, and the script walks every tag it lists (one server)
   ARGV[1]  now_ms      caller clock, ms
   ARGV[2]  prefix      the layer's key prefix
   ARGV[3]  group_ttl_s group_expiry: members added longer ago than this are removed
@@ -57,12 +58,16 @@ local function push_local(queue, suffixes)
   end
 end
 
--- The members of one tag's copy, and their capacity overrides.
-local function read_copy(base, group, capacities)
+-- The members of one tag's copy (its capacity overrides are read by read_overrides).
+local function read_copy(base, group)
   local copy = {group = group or base .. 'g:' .. group_name,
-                capacities = capacities or base .. 'c:' .. group_name,
+                capacities = base .. 'c:' .. group_name,
                 base = base, overrides = {}, dead = {}}
   copy.members = redis.call('ZRANGEBYSCORE', copy.group, '(' .. cutoff, '+inf')
+  return copy
+end
+
+local function read_overrides(copy)
   if redis.call('EXISTS', copy.capacities) == 1 then
     local members = copy.members
     for first = 1, #members, 1000 do
@@ -75,7 +80,6 @@ local function read_copy(base, group, capacities)
       end
     end
   end
-  return copy
 end
 
 local purged, batches, expire, clients = {}, {}, {}, {}
@@ -125,6 +129,12 @@ local function here(key)
 end
 local checked = {}
 local function all_here(copy)
+  -- The capacities hash is optional (only members with an override have a field), so on an
+  -- import target its absence is no proof that it is still on the source: a missing one
+  -- only costs the overrides during the move. Writes to it are HDELs, which create nothing.
+  if type(redis.pcall('EXISTS', copy.capacities)) == 'table' then
+    return false
+  end
   for _, member in ipairs(copy.members) do
     local bang = string.find(member, '!', 1, true)
     local head = bang and string.sub(member, 1, bang) or member
@@ -148,11 +158,12 @@ for index, tag in ipairs(tags) do
   if ARGV[9] == '' then
     copies[index] = read_copy(prefix .. '{' .. tag .. '}')
   else
-    copies[index] = read_copy(prefix .. '{' .. tag .. '}', KEYS[1], KEYS[2])
+    copies[index] = read_copy(prefix .. '{' .. tag .. '}', KEYS[1])
   end
   if check ~= '' and not all_here(copies[index]) then
     return redis.error_reply('TRYAGAIN keys of this group are being migrated')
   end
+  read_overrides(copies[index])
 end
 for _, copy in ipairs(copies) do
   for _, member in ipairs(copy.members) do

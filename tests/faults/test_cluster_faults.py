@@ -637,19 +637,11 @@ async def test_group_send_with_split_derived_keys_is_retried_not_half_delivered(
     assert tally.lost == 0 and tally.duplicates == 0 and tally.extra["left_in_queues"] == 0
 
 
-ASK_PIPELINE_BUG = (
-    "asgi_redis bug: after an ASK, ClusterNodes retries with AskingRedis, whose ASKING rides "
-    "only on execute_command; pipelines and MULTI blocks (add_group_tag, heartbeat, wake) go "
-    "to the import target without ASKING, get MOVED back to the source, which answers ASK "
-    "again: a retry loop without pause until REDIRECT_DEADLINE_S, then AskError"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=redis.exceptions.AskError, reason=ASK_PIPELINE_BUG)
 async def test_group_add_while_the_group_directory_is_half_migrated(
     redis_cluster: RedisClusterServers, cluster_urls: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The bug never heals within the deadline; a short one only keeps the test quick.
+    # After an ASK, a MULTI block (the directory's SADD + EXPIRE) needs ASKING before MULTI;
+    # without it the call would loop between the nodes until the deadline (kept short here).
     monkeypatch.setattr(asgi_redis.cluster, "REDIRECT_DEADLINE_S", SHORT_DEADLINE_S)
     group = "faults.cluster.directory"
     first = name_outside("faults.cluster.directory.a", [keys.tag_index(group)])
@@ -671,7 +663,6 @@ async def test_group_add_while_the_group_directory_is_half_migrated(
         assert [(await receive_within(layer, ch))["id"] for ch in (first, second)] == [1, 1]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=ASK_PIPELINE_BUG)
 async def test_liveness_mark_is_refreshed_while_its_slot_is_half_migrated(
     redis_cluster: RedisClusterServers, cluster_urls: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -700,16 +691,6 @@ async def test_liveness_mark_is_refreshed_while_its_slot_is_half_migrated(
     assert remaining_ms > 0
 
 
-ABSENT_KEY_BUG = (
-    "asgi_redis bug: group_send names the copy's capacities hash (c:<group>) as a key, and "
-    "that hash exists only when a member has a capacity override; an importing node answers "
-    "TRYAGAIN to any multi-key command with a key it lacks, so with the copy fully moved the "
-    "script can never run on the ASK target (its 'a' check is never reached) until the move "
-    "ends; after REDIRECT_DEADLINE_S the call raises"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=redis.exceptions.RedisError, reason=ABSENT_KEY_BUG)
 async def test_group_send_to_a_copy_already_moved_runs_on_the_ask_target(
     redis_cluster: RedisClusterServers, cluster_urls: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

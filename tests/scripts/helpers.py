@@ -194,10 +194,10 @@ def group_send(
 
 
 def send_keys(group: str, tag: str) -> list[str]:
-    """KEYS of group_send.lua: that tag's members and capacities, or the group's directory."""
+    """KEYS of group_send.lua: that tag's members, or the group's directory."""
     if not tag:
         return [dkey(group)]
-    return [keys.group_key(PREFIX, group, tag), keys.group_capacity_key(PREFIX, group, tag)]
+    return [keys.group_key(PREFIX, group, tag)]
 
 
 def group_statistics(

@@ -460,9 +460,9 @@ def test_the_cluster_check_reads_each_client_once(redis_url: str) -> None:
             client.hset(nkey(f"{head}m0"), "m0", 1)
         client.config_resetstat()
         assert group_send(client, GROUP, b"m", tag=tag, check="c") == [60, 0, 0]
-        # The check: queue, counts and liveness key once per client (not per member); then
-        # one liveness EXISTS per client and one for the copy's capacity overrides.
+        # The check: the capacities hash, then queue, counts and liveness key once per client
+        # (not per member); then one liveness EXISTS per client and one for the overrides.
         exists = client.info("commandstats")["cmdstat_exists"]["calls"]
-        assert exists == 3 * len(heads) + len(heads) + 1
+        assert exists == 1 + 3 * len(heads) + len(heads) + 1
     finally:
         client.close()
