@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from . import keys
 from .errors import SEND_QUEUED
 from .pipelining import run_batched
-from .scripts import run
+from .scripts import Arg, ScriptCall, run
 
 
 async def send(
@@ -106,8 +106,7 @@ async def group_discard(client: Redis, *, prefix: str, group: str, channel: str)
     return bool(await run_batched(client, "group_discard", group_keys, [channel]))
 
 
-async def group_send(
-    client: Redis,
+def group_send_call(
     *,
     prefix: str,
     group: str,
@@ -119,23 +118,21 @@ async def group_send(
     ttl_s: int,
     tag: str = "",
     asking: bool = False,
-) -> tuple[int, int, int]:
-    """Run lua/group_send.lua; returns (delivered, skipped because full, dropped dead).
+) -> ScriptCall:
+    """The lua/group_send.lua call (name, KEYS, ARGV); ``group_send`` runs it.
 
     With ``tag`` it delivers to that tag's members only (Redis Cluster: one call per tag);
     without, to the members of every tag the group's directory lists (one server).
     On a cluster the script first checks that every key it derives is on this node (on an
     ASK target, ``asking``: that it already exists here) and otherwise answers TRYAGAIN
     before writing anything, so a slot migration never splits one delivery.
-    The third number counts process-local members dropped from the group because their
-    client's liveness key was gone; their queues, counts and liveness keys were deleted too.
     """
     if tag:
         group_keys = [keys.group_key(prefix, group, tag)]
     else:
         group_keys = [keys.directory_key(prefix, group)]
     header = keys.deadline_text(deadline_ms)
-    args: list[str | bytes | int] = [
+    args: list[Arg] = [
         now_ms,
         prefix,
         group_ttl_s,
@@ -147,8 +144,22 @@ async def group_send(
         tag,
         "a" if asking else "c" if tag else "",
     ]
-    delivered, full, dropped_dead = await run_batched(client, "group_send", group_keys, args)
+    return "group_send", group_keys, args
+
+
+def group_send_counts(reply: Any) -> tuple[int, int, int]:
+    """(delivered, skipped because full, dropped dead) from a group_send.lua reply.
+
+    The third number counts process-local members dropped from the group because their
+    client's liveness key was gone; their queues, counts and liveness keys were deleted too.
+    """
+    delivered, full, dropped_dead = reply
     return int(delivered), int(full), int(dropped_dead)
+
+
+async def group_send(client: Redis, call: ScriptCall) -> tuple[int, int, int]:
+    """Run a ``group_send_call``; returns ``group_send_counts`` of its reply."""
+    return group_send_counts(await run_batched(client, *call))
 
 
 async def heartbeat(client: Redis, *, prefix: str, heads: Sequence[str], ttl_ms: int) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from . import keys
-from .scripts import SCRIPTS, run
+from .scripts import SCRIPTS, ScriptCall, run
 
 SCAN_BATCH = 500
 
@@ -72,26 +72,42 @@ async def group_statistics(
 ) -> dict[str, int]:
     """Run lua/group_statistics.lua: one group's members on one server; reads only.
 
-    Returns:
-        ``members`` (all live memberships), ``named`` and ``local`` (process-local) members,
-        ``local_dead`` (process-local members whose client's liveness key is gone),
-        ``clients`` (distinct clients of the local members) and ``dead_clients``. Members
-        older than ``group_ttl_s`` are not counted. With ``tag`` only that tag's members
-        (Redis Cluster), else those of every tag the group's directory lists.
+    Returns ``group_statistics_counts`` of the reply; with ``tag`` only that tag's members
+    (Redis Cluster), else those of every tag the group's directory lists.
     """
-    named, local, local_dead, clients, dead_clients = await run(
-        client,
+    call = group_statistics_call(
+        prefix=prefix, group=group, now_ms=now_ms, group_ttl_s=group_ttl_s, tag=tag
+    )
+    return group_statistics_counts(await run(client, *call))
+
+
+def group_statistics_call(
+    *, prefix: str, group: str, now_ms: int, group_ttl_s: int, tag: str = ""
+) -> ScriptCall:
+    """The lua/group_statistics.lua call (name, KEYS, ARGV)."""
+    return (
         "group_statistics",
         [_group_statistics_key(prefix, group, tag)],
         [now_ms, prefix, group_ttl_s, group, tag],
     )
+
+
+def group_statistics_counts(reply: Any) -> dict[str, int]:
+    """A group_statistics.lua reply as a dict.
+
+    ``members`` (all live memberships), ``named`` and ``local`` (process-local) members,
+    ``local_dead`` (process-local members whose client's liveness key is gone), ``clients``
+    (distinct clients of the local members) and ``dead_clients``. Members older than
+    ``group_ttl_s`` are not counted.
+    """
+    named, local, local_dead, clients, dead_clients = (int(value) for value in reply)
     return {
-        "members": int(named) + int(local),
-        "named": int(named),
-        "local": int(local),
-        "local_dead": int(local_dead),
-        "clients": int(clients),
-        "dead_clients": int(dead_clients),
+        "members": named + local,
+        "named": named,
+        "local": local,
+        "local_dead": local_dead,
+        "clients": clients,
+        "dead_clients": dead_clients,
     }
 
 
@@ -263,15 +279,7 @@ async def group_summaries(
                 pipe.evalsha(sha, 1, key, now_ms, prefix, group_ttl_s, name, tag)
             replies = await pipe.execute()
         for (name, _), reply in zip(batch, replies, strict=True):
-            named, local, local_dead, clients, dead = (int(value) for value in reply)
-            counts = {
-                "members": named + local,
-                "named": named,
-                "local": local,
-                "local_dead": local_dead,
-                "clients": clients,
-                "dead_clients": dead,
-            }
+            counts = group_statistics_counts(reply)
             previous = totals.setdefault(name, dict.fromkeys(counts, 0))
             for field, value in counts.items():
                 previous[field] += value

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from . import codec, commands, config, failures, keys, keyspace, names, sharding
 from .buffers import now_ms
-from .cluster import AskingRedis, ClusterNodes
+from .cluster import REDIRECTS, AskingRedis, ClusterNodes
 from .compat import ChannelsRedisCompatMixin, channels_redis_options
 from .connections import Connections
 from .crypto import Encryptor
@@ -21,8 +21,10 @@ from .errors import ChannelFull
 from .heartbeat import BEATS_TO_DEATH
 from .loopstate import LoopState
 from .metrics import Counters
+from .pipelining import run_many
 from .receiver import Receiver, receive_from
 from .routes import Route, ServerRoute, TagRoute
+from .scripts import ScriptCall, run
 from .statistics import StatisticsMixin
 
 OPTIONS = (
@@ -253,9 +255,8 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         now = now_ms()
         operation = f"group_send to group {group!r}"
 
-        def deliver(client: Redis, tag: str = "") -> Awaitable[tuple[int, int, int]]:
-            return commands.group_send(
-                client,
+        def script_for(tag: str, asking: bool = False) -> ScriptCall:
+            return commands.group_send_call(
                 prefix=self.prefix,
                 group=group,
                 now_ms=now,
@@ -265,15 +266,17 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 capacity=self.capacity,
                 ttl_s=self.expiry,
                 tag=tag,
-                asking=isinstance(client, AskingRedis),
+                asking=asking,
             )
 
         if self._cluster is None:
-            per_server = await self._on_every_server(operation, deliver)
-        else:
-            per_server = await self._on_every_tag(
-                group, operation, lambda tag: lambda client: deliver(client, tag)
+            call = script_for("")
+            per_server = await self._on_every_server(
+                operation, lambda client: commands.group_send(client, call)
             )
+        else:
+            replies = await self._on_every_tag(group, operation, script_for)
+            per_server = [commands.group_send_counts(reply) for reply in replies]
         for delivered, full, _ in per_server:
             self.counters.sent += delivered
             self.counters.channel_full += full
@@ -372,25 +375,67 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         return [f"{self._cluster.label} (node {address})" for address in self._cluster.primaries()]
 
     async def _on_every_tag(
-        self,
-        group: str,
-        operation: str,
-        call_for: Callable[[str], Callable[[Redis], Awaitable[T]]],
-    ) -> list[T]:
-        """On a cluster: ``call_for(tag)`` on every tag ``group``'s directory lists.
+        self, group: str, operation: str, script_for: Callable[[str, bool], ScriptCall]
+    ) -> list[Any]:
+        """On a cluster: the script ``script_for(tag, asking)`` on every tag ``group``'s
+        directory lists; returns their replies.
 
-        Phase one reads the directory; phase two runs the calls concurrently, so those on
-        one node share a pipeline (auto-pipelining) and the nodes work in parallel.
+        Phase one reads the directory; phase two sends each node one pipeline of its tags'
+        scripts, the nodes in parallel. A script answered by a redirection did not run: it
+        alone is sent again, following the redirection.
         """
+        cluster = self._cluster
+        if cluster is None:
+            raise RuntimeError("_on_every_tag is for a Redis Cluster")
         tags = await self._routes[keys.tag_index(group)].run(
             operation, lambda client: commands.group_tags(client, prefix=self.prefix, group=group)
         )
-        calls = [
-            self._routes[keys.TAG_INDEX[tag]].run(operation, call_for(tag))
-            for tag in tags
-            if tag in keys.TAG_INDEX
-        ]
-        return list(await asyncio.gather(*calls))
+        by_node: dict[str, list[str]] = {}
+        for tag in tags:
+            if tag in keys.TAG_INDEX:
+                by_node.setdefault(cluster.owner(keys.TAG_INDEX[tag]), []).append(tag)
+        parts = await asyncio.gather(
+            *(
+                self._on_node(address, node_tags, operation, script_for)
+                for address, node_tags in by_node.items()
+            )
+        )
+        return [reply for part in parts for reply in part]
+
+    async def _on_node(
+        self,
+        address: str,
+        tags: list[str],
+        operation: str,
+        script_for: Callable[[str, bool], ScriptCall],
+    ) -> list[Any]:
+        """``script_for(tag)`` of several tags one node owns, in one pipeline."""
+        cluster = self._cluster
+        if cluster is None:
+            raise RuntimeError("_on_node is for a Redis Cluster")
+        label = f"{cluster.label} (node {address})"
+        with failures.naming(operation, label):
+            try:
+                calls = [script_for(tag, False) for tag in tags]
+                replies = await run_many(cluster.client_at(address), calls)
+            except Exception as exc:
+                cluster.failed(exc)
+                raise
+        results = []
+        for tag, reply in zip(tags, replies, strict=True):
+            if isinstance(reply, REDIRECTS):
+                cluster.failed(reply)
+                reply = await self._routes[keys.TAG_INDEX[tag]].run(
+                    operation,
+                    lambda client, tag=tag: run(  # type: ignore[misc]
+                        client, *script_for(tag, isinstance(client, AskingRedis))
+                    ),
+                )
+            elif isinstance(reply, Exception):
+                with failures.naming(operation, label):
+                    raise reply
+            results.append(reply)
+        return results
 
     def _shard_of(self, channel: str) -> int:
         """The index of the route of ``channel`` (a client's local channels share one): its

@@ -31,9 +31,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from .scripts import SCRIPTS, Arg, Script, run
+from .scripts import SCRIPTS, Arg, Script, ScriptCall, run
 
-__all__ = ["run_batched"]
+__all__ = ["run_batched", "run_many"]
 
 # For benchmarks only: False sends every call on its own, as before auto-pipelining, so
 # one run can compare both paths.
@@ -131,19 +131,34 @@ def _landed(state: _State) -> None:
     state.in_flight -= 1
 
 
+async def run_many(client: Redis, calls: list[ScriptCall]) -> list[Any]:
+    """Several script calls in one pipeline, for a caller that has them all at hand.
+
+    Returns each call's reply, or its error reply as an exception, in order (calls answered
+    NOSCRIPT did not run and are sent once more with their text); a connection error raises.
+    """
+    loop = asyncio.get_running_loop()
+    batch = [_Call(SCRIPTS[name], keys, args, loop.create_future()) for name, keys, args in calls]
+    return await _replies(client, batch)
+
+
+async def _replies(client: Redis, calls: list[_Call]) -> list[Any]:
+    """One pipeline of ``calls`` (and one more for those the server had no script for)."""
+    replies = await _pipeline(client, [(call.script.sha, call) for call in calls])
+    missing = [
+        call for call, reply in zip(calls, replies, strict=True) if isinstance(reply, NoScriptError)
+    ]
+    if missing:
+        # These did not run (the server lost its script cache): send their text once.
+        retried = await _pipeline(client, [(None, call) for call in missing])
+        replies = _merge(calls, replies, dict(zip(map(id, missing), retried, strict=True)))
+    return replies
+
+
 async def _send(client: Redis, calls: list[_Call]) -> None:
     """Send ``calls`` as one pipeline and resolve each caller's future."""
     try:
-        replies = await _pipeline(client, [(call.script.sha, call) for call in calls])
-        missing = [
-            call
-            for call, reply in zip(calls, replies, strict=True)
-            if isinstance(reply, NoScriptError)
-        ]
-        if missing:
-            # These did not run (the server lost its script cache): send their text once.
-            retried = await _pipeline(client, [(None, call) for call in missing])
-            replies = _merge(calls, replies, dict(zip(map(id, missing), retried, strict=True)))
+        replies = await _replies(client, calls)
     except BaseException as exc:
         for call in calls:
             _resolve(call.future, _own_copy(exc))

@@ -15,6 +15,8 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 Arg = str | bytes | int
+# One script call: the script's name, its KEYS and its ARGV.
+ScriptCall = tuple[str, list[str], list[Arg]]
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from .cluster import ClusterNodes
 from .config import Config
 from .metrics import Counters
 from .routes import Route
+from .scripts import ScriptCall
 
 T = TypeVar("T")
 GROUP_FIELDS = ("members", "named", "local", "local_dead", "clients", "dead_clients")
@@ -43,11 +44,8 @@ class StatisticsMixin:
         raise NotImplementedError
 
     async def _on_every_tag(
-        self,
-        group: str,
-        operation: str,
-        call_for: Callable[[str], Callable[[Redis], Awaitable[T]]],
-    ) -> list[T]:
+        self, group: str, operation: str, script_for: Callable[[str, bool], ScriptCall]
+    ) -> list[Any]:
         raise NotImplementedError
 
     def _server_labels(self) -> list[str]:
@@ -87,22 +85,25 @@ class StatisticsMixin:
         now = now_ms()
         operation = f"group_statistics of {group!r}"
 
-        def count(client: Redis, tag: str = "") -> Awaitable[dict[str, int]]:
-            return keyspace.group_statistics(
-                client,
-                prefix=self.prefix,
-                group=group,
-                now_ms=now,
-                group_ttl_s=self.group_expiry,
-                tag=tag,
+        def script_for(tag: str, asking: bool = False) -> ScriptCall:
+            return keyspace.group_statistics_call(
+                prefix=self.prefix, group=group, now_ms=now, group_ttl_s=self.group_expiry, tag=tag
             )
 
         if self._cluster is None:
-            per_server = await self._on_every_server(operation, count)
-        else:
-            per_server = await self._on_every_tag(
-                group, operation, lambda tag: lambda client: count(client, tag)
+            per_server = await self._on_every_server(
+                operation,
+                lambda client: keyspace.group_statistics(
+                    client,
+                    prefix=self.prefix,
+                    group=group,
+                    now_ms=now,
+                    group_ttl_s=self.group_expiry,
+                ),
             )
+        else:
+            replies = await self._on_every_tag(group, operation, script_for)
+            per_server = [keyspace.group_statistics_counts(reply) for reply in replies]
         if not per_server:
             per_server = [dict.fromkeys(GROUP_FIELDS, 0)]
         totals = {name: sum(stats[name] for stats in per_server) for name in per_server[0]}

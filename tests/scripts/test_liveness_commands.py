@@ -69,8 +69,7 @@ async def test_group_send_returns_dropped_dead_members(client: Redis) -> None:
         "clients": 2,
         "dead_clients": 1,
     }
-    result = await commands.group_send(
-        client,
+    call = commands.group_send_call(
         prefix=PREFIX,
         group=GROUP,
         now_ms=NOW_MS,
@@ -80,7 +79,7 @@ async def test_group_send_returns_dropped_dead_members(client: Redis) -> None:
         capacity=10,
         ttl_s=60,
     )
-    assert result == (2, 0, 2)
+    assert await commands.group_send(client, call) == (2, 0, 2)
 
 
 def test_liveness_keys_are_a_kind_flush_and_statistics_scan() -> None:
