@@ -16,8 +16,10 @@ Redirections are answered here, never by resending something that may have run:
 - ``TRYAGAIN``: a multi-key command found its keys split by a migration, or a script's own
   check found a derived key moving (``group_send.lua``); nothing ran, so it is retried after
   a short pause, for at most ``REDIRECT_DEADLINE_S``.
-- ``CLUSTERDOWN`` / ``MASTERDOWN`` and connection errors: the map is read again; a connection
-  error is raised to the caller (its command may have run), later calls go to the new owner.
+- ``CLUSTERDOWN`` / ``MASTERDOWN`` and connection errors: the map is read again. A node that
+  refuses the connection was sent nothing: the call waits (within ``REDIRECT_DEADLINE_S``) for
+  the map to name a new owner, as during a failover. A connection lost after the command was
+  written is raised to the caller (its command may have run); later calls go to the new owner.
 """
 
 from __future__ import annotations
@@ -263,9 +265,27 @@ class ClusterNodes:
                     continue  # the first redirections go straight on; a loop of them pauses
                 await asyncio.sleep(pause_s)
                 pause_s = min(pause_s * 2, PAUSE_MAX_S)
+            except RedisConnectionError as exc:
+                self.failed(exc)
+                if not never_sent(exc) or time.monotonic() > deadline:
+                    raise
+                # The node refused the connection (dead, or a failover under way): nothing was
+                # sent, so wait for the map to name the new owner.
+                await asyncio.sleep(pause_s)
+                pause_s = min(pause_s * 2, PAUSE_MAX_S)
             except Exception as exc:
                 self.failed(exc)
                 raise
+
+
+def never_sent(exc: RedisConnectionError) -> bool:
+    """Whether the error came from opening the connection, before any command was written.
+
+    redis-py words those "Error <errno> connecting to <host>:<port>." (or "Timeout connecting
+    to ..."); a connection lost after writing reads "... while reading from ..." or
+    "Connection closed by server".
+    """
+    return " connecting to " in str(exc)
 
 
 def owners(slots_reply: Any) -> list[str]:

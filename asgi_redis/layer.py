@@ -10,10 +10,11 @@ from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import codec, commands, config, failures, keys, keyspace, names, sharding
 from .buffers import now_ms
-from .cluster import REDIRECTS, AskingRedis, ClusterNodes
+from .cluster import REDIRECTS, AskingRedis, ClusterNodes, never_sent
 from .compat import ChannelsRedisCompatMixin, channels_redis_options
 from .connections import Connections
 from .crypto import Encryptor
@@ -414,16 +415,23 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         if cluster is None:
             raise RuntimeError("_on_node is for a Redis Cluster")
         label = f"{cluster.label} (node {address})"
-        with failures.naming(operation, label):
-            try:
-                calls = [script_for(tag, False) for tag in tags]
-                replies = await run_many(cluster.client_at(address), calls)
-            except Exception as exc:
-                cluster.failed(exc)
+        calls = [script_for(tag, False) for tag in tags]
+        try:
+            replies = await run_many(cluster.client_at(address), calls)
+        except RedisConnectionError as exc:
+            cluster.failed(exc)
+            if not never_sent(exc):
+                with failures.naming(operation, label):
+                    raise
+            replies = [exc] * len(tags)  # nothing was sent: each tag waits for its new owner
+        except Exception as exc:
+            cluster.failed(exc)
+            with failures.naming(operation, label):
                 raise
         results = []
         for tag, reply in zip(tags, replies, strict=True):
-            if isinstance(reply, REDIRECTS):
+            if isinstance(reply, (*REDIRECTS, RedisConnectionError)):
+                # This tag's script did not run: it alone follows the redirection (or waits).
                 cluster.failed(reply)
                 reply = await self._routes[keys.TAG_INDEX[tag]].run(
                     operation,
