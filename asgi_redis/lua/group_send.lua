@@ -68,7 +68,8 @@ local function read_copy(base, group)
 end
 
 local function read_overrides(copy)
-  if redis.call('EXISTS', copy.capacities) == 1 then
+  copy.has_capacities = redis.call('EXISTS', copy.capacities) == 1
+  if copy.has_capacities then
     local members = copy.members
     for first = 1, #members, 1000 do
       local last = math.min(first + 999, #members)
@@ -200,9 +201,12 @@ end
 -- grows memory, so that Redis refuses the whole call when it is out of memory (it only
 -- checks a script's first write; after a deletion it would let every enqueue through).
 for _, copy in ipairs(copies) do
-  local stale = redis.call('ZRANGEBYSCORE', copy.group, '-inf', cutoff)
-  for first = 1, #stale, 1000 do
-    redis.call('HDEL', copy.capacities, unpack(stale, first, math.min(first + 999, #stale)))
+  -- A copy without overrides needs no names of its stale members: one command per copy.
+  if copy.has_capacities then
+    local stale = redis.call('ZRANGEBYSCORE', copy.group, '-inf', cutoff)
+    for first = 1, #stale, 1000 do
+      redis.call('HDEL', copy.capacities, unpack(stale, first, math.min(first + 999, #stale)))
+    end
   end
   redis.call('ZREMRANGEBYSCORE', copy.group, '-inf', cutoff)
   -- Dead clients leave the group at once; their queued messages have nobody to read them.
@@ -210,7 +214,9 @@ for _, copy in ipairs(copies) do
   for first = 1, #dead, 1000 do
     local last = math.min(first + 999, #dead)
     redis.call('ZREM', copy.group, unpack(dead, first, last))
-    redis.call('HDEL', copy.capacities, unpack(dead, first, last))
+    if copy.has_capacities then
+      redis.call('HDEL', copy.capacities, unpack(dead, first, last))
+    end
   end
   dropped = dropped + #dead
 end
