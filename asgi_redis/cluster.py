@@ -142,6 +142,8 @@ class ClusterNodes:
         loop = asyncio.get_running_loop()
         lock = self._locks.get(loop)
         if lock is None:
+            for closed in [other for other in self._locks if other.is_closed()]:
+                del self._locks[closed]  # async_to_sync makes a loop per call
             lock = self._locks[loop] = asyncio.Lock()
         async with lock:
             if self._stale:

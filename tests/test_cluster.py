@@ -264,3 +264,20 @@ async def test_inspect_reads_every_primary(
     assert sum(server["queues"]["total"] for server in report["servers"]) == 30
     members = [row["members"] for s in report["servers"] for row in s["groups"]["rows"]]
     assert sum(members) == 30
+
+
+def test_a_layer_serves_one_short_lived_loop_after_another(
+    redis_cluster: RedisClusterServers, cluster_urls: Any
+) -> None:
+    """async_to_sync runs each call on a new loop: every loop gets its own node clients."""
+    layer = RedisChannelLayer(hosts=cluster_hosts(redis_cluster))
+    for number in range(5):
+        asyncio.run(layer.send("loops", {"n": number}))
+
+    async def drain() -> list[dict[str, Any]]:
+        try:
+            return await receive_n(layer, "loops", 5)
+        finally:
+            await layer.close()
+
+    assert asyncio.run(drain()) == [{"n": number} for number in range(5)]
