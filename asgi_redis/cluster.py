@@ -236,16 +236,27 @@ class ClusterNodes:
 
     # -- running a call --------------------------------------------------------------
 
-    async def run(self, tag_index: int, operation: str, call: Callable[[Redis], Awaitable[T]]) -> T:
+    async def run(
+        self,
+        tag_index: int,
+        operation: str,
+        call: Callable[[Redis], Awaitable[T]],
+        *,
+        wait_split: bool = True,
+    ) -> T:
         """``call`` with the client of the tag's owner, following redirections.
 
         Only errors that prove the call did not run are retried (``REDIRECTS``), for at most
         ``REDIRECT_DEADLINE_S``; any other error is raised naming ``operation`` and the cluster.
+        Without ``wait_split`` a TRYAGAIN (keys split by a slot migration) is raised at once,
+        for a caller that has another way (the reader pops key by key meanwhile).
         """
         with failures.naming(operation, self.label):
-            return await self._follow(tag_index, call)
+            return await self._follow(tag_index, call, wait_split)
 
-    async def _follow(self, tag_index: int, call: Callable[[Redis], Awaitable[T]]) -> T:
+    async def _follow(
+        self, tag_index: int, call: Callable[[Redis], Awaitable[T]], wait_split: bool
+    ) -> T:
         """The loop of ``run``, with redis-py's own errors."""
         deadline = time.monotonic() + REDIRECT_DEADLINE_S
         pause_s = PAUSE_MIN_S
@@ -257,7 +268,9 @@ class ClusterNodes:
             try:
                 return await call(client)
             except REDIRECTS as exc:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or (
+                    isinstance(exc, TryAgainError) and not wait_split
+                ):
                     raise
                 self.failed(exc)
                 # One ASKING attempt per ASK; if the target sends us back, pause and start over.

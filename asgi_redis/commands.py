@@ -212,6 +212,13 @@ async def single_pop(
     return _text(result[0]), [_data(result[1])]
 
 
+async def pop(client: Redis, queue: str, count: int) -> list[bytes]:
+    """LPOP of up to ``count`` entries of one queue, without blocking (one key: never split
+    by a slot migration)."""
+    result = await client.lpop(queue, count)
+    return [_data(entry) for entry in result or []]
+
+
 async def ping(client: Redis) -> None:
     """One PING: raises when the server cannot be reached."""
     await client.ping()

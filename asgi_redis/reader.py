@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoPermissionError, ResponseError
+from redis.exceptions import NoPermissionError, ResponseError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import commands, keys
@@ -36,6 +36,9 @@ SWEEP_MIN_QUEUES = 200
 # Below it a blocking pop is cheap and a sweep that finds nothing only adds a round trip: the
 # reader sweeps after a pop while sweeps find something, and tries again every this many pops.
 SWEEP_PROBE_EVERY = 8
+# While a slot migration refuses multi-key pops, how long to wait after one-key pops found
+# nothing (they cannot block).
+SPLIT_PAUSE_S = 0.05
 
 
 class Reader:
@@ -192,14 +195,25 @@ class Reader:
         wanted = self._wanted()
         if not wanted:
             return False
+        try:
+            await self._pop_or_sweep(wanted)
+        except TryAgainError:
+            # A Redis Cluster slot migration splits these keys: multi-key pops are refused
+            # until it ends, one-key pops are not.
+            if not await self._pop_each(wanted):
+                await asyncio.sleep(SPLIT_PAUSE_S)
+        return True
+
+    async def _pop_or_sweep(self, wanted: dict[str, int]) -> None:
+        """A sweep when one is due, else a blocking pop (see ``_read_once``)."""
         if self._sweep_due or not self._multi_pop:  # Redis < 7: always the script first
             self._pops_since_sweep = 0
             self._sweep_due = self._sweeps_pay = await self._sweep(wanted)
             if self._sweep_due:
-                return True
+                return
             wanted = self._wanted()
             if not wanted or self._stopping:
-                return True
+                return
         popped = await self._block(wanted)
         self._pops_since_sweep += popped
         self._sweep_due = popped and (
@@ -209,7 +223,18 @@ class Reader:
                 and (self._sweeps_pay or self._pops_since_sweep >= SWEEP_PROBE_EVERY)
             )
         )
-        return True
+
+    async def _pop_each(self, wanted: dict[str, int]) -> bool:
+        """One non-blocking one-key pop per wanted queue; True if any entry came."""
+        got = False
+        for queue, count in wanted.items():
+            entries = await self._route.run(
+                "receive", partial(commands.pop, queue=queue, count=count)
+            )
+            for entry in entries:
+                self._dispatch(queue, entry)
+            got = got or bool(entries)
+        return got
 
     async def _sweep(self, wanted: dict[str, int]) -> bool:
         """Non-blocking pop from every wanted queue with the receive script; True if it popped."""
@@ -223,6 +248,7 @@ class Reader:
             popped = await self._route.run(
                 "receive",
                 partial(commands.receive, now_ms=now_ms(), queues=queues),
+                wait_split=False,
             )
             for pos, entry in popped:
                 self._dispatch(queues[pos][0], entry)
@@ -247,6 +273,7 @@ class Reader:
                 result = await self._route.run(
                     "receive",
                     lambda client: commands.single_pop(client, order, BLOCK_TIMEOUT_S),
+                    wait_split=False,
                 )
         finally:
             self._blocking_on = None
@@ -262,6 +289,7 @@ class Reader:
             return await self._route.run(
                 "receive",
                 lambda client: commands.multi_pop(client, order, count, BLOCK_TIMEOUT_S),
+                wait_split=False,
             )
         except ResponseError as exc:
             if "unknown command" not in str(exc).lower():

@@ -36,8 +36,14 @@ class Route(Protocol):
     async def ready(self) -> None:
         """Wait until ``client`` can be used (a cluster's slot map is read)."""
 
-    async def run(self, operation: str, call: Callable[[Redis], Awaitable[T]]) -> T:
-        """``call`` with this route's client; errors name ``operation``."""
+    async def run(
+        self, operation: str, call: Callable[[Redis], Awaitable[T]], *, wait_split: bool = True
+    ) -> T:
+        """``call`` with this route's client; errors name ``operation``.
+
+        On a cluster, ``wait_split=False`` raises a TRYAGAIN at once instead of waiting for a
+        slot migration to end.
+        """
 
 
 class ServerRoute:
@@ -57,7 +63,9 @@ class ServerRoute:
     async def ready(self) -> None:
         """Always ready."""
 
-    async def run(self, operation: str, call: Callable[[Redis], Awaitable[T]]) -> T:
+    async def run(
+        self, operation: str, call: Callable[[Redis], Awaitable[T]], *, wait_split: bool = True
+    ) -> T:
         # As failures.naming, without a context manager's cost on the hot path.
         try:
             return await call(self._connections.client())
@@ -86,5 +94,7 @@ class TagRoute:
     async def ready(self) -> None:
         await self._nodes.ready()
 
-    async def run(self, operation: str, call: Callable[[Redis], Awaitable[T]]) -> T:
-        return await self._nodes.run(self._tag_index, operation, call)
+    async def run(
+        self, operation: str, call: Callable[[Redis], Awaitable[T]], *, wait_split: bool = True
+    ) -> T:
+        return await self._nodes.run(self._tag_index, operation, call, wait_split=wait_split)

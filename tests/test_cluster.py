@@ -281,3 +281,32 @@ def test_a_layer_serves_one_short_lived_loop_after_another(
             await layer.close()
 
     assert asyncio.run(drain()) == [{"n": number} for number in range(5)]
+
+
+async def test_a_receive_goes_on_while_its_slot_is_half_moved(
+    redis_cluster: RedisClusterServers, cluster_urls: Any
+) -> None:
+    """Multi-key pops get TRYAGAIN while a migration splits the slot's keys; the reader then
+    pops key by key, so a message sent meanwhile arrives before the move ends."""
+    async with RedisChannelLayer(hosts=cluster_hosts(redis_cluster)) as layer:
+        tag = keys.tag_index("split.watched")
+        other = next(
+            f"split.other.{n}" for n in range(10_000) if keys.tag_index(f"split.other.{n}") == tag
+        )
+        await layer.send(other, {"n": 0})
+        other_queue = keys.queue_key(layer.prefix, other)
+        slot = redis_cluster.slot_of(other_queue)
+        waiting = asyncio.ensure_future(layer.receive("split.watched"))
+        await asyncio.sleep(0.2)
+        migration = redis_cluster.begin_migration(slot, other_primary(redis_cluster, slot))
+        try:
+            # Move the other queue only: the slot now has keys on both nodes.
+            redis_cluster.call(
+                migration.source, "MIGRATE", migration.target.host, migration.target.port,
+                "", 0, 5000, "KEYS", other_queue,
+            )  # fmt: skip
+            await layer.send("split.watched", {"n": 1})
+            assert await asyncio.wait_for(waiting, 5) == {"n": 1}
+        finally:
+            await asyncio.to_thread(redis_cluster.finish_migration, migration)
+        assert await receive_within(layer, other) == {"n": 0}
