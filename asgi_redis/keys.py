@@ -93,11 +93,6 @@ def tag_of(unit: str) -> str:
     return TAGS[tag_index(unit)]
 
 
-def base(prefix: str, tag: str) -> str:
-    """The start of every key of ``tag``: ``<prefix>{<tag>}``."""
-    return f"{prefix}{{{tag}}}"
-
-
 def split_channel(channel: str) -> tuple[str, str]:
     """Split a channel into (queue part, suffix): ``a.b!c`` -> (``a.b!``, ``c``)."""
     bang = channel.find("!")

@@ -1,8 +1,9 @@
 """Where a channel's keys live: one server (or shard), or one tag of a Redis Cluster.
 
-A route gives the running loop's client for its keys and runs a call there, naming the
-operation in any error. Receivers (one per route and event loop) hold a route, not a client,
-because on a cluster the node owning a tag can change (a migration, a failover).
+A route runs a call with the running loop's client for its keys, naming the operation in
+any error (and on a cluster following redirections). Receivers (one per route and event
+loop) hold a route, not a client, because on a cluster the node owning a tag can change (a
+migration, a failover).
 """
 
 from __future__ import annotations
@@ -27,15 +28,6 @@ class Route(Protocol):
     # The tag of the wake list this route's reader blocks on (None: the client id's own).
     wake_tag: str | None
 
-    def client(self) -> Redis:
-        """The running loop's client for this route's keys."""
-
-    def failed(self, exc: BaseException) -> None:
-        """Learn from an error a background call got here (a moved slot, a dead node)."""
-
-    async def ready(self) -> None:
-        """Wait until ``client`` can be used (a cluster's slot map is read)."""
-
     async def run(
         self, operation: str, call: Callable[[Redis], Awaitable[T]], *, wait_split: bool = True
     ) -> T:
@@ -53,15 +45,6 @@ class ServerRoute:
         self._connections = connections
         self.label = label
         self.wake_tag: str | None = None
-
-    def client(self) -> Redis:
-        return self._connections.client()
-
-    def failed(self, exc: BaseException) -> None:
-        """Nothing to learn: redis-py reconnects to the same server."""
-
-    async def ready(self) -> None:
-        """Always ready."""
 
     async def run(
         self, operation: str, call: Callable[[Redis], Awaitable[T]], *, wait_split: bool = True
@@ -84,15 +67,6 @@ class TagRoute:
         self._tag_index = tag_index
         self.label = nodes.label
         self.wake_tag: str | None = keys.TAGS[tag_index]
-
-    def client(self) -> Redis:
-        return self._nodes.client_for(self._tag_index)
-
-    def failed(self, exc: BaseException) -> None:
-        self._nodes.failed(exc)
-
-    async def ready(self) -> None:
-        await self._nodes.ready()
 
     async def run(
         self, operation: str, call: Callable[[Redis], Awaitable[T]], *, wait_split: bool = True
