@@ -11,6 +11,7 @@ import pytest
 
 from asgi_redis import ChannelFull, RedisChannelLayer, keys
 from tests.layer_helpers import (
+    RECEIVE_TIMEOUT_S,
     blocked_clients,
     cancel,
     make_layer,
@@ -79,9 +80,11 @@ def test_channel_full_is_the_channels_exception() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_capacity_exact_with_five_concurrent_senders(redis_url: str, kind: str) -> None:
-    senders = [make_layer(redis_url, capacity=CAPACITY) for _ in range(5)]
-    receiver = make_layer(redis_url, capacity=CAPACITY)
+async def test_capacity_exact_with_five_concurrent_senders(
+    layer_hosts: list[Any], kind: str
+) -> None:
+    senders = [make_layer(layer_hosts, capacity=CAPACITY) for _ in range(5)]
+    receiver = make_layer(layer_hosts, capacity=CAPACITY)
     try:
         channel = await target(receiver, kind)
         attempts = [
@@ -96,7 +99,7 @@ async def test_capacity_exact_with_five_concurrent_senders(redis_url: str, kind:
         # Receiving made room again (a process-local channel's count drops when the
         # receiving process reports its deliveries, a round trip later), and nothing beyond
         # the ten was queued.
-        await wait_until(lambda: channel_count(redis_url, channel) == 0)
+        await wait_until_uncounted(receiver, channel)
         assert await try_send(senders[0], channel, {"type": "marker"})
         assert await receive_within(receiver, channel) == {"type": "marker"}
     finally:
@@ -118,26 +121,27 @@ async def test_local_channels_of_one_client_each_hold_capacity(layer_hosts: list
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_receiving_frees_capacity(redis_url: str, kind: str) -> None:
+async def test_receiving_frees_capacity(layer_hosts: list[Any], kind: str) -> None:
     async with (
-        make_layer(redis_url, capacity=3) as layer,
-        make_layer(redis_url, capacity=3) as sender,
+        make_layer(layer_hosts, capacity=3) as layer,
+        make_layer(layer_hosts, capacity=3) as sender,
     ):
         channel = await target(layer, kind)
         for round_number in range(5):
             assert await fill(sender, channel) == 3, round_number
             await receive_n(layer, channel, 3)
             # Counts of process-local messages are released shortly after delivery.
-            await wait_until(lambda: channel_count(redis_url, channel) == 0)
+            await wait_until_uncounted(layer, channel)
 
 
-def channel_count(url: str, channel: str) -> int:
-    """How many messages Redis counts against ``channel``."""
-    _, suffix = keys.split_channel(channel)
-    with sync_client(url) as client:
-        if not suffix:
-            return int(client.llen(keys.queue_key("asgi:", channel)))
-        return int(client.hget(keys.counts_key("asgi:", channel), suffix) or 0)
+async def wait_until_uncounted(layer: RedisChannelLayer, channel: str) -> None:
+    """Wait until nothing counts against ``channel``'s capacity (through the layer, so on any
+    deployment); fail the test after ``RECEIVE_TIMEOUT_S``."""
+    deadline = asyncio.get_running_loop().time() + RECEIVE_TIMEOUT_S
+    while (await layer.channel_statistics(channel))["counted"]:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{channel!r} still counted after {RECEIVE_TIMEOUT_S} s")
+        await asyncio.sleep(0.02)
 
 
 # -- channel_capacity rules ------------------------------------------------------------------
