@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,12 +45,18 @@ _RUN_ALONE = object()
 
 
 @dataclass
-class _Call:
-    """One caller's script call and the future its reply goes to."""
+class _Script:
+    """One script call: the script, its KEYS and its ARGV."""
 
     script: Script
     keys: list[str]
     args: list[Arg]
+
+
+@dataclass
+class _Call(_Script):
+    """One caller's script call and the future its reply goes to."""
+
     future: asyncio.Future[Any]
 
 
@@ -137,12 +144,12 @@ async def run_many(client: Redis, calls: list[ScriptCall]) -> list[Any]:
     Returns each call's reply, or its error reply as an exception, in order (calls answered
     NOSCRIPT did not run and are sent once more with their text); a connection error raises.
     """
-    loop = asyncio.get_running_loop()
-    batch = [_Call(SCRIPTS[name], keys, args, loop.create_future()) for name, keys, args in calls]
-    return await _replies(client, batch)
+    return await _replies(
+        client, [_Script(SCRIPTS[name], keys, args) for name, keys, args in calls]
+    )
 
 
-async def _replies(client: Redis, calls: list[_Call]) -> list[Any]:
+async def _replies(client: Redis, calls: Sequence[_Script]) -> list[Any]:
     """One pipeline of ``calls`` (and one more for those the server had no script for)."""
     replies = await _pipeline(client, [(call.script.sha, call) for call in calls])
     missing = [
@@ -169,7 +176,7 @@ async def _send(client: Redis, calls: list[_Call]) -> None:
         _resolve(call.future, reply)
 
 
-async def _pipeline(client: Redis, sends: list[tuple[str | None, _Call]]) -> list[Any]:
+async def _pipeline(client: Redis, sends: list[tuple[str | None, _Script]]) -> list[Any]:
     """One non-transactional pipeline: EVALSHA when a SHA is given, else EVAL of the text.
 
     Error replies come back in the list (``raise_on_error=False``); a connection error raises.
@@ -185,7 +192,7 @@ async def _pipeline(client: Redis, sends: list[tuple[str | None, _Call]]) -> lis
         return await pipe.execute(raise_on_error=False)
 
 
-def _merge(calls: list[_Call], replies: list[Any], retried: dict[int, Any]) -> list[Any]:
+def _merge(calls: Sequence[_Script], replies: list[Any], retried: dict[int, Any]) -> list[Any]:
     """The first replies with the re-sent calls' replies in their place."""
     return [retried.get(id(call), reply) for call, reply in zip(calls, replies, strict=True)]
 
