@@ -21,6 +21,20 @@ async def own_keys(client: Redis, prefix: str, kinds: str = keys.KINDS) -> Async
                 yield key
 
 
+async def own_key_batches(
+    client: Redis, prefix: str, kinds: str = keys.KINDS
+) -> AsyncIterator[list[bytes]]:
+    """``own_keys`` in lists of at most ``SCAN_BATCH`` keys (never an empty one)."""
+    batch: list[bytes] = []
+    async for key in own_keys(client, prefix, kinds):
+        batch.append(key)
+        if len(batch) >= SCAN_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 async def delete_own_keys(client: Redis, prefix: str) -> int:
     """UNLINK every key of ``prefix`` on one server, in SCAN-sized batches; returns how many.
 
@@ -28,22 +42,16 @@ async def delete_own_keys(client: Redis, prefix: str) -> int:
     UNLINKs share one pipelined round trip.
     """
     deleted = 0
-    batch: list[bytes] = []
-    async for key in own_keys(client, prefix):
-        batch.append(key)
-        if len(batch) >= SCAN_BATCH:
-            deleted += await _unlink_by_tag(client, prefix, batch)
-            batch = []
-    return deleted + await _unlink_by_tag(client, prefix, batch)
+    async for batch in own_key_batches(client, prefix):
+        deleted += await _unlink_by_tag(client, prefix, batch)
+    return deleted
 
 
 async def _unlink_by_tag(client: Redis, prefix: str, batch: list[bytes]) -> int:
     """UNLINK ``batch``, one command per tag, in one pipeline; returns how many went."""
-    if not batch:
-        return 0
-    by_tag: dict[bytes, list[bytes]] = {}
+    by_tag: dict[str, list[bytes]] = {}
     for key in batch:
-        by_tag.setdefault(key[len(prefix) : key.index(b"}", len(prefix))], []).append(key)
+        by_tag.setdefault(keys.tag_of_key(prefix, key.decode()), []).append(key)
     async with client.pipeline(transaction=False) as pipe:
         for tag_keys in by_tag.values():
             pipe.unlink(*tag_keys)
@@ -120,61 +128,29 @@ async def server_statistics(client: Redis, prefix: str) -> dict[str, int]:
     """Queues, queued entries, groups and memberships of ``prefix`` on one server.
 
     A group counts once per server holding members of it (in any of its per-tag copies).
+    Keys that expire between SCAN and the size query (size 0) are not counted.
     """
     totals = {"queues": 0, "messages": 0, "groups": 0, "memberships": 0}
-    batch: list[bytes] = []
-    async for key in own_keys(client, prefix, "q"):
-        batch.append(key)
-        if len(batch) >= SCAN_BATCH:
-            await _add_sizes(client, "LLEN", batch, totals, "queues", "messages")
-            batch = []
-    await _add_sizes(client, "LLEN", batch, totals, "queues", "messages")
+    async for batch in own_key_batches(client, prefix, "q"):
+        lengths = [size for size in await _sizes(client, "LLEN", batch) if size > 0]
+        totals["queues"] += len(lengths)
+        totals["messages"] += sum(lengths)
     groups: set[str] = set()
-    copies: list[bytes] = []
-    async for key in own_keys(client, prefix, "g"):
-        copies.append(key)
-        if len(copies) >= SCAN_BATCH:
-            await _add_members(client, prefix, copies, totals, groups)
-            copies = []
-    await _add_members(client, prefix, copies, totals, groups)
+    async for copies in own_key_batches(client, prefix, "g"):
+        for key, size in zip(copies, await _sizes(client, "ZCARD", copies), strict=True):
+            if size > 0:
+                totals["memberships"] += size
+                groups.add(keys.split_key(prefix, key)[1])
     totals["groups"] = len(groups)
     return totals
 
 
-async def _add_members(
-    client: Redis, prefix: str, copies: list[bytes], totals: dict[str, int], groups: set[str]
-) -> None:
-    """Add the members of a batch of group copies to ``totals`` and their groups to ``groups``."""
-    if not copies:
-        return
-    async with client.pipeline(transaction=False) as pipe:
-        for key in copies:
-            pipe.zcard(key)
-        sizes = await pipe.execute()
-    for key, size in zip(copies, sizes, strict=True):
-        if int(size) > 0:  # keys may expire mid-scan
-            totals["memberships"] += int(size)
-            groups.add(keys.split_key(prefix, key)[1])
-
-
-async def _add_sizes(
-    client: Redis,
-    size_command: str,
-    batch: list[bytes],
-    totals: dict[str, int],
-    count_field: str,
-    size_field: str,
-) -> None:
-    """Add the sizes of a batch of keys (one pipelined round trip) to ``totals``."""
-    if not batch:
-        return
+async def _sizes(client: Redis, size_command: str, batch: list[bytes]) -> list[int]:
+    """``size_command`` (LLEN, ZCARD) of each key of ``batch``, in one pipelined round trip."""
     async with client.pipeline(transaction=False) as pipe:
         for key in batch:
             pipe.execute_command(size_command, key)
-        sizes = await pipe.execute()
-    live = [int(size) for size in sizes if int(size) > 0]  # keys may expire mid-scan
-    totals[count_field] += len(live)
-    totals[size_field] += sum(live)
+        return [int(size) for size in await pipe.execute()]
 
 
 # -- read-only views for `asgi-redis inspect` ------------------------------------------
