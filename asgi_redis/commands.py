@@ -119,7 +119,7 @@ def group_send_call(
     tag: str = "",
     asking: bool = False,
 ) -> ScriptCall:
-    """The lua/group_send.lua call (name, KEYS, ARGV); ``group_send`` runs it.
+    """The lua/group_send.lua call (name, KEYS, ARGV); ``group_send_counts`` reads its reply.
 
     With ``tag`` it delivers to that tag's members only (Redis Cluster: one call per tag);
     without, to the members of every tag the group's directory lists (one server).
@@ -155,11 +155,6 @@ def group_send_counts(reply: Any) -> tuple[int, int, int]:
     """
     delivered, full, dropped_dead = reply
     return int(delivered), int(full), int(dropped_dead)
-
-
-async def group_send(client: Redis, call: ScriptCall) -> tuple[int, int, int]:
-    """Run a ``group_send_call``; returns ``group_send_counts`` of its reply."""
-    return group_send_counts(await run_batched(client, *call))
 
 
 async def heartbeat(client: Redis, *, prefix: str, heads: Sequence[str], ttl_ms: int) -> None:

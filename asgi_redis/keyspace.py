@@ -11,6 +11,8 @@ from . import keys
 from .scripts import SCRIPTS, ScriptCall, run
 
 SCAN_BATCH = 500
+# The counts group_statistics_counts gives, in order.
+GROUP_FIELDS = ("members", "named", "local", "local_dead", "clients", "dead_clients")
 
 
 async def own_keys(client: Redis, prefix: str, kinds: str = keys.KINDS) -> AsyncIterator[bytes]:
@@ -109,14 +111,13 @@ def group_statistics_counts(reply: Any) -> dict[str, int]:
     ``group_ttl_s`` are not counted.
     """
     named, local, local_dead, clients, dead_clients = (int(value) for value in reply)
-    return {
-        "members": named + local,
-        "named": named,
-        "local": local,
-        "local_dead": local_dead,
-        "clients": clients,
-        "dead_clients": dead_clients,
-    }
+    return dict(
+        zip(
+            GROUP_FIELDS,
+            (named + local, named, local, local_dead, clients, dead_clients),
+            strict=True,
+        )
+    )
 
 
 def _group_statistics_key(prefix: str, group: str, tag: str) -> str:

@@ -22,7 +22,7 @@ from .errors import ChannelFull
 from .heartbeat import BEATS_TO_DEATH
 from .loopstate import LoopState
 from .metrics import Counters
-from .pipelining import run_many
+from .pipelining import run_batched, run_many
 from .receiver import Receiver, receive_from
 from .routes import Route, ServerRoute, TagRoute
 from .scripts import ScriptCall, run
@@ -272,13 +272,12 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
 
         if self._cluster is None:
             call = script_for("")
-            per_server = await self._on_every_server(
-                operation, lambda client: commands.group_send(client, call)
+            replies = await self._on_every_server(
+                operation, lambda client: run_batched(client, *call)
             )
         else:
             replies = await self._on_every_tag(group, operation, script_for)
-            per_server = [commands.group_send_counts(reply) for reply in replies]
-        for delivered, full, _ in per_server:
+        for delivered, full, _ in map(commands.group_send_counts, replies):
             self.counters.sent += delivered
             self.counters.channel_full += full
 

@@ -13,10 +13,9 @@ from .cluster import ClusterNodes
 from .config import Config
 from .metrics import Counters
 from .routes import Route
-from .scripts import ScriptCall
+from .scripts import ScriptCall, run
 
 T = TypeVar("T")
-GROUP_FIELDS = ("members", "named", "local", "local_dead", "clients", "dead_clients")
 
 
 class StatisticsMixin:
@@ -91,22 +90,12 @@ class StatisticsMixin:
             )
 
         if self._cluster is None:
-            per_server = await self._on_every_server(
-                operation,
-                lambda client: keyspace.group_statistics(
-                    client,
-                    prefix=self.prefix,
-                    group=group,
-                    now_ms=now,
-                    group_ttl_s=self.group_expiry,
-                ),
-            )
+            call = script_for("")
+            replies = await self._on_every_server(operation, lambda client: run(client, *call))
         else:
             replies = await self._on_every_tag(group, operation, script_for)
-            per_server = [keyspace.group_statistics_counts(reply) for reply in replies]
-        if not per_server:
-            per_server = [dict.fromkeys(GROUP_FIELDS, 0)]
-        totals = {name: sum(stats[name] for stats in per_server) for name in per_server[0]}
+        per_server = [keyspace.group_statistics_counts(reply) for reply in replies]
+        totals = {name: sum(stats[name] for stats in per_server) for name in keyspace.GROUP_FIELDS}
         return {"group": group, **totals}
 
     async def global_statistics(self) -> dict[str, Any]:
