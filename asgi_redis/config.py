@@ -193,24 +193,24 @@ def _parse_cluster_host(options: dict[str, Any]) -> Host:
         raise ValueError(
             f"a cluster host takes no {', '.join(map(repr, clashing))}: list the nodes in 'cluster'"
         )
-    nodes: list[tuple[str, int]] = []
-    merged: dict[str, Any] | None = None
-    for item in startup:
-        url = _parse_host(item).url
-        if url is None or url.startswith("unix://"):
-            raise ValueError(f"cluster item {item!r} must be a redis:// or rediss:// address")
-        node = redis_options.effective_options(url, options)
-        nodes.append((str(node.pop("host", "localhost")), int(node.pop("port", 6379))))
-        if merged is None:
-            merged = node
-        elif redis_options.connection_class(node) is not redis_options.connection_class(merged):
-            raise ValueError("cluster addresses must all use redis:// or all rediss://")
-    if merged is None:  # unreachable: startup is a non-empty list
-        raise TypeError("cluster must list at least one node")
+    parsed = [_cluster_node(item, options) for item in startup]
+    merged = parsed[0][1]
+    if any(redis_options.uses_tls(node) != redis_options.uses_tls(merged) for _, node in parsed):
+        raise ValueError("cluster addresses must all use redis:// or all rediss://")
     if merged.pop("db", 0) != 0:
         raise ValueError("Redis Cluster has only database 0: leave the /db out of the addresses")
-    tls = redis_options.identity({**merged, "host": "x", "port": 1}).startswith("rediss")
-    return Host(None, merged, cluster=ClusterService(tuple(nodes), tls))
+    nodes = tuple(address for address, _ in parsed)
+    tls = redis_options.uses_tls(merged)
+    return Host(None, merged, cluster=ClusterService(nodes, tls))
+
+
+def _cluster_node(item: object, options: dict[str, Any]) -> tuple[tuple[str, int], dict[str, Any]]:
+    """One startup node: its (host, port), and its connection options without them."""
+    url = _parse_host(item).url
+    if url is None or url.startswith("unix://"):
+        raise ValueError(f"cluster item {item!r} must be a redis:// or rediss:// address")
+    node = redis_options.effective_options(url, options)
+    return (str(node.pop("host", "localhost")), int(node.pop("port", 6379))), node
 
 
 def _parse_sentinels(sentinels: object) -> tuple[tuple[str, int], ...]:

@@ -175,6 +175,11 @@ def check_guarantees(options: Mapping[str, Any]) -> None:
             )
 
 
+def uses_tls(options: Mapping[str, Any]) -> bool:
+    """Whether the pool will build TLS connections (a ``rediss://`` URL, or ``ssl=True``)."""
+    return issubclass(connection_class(options), SSLConnection)
+
+
 def identity(options: Mapping[str, Any]) -> str:
     """The server's canonical address: ``redis://host:port/db``, ``rediss://...`` for TLS,
     ``unix:///path?db=N``; host lowercased, redis-py's defaults filled in, never credentials.
@@ -185,7 +190,7 @@ def identity(options: Mapping[str, Any]) -> str:
     db = options.get("db", _default("db", conn_class))
     if issubclass(conn_class, UnixDomainSocketConnection):
         return f"unix://{options.get('path', '')}?db={db}"
-    scheme = "rediss" if issubclass(conn_class, SSLConnection) else "redis"
+    scheme = "rediss" if uses_tls(options) else "redis"
     host = str(options.get("host", _default("host", conn_class))).lower()
     port = options.get("port", _default("port", conn_class))
     if ":" in host:
