@@ -267,12 +267,10 @@ class ClusterNodes:
             client = self.client_for(tag_index) if asked is None else self.asking_client(asked)
             try:
                 return await call(client)
-            except REDIRECTS as exc:
-                if time.monotonic() > deadline or (
-                    isinstance(exc, TryAgainError) and not wait_split
-                ):
-                    raise
+            except Exception as exc:
                 self.failed(exc)
+                if not did_not_run(exc, wait_split) or time.monotonic() > deadline:
+                    raise
                 # One ASKING attempt per ASK; if the target sends us back, pause and start over.
                 asked = exc if isinstance(exc, AskError) and asked is None else None
                 redirected += 1
@@ -280,17 +278,17 @@ class ClusterNodes:
                     continue  # the first redirections go straight on; a loop of them pauses
                 await asyncio.sleep(pause_s)
                 pause_s = min(pause_s * 2, PAUSE_MAX_S)
-            except RedisConnectionError as exc:
-                self.failed(exc)
-                if not never_sent(exc) or time.monotonic() > deadline:
-                    raise
-                # The node refused the connection (dead, or a failover under way): nothing was
-                # sent, so wait for the map to name the new owner.
-                await asyncio.sleep(pause_s)
-                pause_s = min(pause_s * 2, PAUSE_MAX_S)
-            except Exception as exc:
-                self.failed(exc)
-                raise
+
+
+def did_not_run(exc: Exception, wait_split: bool = True) -> bool:
+    """Whether ``exc`` proves the command did not run, so it may be sent again: a
+    redirection (a TRYAGAIN only for a caller that waits for a split slot), or a node that
+    refused the connection (dead, or a failover under way) before anything was written."""
+    if isinstance(exc, TryAgainError):
+        return wait_split
+    if isinstance(exc, REDIRECTS):
+        return True
+    return isinstance(exc, RedisConnectionError) and never_sent(exc)
 
 
 def never_sent(exc: RedisConnectionError) -> bool:

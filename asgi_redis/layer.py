@@ -10,11 +10,10 @@ from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import codec, commands, config, failures, keys, keyspace, names, sharding
 from .buffers import now_ms
-from .cluster import REDIRECTS, AskingRedis, ClusterNodes, never_sent
+from .cluster import AskingRedis, ClusterNodes, did_not_run
 from .compat import ChannelsRedisCompatMixin, channels_redis_options
 from .connections import Connections
 from .crypto import Encryptor
@@ -417,19 +416,15 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         calls = [script_for(tag, False) for tag in tags]
         try:
             replies = await run_many(cluster.client_at(address), calls)
-        except RedisConnectionError as exc:
+        except Exception as exc:
             cluster.failed(exc)
-            if not never_sent(exc):
+            if not did_not_run(exc):
                 with failures.naming(operation, label):
                     raise
             replies = [exc] * len(tags)  # nothing was sent: each tag waits for its new owner
-        except Exception as exc:
-            cluster.failed(exc)
-            with failures.naming(operation, label):
-                raise
         results = []
         for tag, reply in zip(tags, replies, strict=True):
-            if isinstance(reply, (*REDIRECTS, RedisConnectionError)):
+            if isinstance(reply, Exception) and did_not_run(reply):
                 # This tag's script did not run: it alone follows the redirection (or waits).
                 cluster.failed(reply)
                 reply = await self._routes[keys.TAG_INDEX[tag]].run(
