@@ -388,6 +388,11 @@ class RedisClusterServers:
                 return self.server(entry.port)
         raise ClusterError(f"no live primary owns slot {slot}")
 
+    def other_primary(self, slot: int) -> RedisServer:
+        """A primary that does not own ``slot`` now (a target to move it to)."""
+        owner = self.node_for_slot(slot)
+        return next(node for node in self.primaries() if node is not owner)
+
     @staticmethod
     def slot_of(key: str | bytes) -> int:
         """The hash slot of ``key`` (hash tags respected), by redis-py's own function."""

@@ -6,9 +6,10 @@ Timeouts here only stop a broken test from hanging; no test asserts how fast any
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
 import queue
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -135,3 +136,23 @@ def collect(
         assert worker_id not in found, f"worker {worker_id} reported {kind!r} twice"
         found[worker_id] = value
     return found
+
+
+def names_in_tag(stem: str, tag: int, count: int) -> list[str]:
+    """``count`` channel (or group) names ``stem.N`` whose keys carry tag number ``tag``."""
+    found: list[str] = []
+    for number in itertools.count():
+        name = f"{stem}.{number}"
+        if keys.tag_index(name) == tag:
+            found.append(name)
+            if len(found) == count:
+                return found
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def name_outside(stem: str, tags: Iterable[int]) -> str:
+    """A channel name ``stem.N`` whose tag is none of ``tags``."""
+    avoid = set(tags)
+    return next(
+        f"{stem}.{n}" for n in itertools.count() if keys.tag_index(f"{stem}.{n}") not in avoid
+    )

@@ -22,7 +22,7 @@ from asgi_redis.cli.main import parse_args
 from asgi_redis.cluster import owners
 from tests.cluster import RedisClusterServers
 from tests.conftest import no_redis
-from tests.layer_helpers import receive_n, receive_within
+from tests.layer_helpers import names_in_tag, receive_n, receive_within
 from tests.servers import RedisServerError
 from tests.test_acl import PASSWORD, SHORT_RULE, STRICT_RULE, USER
 from tests.tls import make_tls_files
@@ -34,12 +34,6 @@ CLUSTER_COMMANDS = "+cluster|slots +asking"
 def cluster_hosts(cluster: RedisClusterServers, **options: Any) -> list[dict[str, Any]]:
     """``hosts`` for a layer on ``cluster``."""
     return [{"cluster": cluster.startup_urls, **options}]
-
-
-def other_primary(cluster: RedisClusterServers, slot: int) -> Any:
-    """A primary that does not serve ``slot``."""
-    owner = cluster.node_for_slot(slot)
-    return next(node for node in cluster.primaries() if node is not owner)
 
 
 # -- configuration -----------------------------------------------------------------------
@@ -98,9 +92,7 @@ async def test_a_moved_slot_is_followed(
     async with RedisChannelLayer(hosts=cluster_hosts(redis_cluster)) as layer:
         await layer.send("moving", {"n": 1})
         slot = redis_cluster.slot_of(keys.queue_key(layer.prefix, "moving"))
-        await asyncio.to_thread(
-            redis_cluster.migrate_slot, slot, other_primary(redis_cluster, slot)
-        )
+        await asyncio.to_thread(redis_cluster.migrate_slot, slot, redis_cluster.other_primary(slot))
         # The layer's map still names the old owner: MOVED must bring it to the new one.
         await layer.send("moving", {"n": 2})
         assert await receive_n(layer, "moving", 2) == [{"n": 1}, {"n": 2}]
@@ -117,7 +109,7 @@ async def test_ask_goes_to_the_target_on_one_connection_with_idle_connections(
         moved, staying = "asked.moved", "asked.staying"
         slot = redis_cluster.slot_of(keys.queue_key(layer.prefix, moved))
         await layer.send(moved, {"n": 1})
-        target = other_primary(redis_cluster, slot)
+        target = redis_cluster.other_primary(slot)
         migration = redis_cluster.begin_migration(slot, target)
         try:
             while redis_cluster.move_keys(migration):
@@ -289,16 +281,13 @@ async def test_a_receive_goes_on_while_its_slot_is_half_moved(
     """Multi-key pops get TRYAGAIN while a migration splits the slot's keys; the reader then
     pops key by key, so a message sent meanwhile arrives before the move ends."""
     async with RedisChannelLayer(hosts=cluster_hosts(redis_cluster)) as layer:
-        tag = keys.tag_index("split.watched")
-        other = next(
-            f"split.other.{n}" for n in range(10_000) if keys.tag_index(f"split.other.{n}") == tag
-        )
+        other = names_in_tag("split.other", keys.tag_index("split.watched"), 1)[0]
         await layer.send(other, {"n": 0})
         other_queue = keys.queue_key(layer.prefix, other)
         slot = redis_cluster.slot_of(other_queue)
         waiting = asyncio.ensure_future(layer.receive("split.watched"))
         await asyncio.sleep(0.2)
-        migration = redis_cluster.begin_migration(slot, other_primary(redis_cluster, slot))
+        migration = redis_cluster.begin_migration(slot, redis_cluster.other_primary(slot))
         try:
             # Move the other queue only: the slot now has keys on both nodes.
             redis_cluster.call(

@@ -18,7 +18,7 @@ from redis.retry import Retry
 
 from tests.cluster import SLOTS, RedisClusterServers, parse_cluster_nodes
 from tests.conftest import no_redis
-from tests.servers import RedisServer, RedisServerError
+from tests.servers import RedisServerError
 from tests.tls import make_tls_files
 
 KEYS = 50
@@ -33,12 +33,6 @@ def fill_slot(cluster: RedisClusterServers, tag: str) -> tuple[int, dict[str, st
     finally:
         client.close()
     return cluster.slot_of(f"{{{tag}}}"), values
-
-
-def other_primary(cluster: RedisClusterServers, slot: int) -> RedisServer:
-    """A primary that does not own ``slot``."""
-    owner = cluster.node_for_slot(slot)
-    return next(node for node in cluster.primaries() if node is not owner)
 
 
 def read_all(cluster: RedisClusterServers, keys: list[str]) -> dict[str, object]:
@@ -99,7 +93,7 @@ def test_migrate_slot_moves_every_key_in_batches(
 ) -> None:
     slot, values = fill_slot(redis_cluster, "moving")
     source = redis_cluster.node_for_slot(slot)
-    target = other_primary(redis_cluster, slot)
+    target = redis_cluster.other_primary(slot)
     seen_mid_move: list[dict[str, object]] = []
 
     migration = redis_cluster.migrate_slot(
@@ -125,7 +119,7 @@ def test_half_migrate_leaves_the_slot_between_nodes_with_ask_redirections(
 ) -> None:
     slot, values = fill_slot(redis_cluster, "half")
     source = redis_cluster.node_for_slot(slot)
-    target = other_primary(redis_cluster, slot)
+    target = redis_cluster.other_primary(slot)
 
     migration = redis_cluster.half_migrate(slot, target)
 
@@ -161,7 +155,7 @@ def test_flush_closes_a_half_done_migration(
 ) -> None:
     slot, _ = fill_slot(redis_cluster, "abandoned")
     source = redis_cluster.node_for_slot(slot)
-    redis_cluster.half_migrate(slot, other_primary(redis_cluster, slot))
+    redis_cluster.half_migrate(slot, redis_cluster.other_primary(slot))
 
     redis_cluster.flush()
 
@@ -176,7 +170,7 @@ async def test_amigrate_slot_lets_the_event_loop_run_between_batches(
     redis_cluster: RedisClusterServers, cluster_urls: list[str]
 ) -> None:
     slot, values = fill_slot(redis_cluster, "async-move")
-    target = other_primary(redis_cluster, slot)
+    target = redis_cluster.other_primary(slot)
     node = redis.asyncio.cluster.ClusterNode("127.0.0.1", int(cluster_urls[0].rsplit(":", 1)[1]))
     client = redis.asyncio.cluster.RedisCluster(startup_nodes=[node], decode_responses=True)
     reads: list[list[object]] = []

@@ -35,7 +35,7 @@ import asgi_redis.cluster
 from asgi_redis import RedisChannelLayer, keys
 from tests.cluster import Migration, RedisClusterServers
 from tests.faults.helpers import Tally, record
-from tests.layer_helpers import receive_n, receive_within, wait_until
+from tests.layer_helpers import name_outside, names_in_tag, receive_n, receive_within, wait_until
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.faults
@@ -82,35 +82,9 @@ def cluster_layer(urls: list[str], **options: Any) -> RedisChannelLayer:
     return RedisChannelLayer(hosts=[{"cluster": urls}], **{"capacity": CAPACITY, **options})
 
 
-def names_in_tag(stem: str, tag: int, count: int) -> list[str]:
-    """``count`` channel (or group) names ``stem.N`` whose keys carry tag number ``tag``."""
-    found: list[str] = []
-    for number in itertools.count():
-        name = f"{stem}.{number}"
-        if keys.tag_index(name) == tag:
-            found.append(name)
-            if len(found) == count:
-                return found
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def name_outside(stem: str, tags: Iterable[int]) -> str:
-    """A channel name ``stem.N`` whose tag is none of ``tags``."""
-    avoid = set(tags)
-    return next(
-        f"{stem}.{n}" for n in itertools.count() if keys.tag_index(f"{stem}.{n}") not in avoid
-    )
-
-
 def queue_slot(layer: RedisChannelLayer, channel: str) -> int:
     """The hash slot of ``channel``'s queue key."""
     return RedisClusterServers.slot_of(keys.queue_key(layer.prefix, channel))
-
-
-def other_primary(cluster: RedisClusterServers, slot: int) -> RedisServer:
-    """A primary that does not own ``slot`` now."""
-    owner = cluster.node_for_slot(slot)
-    return next(node for node in cluster.primaries() if node is not owner)
 
 
 def error_counts(cluster: RedisClusterServers) -> Counter[str]:
@@ -382,7 +356,7 @@ async def migrate_under_traffic(
     The consumers are held back until the key ``watched`` has reached the target, so it
     moves with a backlog (or, for a group copy, while group_sends write to its members).
     """
-    target = other_primary(cluster, slot)
+    target = cluster.other_primary(slot)
     batches = 0
     acked_before = len(traffic.acked)
 
@@ -560,7 +534,7 @@ async def test_send_to_a_queue_already_moved_follows_ask(
             await layer.send(channel, {"type": "job", "id": number})
         queue = keys.queue_key(layer.prefix, channel)
         slot = redis_cluster.slot_of(queue)
-        target = other_primary(redis_cluster, slot)
+        target = redis_cluster.other_primary(slot)
         migration = await asyncio.to_thread(redis_cluster.half_migrate, slot, target, EVERY_KEY)
         assert queue.encode() in migration.moved
         before = error_counts(redis_cluster)
@@ -605,7 +579,7 @@ async def test_group_send_with_split_derived_keys_is_retried_not_half_delivered(
         moved_queue = keys.queue_key(layer.prefix, moved_member)
         staying_queue = keys.queue_key(layer.prefix, staying_member)
         slot = redis_cluster.slot_of(moved_queue)
-        target = other_primary(redis_cluster, slot)
+        target = redis_cluster.other_primary(slot)
         migration = await asyncio.to_thread(move_only, redis_cluster, slot, target, [moved_queue])
         before = error_counts(redis_cluster)
         sending = asyncio.create_task(
@@ -650,7 +624,7 @@ async def test_group_add_while_the_group_directory_is_half_migrated(
         await layer.group_add(group, first)
         directory = keys.directory_key(layer.prefix, group)
         slot = redis_cluster.slot_of(directory)
-        target = other_primary(redis_cluster, slot)
+        target = redis_cluster.other_primary(slot)
         migration = await asyncio.to_thread(move_only, redis_cluster, slot, target, [directory])
         before = error_counts(redis_cluster)
         try:
@@ -674,7 +648,7 @@ async def test_liveness_mark_is_refreshed_while_its_slot_is_half_migrated(
         assert (await receive_within(layer, local))["id"] == 0
         mark = keys.heartbeat_key(layer.prefix, local)
         slot = redis_cluster.slot_of(mark)
-        target = other_primary(redis_cluster, slot)
+        target = redis_cluster.other_primary(slot)
         migration = await asyncio.to_thread(move_only, redis_cluster, slot, target, [mark])
         try:
             before = error_counts(redis_cluster)
@@ -704,7 +678,7 @@ async def test_group_send_to_a_copy_already_moved_runs_on_the_ask_target(
             await layer.send(member, {"type": "job", "src": "send", "id": 0})
         copy_key = keys.group_key(layer.prefix, group, keys.TAGS[tag])
         slot = redis_cluster.slot_of(copy_key)
-        target = other_primary(redis_cluster, slot)
+        target = redis_cluster.other_primary(slot)
         migration = await asyncio.to_thread(redis_cluster.half_migrate, slot, target, EVERY_KEY)
         before = error_counts(redis_cluster)
         try:
