@@ -82,15 +82,70 @@ local function release(counts_key, suffix)
   end
 end
 
+-- Fields per HMGET/HSET/HDEL call: unpack() has to fit Lua's C stack.
+local FIELDS_MAX = 1000
+
+-- The counts of ``suffixes`` (a list) in ``counts_key``, as numbers (0 when absent), read with
+-- one HMGET per FIELDS_MAX suffixes instead of one command per suffix.
+local function read_counts(counts_key, suffixes)
+  local counts = {}
+  for first = 1, #suffixes, FIELDS_MAX do
+    local last = math.min(first + FIELDS_MAX - 1, #suffixes)
+    local values = redis.call('HMGET', counts_key, unpack(suffixes, first, last))
+    for offset = 1, last - first + 1 do
+      counts[first + offset - 1] = tonumber(values[offset]) or 0
+    end
+  end
+  return counts
+end
+
+-- Pass the flat list ``args`` to ``call`` in pieces of FIELDS_MAX fields, ``width``
+-- arguments per field.
+local function in_chunks(args, width, call)
+  local step = FIELDS_MAX * width
+  for first = 1, #args, step do
+    call(unpack(args, first, math.min(first + step - 1, #args)))
+  end
+end
+
+-- Lower the counts of several channels of one client queue at once: ``taken`` maps suffix ->
+-- messages that left. Counts reaching 0 lose their field. Two or three commands per
+-- FIELDS_MAX suffixes, not two per message.
+local function release_many(counts_key, taken)
+  local suffixes = {}
+  for suffix in pairs(taken) do
+    suffixes[#suffixes + 1] = suffix
+  end
+  local counts = read_counts(counts_key, suffixes)
+  local kept, gone = {}, {}
+  for index, suffix in ipairs(suffixes) do
+    local left = counts[index] - taken[suffix]
+    if left > 0 then
+      kept[#kept + 1] = suffix
+      kept[#kept + 1] = left
+    elseif counts[index] > 0 then
+      gone[#gone + 1] = suffix
+    end
+  end
+  in_chunks(kept, 2, function(...) redis.call('HSET', counts_key, ...) end)
+  in_chunks(gone, 1, function(...) redis.call('HDEL', counts_key, ...) end)
+end
+
 -- An entry left its queue without being delivered: release the counts of its channels.
 -- A named queue has no counts key ('') and nothing to release.
 local function release_suffixes(counts_key, suffixes)
-  if counts_key == '' then
+  if counts_key == '' or #suffixes == 0 then
     return
   end
-  for _, suffix in ipairs(suffixes) do
-    release(counts_key, suffix)
+  if #suffixes == 1 then
+    release(counts_key, suffixes[1])
+    return
   end
+  local taken = {}
+  for _, suffix in ipairs(suffixes) do
+    taken[suffix] = (taken[suffix] or 0) + 1
+  end
+  release_many(counts_key, taken)
 end
 
 -- Drop expired and malformed entries from the head of a queue, at most PURGE_MAX, releasing

@@ -41,15 +41,6 @@ if ARGV[9] == '' then
   tags = redis.call('SMEMBERS', KEYS[1])
 end
 
--- Count a process-local member in; its entry is written once per client queue below.
-local function count_in(counts_key, suffix, capacity)
-  if redis.call('HINCRBY', counts_key, suffix, 1) <= capacity then
-    return true
-  end
-  release(counts_key, suffix)
-  return false
-end
-
 -- One entry for all accepted channels of a client queue (chunked to keep lists short).
 local function push_local(queue, suffixes)
   for first = 1, #suffixes, 5000 do
@@ -58,12 +49,15 @@ local function push_local(queue, suffixes)
   end
 end
 
--- The members of one tag's copy (its capacity overrides are read by read_overrides).
+-- The live members of one tag's copy; whether it has stale ones (added before the cutoff,
+-- removed at the end) is told by its size. Reading scores instead would cost more: Redis
+-- formats every score as text for the script.
 local function read_copy(base, group)
   local copy = {group = group or base .. 'g:' .. group_name,
                 capacities = base .. 'c:' .. group_name,
                 base = base, overrides = {}, dead = {}}
   copy.members = redis.call('ZRANGEBYSCORE', copy.group, '(' .. cutoff, '+inf')
+  copy.has_stale = redis.call('ZCARD', copy.group) > #copy.members
   return copy
 end
 
@@ -71,8 +65,8 @@ local function read_overrides(copy)
   copy.has_capacities = redis.call('EXISTS', copy.capacities) == 1
   if copy.has_capacities then
     local members = copy.members
-    for first = 1, #members, 1000 do
-      local last = math.min(first + 999, #members)
+    for first = 1, #members, FIELDS_MAX do
+      local last = math.min(first + FIELDS_MAX - 1, #members)
       local values = redis.call('HMGET', copy.capacities, unpack(members, first, last))
       for offset, value in ipairs(values) do
         if value then
@@ -83,39 +77,72 @@ local function read_overrides(copy)
   end
 end
 
-local purged, batches, expire, clients = {}, {}, {}, {}
+local purged, expire, clients, client_order = {}, {}, {}, {}
 
 -- A client's keys and whether its process is alive: one EXISTS per client, not per member.
 local function client_of(base, head)
   local client = clients[head]
   if not client then
     local alive_key = base .. 'h:' .. head
-    client = {base .. 'q:' .. head, base .. 'n:' .. head, alive_key,
-              alive = redis.call('EXISTS', alive_key) == 1}
+    client = {queue = base .. 'q:' .. head, counts = base .. 'n:' .. head, alive = alive_key,
+              is_alive = redis.call('EXISTS', alive_key) == 1,
+              suffixes = {}, capacities = {}, accepted = {}}
     clients[head] = client
+    client_order[#client_order + 1] = client
   end
   return client
 end
 
--- A process-local member: true accepted, false full, nil its client is dead.
+-- A process-local member joins its client's batch (counted in by take_room below), or the
+-- dead list when its client is gone.
 local function offer_local(copy, member, bang, capacity)
   local client = client_of(copy.base, string.sub(member, 1, bang))
-  if not client.alive then
+  if not client.is_alive then
     copy.dead[#copy.dead + 1] = member
-    return nil
+    return
   end
-  local queue, counts_key, suffix = client[1], client[2], string.sub(member, bang + 1)
-  local accepted = count_in(counts_key, suffix, capacity)
-  if not accepted and not purged[queue] then
-    purged[queue] = true
-    accepted = purge_head(queue, counts_key, now_ms) > 0 and count_in(counts_key, suffix, capacity)
+  client.suffixes[#client.suffixes + 1] = string.sub(member, bang + 1)
+  client.capacities[#client.capacities + 1] = capacity
+end
+
+-- Count ``client``'s offered suffixes (at positions ``wanted``) in where their channel has
+-- room: one HMGET and one HSET per 1,000 channels instead of a HINCRBY each. Returns the
+-- positions that were full.
+local function count_in(client, wanted)
+  local suffixes = {}
+  for index, position in ipairs(wanted) do
+    suffixes[index] = client.suffixes[position]
   end
-  if accepted then
-    batches[queue] = batches[queue] or {}
-    table.insert(batches[queue], suffix)
-    expire[queue] = counts_key
+  local counts, updates, full = read_counts(client.counts, suffixes), {}, {}
+  for index, position in ipairs(wanted) do
+    if counts[index] < client.capacities[position] then
+      updates[#updates + 1] = suffixes[index]
+      updates[#updates + 1] = counts[index] + 1
+      client.accepted[#client.accepted + 1] = suffixes[index]
+    else
+      full[#full + 1] = position
+    end
   end
-  return accepted
+  in_chunks(updates, 2, function(...) redis.call('HSET', client.counts, ...) end)
+  return full
+end
+
+-- Every alive client's batch: counted in, a full channel retried once after expired entries
+-- left the queue's head, then one entry per client queue. Returns how many were full.
+local function take_room(client)
+  local wanted = {}
+  for position = 1, #client.suffixes do
+    wanted[position] = position
+  end
+  local full = count_in(client, wanted)
+  if #full > 0 and purge_head(client.queue, client.counts, now_ms) > 0 then
+    full = count_in(client, full)
+  end
+  if #client.accepted > 0 then
+    push_local(client.queue, client.accepted)
+    expire[client.queue] = client.counts
+  end
+  return #full
 end
 
 -- Cluster only: a derived key a migration has moved away (or not yet brought here) cannot be
@@ -154,7 +181,7 @@ end
 
 local named_entry = make_entry(header, {}, payload)
 local delivered, full, dropped = 0, 0, 0
-local copies = {}
+local copies, capacity_keys = {}, {}
 for index, tag in ipairs(tags) do
   if ARGV[9] == '' then
     copies[index] = read_copy(prefix .. '{' .. tag .. '}')
@@ -164,32 +191,39 @@ for index, tag in ipairs(tags) do
   if check ~= '' and not all_here(copies[index]) then
     return redis.error_reply('TRYAGAIN keys of this group are being migrated')
   end
-  read_overrides(copies[index])
+  capacity_keys[index] = copies[index].capacities
+end
+-- Most groups have no capacity override at all: one EXISTS over every copy's hash says so,
+-- instead of one per copy.
+if #copies > 0 and redis.call('EXISTS', unpack(capacity_keys)) > 0 then
+  for _, copy in ipairs(copies) do
+    read_overrides(copy)
+  end
 end
 for _, copy in ipairs(copies) do
   for _, member in ipairs(copy.members) do
     local capacity = copy.overrides[member] or default_capacity
     local bang = string.find(member, '!', 1, true)
-    local accepted
     if not bang then
       local queue = copy.base .. 'q:' .. member
       -- A named queue holds no process-local entries, so it never needs a counts key.
-      accepted = enqueue(queue, '', '', named_entry, now_ms, capacity, purged)
-      if accepted then
+      if enqueue(queue, '', '', named_entry, now_ms, capacity, purged) then
         expire[queue] = false
+        delivered = delivered + 1
+      else
+        full = full + 1
       end
     else
-      accepted = offer_local(copy, member, bang, capacity)
-    end
-    if accepted then
-      delivered = delivered + 1
-    elseif accepted == false then
-      full = full + 1
+      offer_local(copy, member, bang, capacity)
     end
   end
 end
-for queue, suffixes in pairs(batches) do
-  push_local(queue, suffixes)
+for _, client in ipairs(client_order) do
+  if client.is_alive then
+    local skipped = take_room(client)
+    full = full + skipped
+    delivered = delivered + #client.suffixes - skipped
+  end
 end
 for queue, counts_key in pairs(expire) do
   redis.call('EXPIRE', queue, ttl_s)
@@ -197,32 +231,30 @@ for queue, counts_key in pairs(expire) do
     redis.call('EXPIRE', counts_key, ttl_s)
   end
 end
--- Stale members are read past above and removed only now: the first write must be one that
+-- Stale members are skipped above and removed only now: the first write must be one that
 -- grows memory, so that Redis refuses the whole call when it is out of memory (it only
 -- checks a script's first write; after a deletion it would let every enqueue through).
 for _, copy in ipairs(copies) do
-  -- A copy without overrides needs no names of its stale members: one command per copy.
-  if copy.has_capacities then
-    local stale = redis.call('ZRANGEBYSCORE', copy.group, '-inf', cutoff)
-    for first = 1, #stale, 1000 do
-      redis.call('HDEL', copy.capacities, unpack(stale, first, math.min(first + 999, #stale)))
+  if copy.has_stale then
+    if copy.has_capacities then
+      local stale = redis.call('ZRANGEBYSCORE', copy.group, '-inf', cutoff)
+      in_chunks(stale, 1, function(...) redis.call('HDEL', copy.capacities, ...) end)
     end
+    redis.call('ZREMRANGEBYSCORE', copy.group, '-inf', cutoff)
   end
-  redis.call('ZREMRANGEBYSCORE', copy.group, '-inf', cutoff)
   -- Dead clients leave the group at once; their queued messages have nobody to read them.
   local dead = copy.dead
-  for first = 1, #dead, 1000 do
-    local last = math.min(first + 999, #dead)
-    redis.call('ZREM', copy.group, unpack(dead, first, last))
+  if #dead > 0 then
+    in_chunks(dead, 1, function(...) redis.call('ZREM', copy.group, ...) end)
     if copy.has_capacities then
-      redis.call('HDEL', copy.capacities, unpack(dead, first, last))
+      in_chunks(dead, 1, function(...) redis.call('HDEL', copy.capacities, ...) end)
     end
   end
   dropped = dropped + #dead
 end
-for _, client in pairs(clients) do
-  if not client.alive then
-    redis.call('DEL', client[1], client[2], client[3])
+for _, client in ipairs(client_order) do
+  if not client.is_alive then
+    redis.call('DEL', client.queue, client.counts, client.alive)
   end
 end
 return {delivered, full, dropped}

@@ -18,8 +18,16 @@ local popped = {}
 -- pops drop the rest (a caller that got nothing pops again at once: the queue is not empty).
 local DROP_MAX = 1000
 
+-- Releases are summed per queue and suffix first: a few commands per queue, not per message.
+local taken = {}
 for pos = queues + 2, #ARGV, 2 do
-  release(KEYS[2 * tonumber(ARGV[pos])], ARGV[pos + 1])
+  local counts_key = KEYS[2 * tonumber(ARGV[pos])]
+  local of_queue = taken[counts_key] or {}
+  taken[counts_key] = of_queue
+  of_queue[ARGV[pos + 1]] = (of_queue[ARGV[pos + 1]] or 0) + 1
+end
+for counts_key, of_queue in pairs(taken) do
+  release_many(counts_key, of_queue)
 end
 
 for i = 1, queues do

@@ -205,6 +205,26 @@ def test_large_group_is_processed_in_batches(script_client: Any) -> None:
     assert not any(script_client.exists(qkey(channel)) for channel in stale)
 
 
+@pytest.mark.parametrize("size", [1, 3, 64, 200])
+def test_stale_members_of_small_and_large_copies_are_skipped_and_removed(
+    script_client: Any, size: int
+) -> None:
+    # One stale member (size 1) to many: delivered to the live members only, the stale ones
+    # removed with their capacity overrides.
+    tag = channel_tag(NAMED)
+    names = names_with_tag("chat.s{:04d}", tag, size)
+    stale, live = names[: size // 3], names[size // 3 :]
+    stale_ms = NOW_MS - GROUP_TTL_S * 1000 - 1
+    plant_members(script_client, GROUP, dict.fromkeys(stale, stale_ms))
+    plant_members(script_client, GROUP, dict.fromkeys(live, NOW_MS))
+    plant_overrides(script_client, GROUP, dict.fromkeys(names, 3))
+    assert group_send(script_client, GROUP, b"m") == [len(live), 0, 0]
+    assert set(members(script_client, GROUP)) == set(live)
+    assert overrides(script_client, GROUP) == dict.fromkeys(live, 3)
+    assert not any(script_client.exists(qkey(channel)) for channel in stale)
+    assert all(payloads(queued(script_client, channel)) == [b"m"] for channel in live)
+
+
 def test_a_single_local_member_gets_a_plain_entry(script_client: Any) -> None:
     add_all(script_client, LOCAL_22)
     assert group_send(script_client, GROUP, b"p") == [1, 0, 0]
@@ -296,7 +316,7 @@ def test_members_of_a_dead_client_are_dropped_with_its_keys(script_client: Any) 
     assert group_send(script_client, GROUP, b"m2") == [4, 0, 0]
 
 
-def test_liveness_is_read_once_per_client(redis_url: str) -> None:
+def test_liveness_and_counts_are_read_once_per_client(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     try:
         heads = [f"specific.c{n}!" for n in range(3)]
@@ -305,10 +325,17 @@ def test_liveness_is_read_once_per_client(redis_url: str) -> None:
         client.config_resetstat()
         assert group_send(client, GROUP, b"m") == [40, 0, 20]
         # Server-side call counts (a real server only): one EXISTS per client, plus one for
-        # the capacity-override hash of each tag's copy walked.
+        # the capacity-override hashes of every copy walked; the live clients' counts are
+        # read and written once per client, not once per member; no copy had stale members.
         tags = {channel_tag(head) for head in heads}
         assert len(tags) > 1
-        assert client.info("commandstats")["cmdstat_exists"]["calls"] == len(heads) + len(tags)
+        stats = client.info("commandstats")
+        assert stats["cmdstat_exists"]["calls"] == len(heads) + 1
+        assert stats["cmdstat_hmget"]["calls"] == stats["cmdstat_hset"]["calls"] == 2
+        assert stats["cmdstat_zrangebyscore"]["calls"] == len(tags)
+        assert stats["cmdstat_zcard"]["calls"] == len(tags)
+        assert "cmdstat_hincrby" not in stats
+        assert "cmdstat_zremrangebyscore" not in stats
     finally:
         client.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import redis
 
 from tests.scripts.helpers import (
     GARBAGE,
@@ -112,6 +113,28 @@ def test_releases_decrement_and_delete_fields_at_zero(script_client: Any) -> Non
     assert receive(script_client, [(LOCAL, 0)], [(1, "a"), (1, "c")]) == []
     assert not script_client.exists(nkey(LOCAL))
     assert len(queued(script_client, LOCAL)) == 4
+
+
+def test_many_releases_of_one_queue_cost_a_few_commands(redis_url: str) -> None:
+    # 2,500 channels of one client (three HMGET/HSET/HDEL batches of at most 1,000), each
+    # released once or twice in one call: the counts end exact, and the server ran a few
+    # hash commands per 1,000 channels, not one or two per released message.
+    client = redis.Redis.from_url(redis_url)
+    try:
+        suffixes = [f"c{n}" for n in range(2500)]
+        client.hset(nkey(LOCAL), mapping=dict.fromkeys(suffixes, 2))
+        releases = [(1, suffix) for suffix in suffixes]
+        releases += [(1, suffix) for suffix in suffixes[::2]]
+        client.config_resetstat()
+        assert receive(client, [(LOCAL, 0)], releases) == []
+        assert counts(client, LOCAL) == dict.fromkeys(suffixes[1::2], 1)
+        stats = client.info("commandstats")
+        assert stats["cmdstat_hmget"]["calls"] == 3
+        assert stats["cmdstat_hset"]["calls"] == 2
+        assert stats["cmdstat_hdel"]["calls"] == 2
+        assert "cmdstat_hincrby" not in stats
+    finally:
+        client.close()
 
 
 def test_release_never_goes_negative(script_client: Any) -> None:
