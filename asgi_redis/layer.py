@@ -168,8 +168,13 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for the next message on ``channel``; safe to cancel."""
         names.check_channel(channel)
-        self._keep_alive(channel)
-        return (await self._receiver(self._shard_of(channel)).receive_many([channel]))[1]
+        # The busiest call of a Channels app: split the name and find the loop's state once.
+        head = keys.split_channel(channel)[0]
+        state = self._loop_state()
+        if head != channel:  # process-local: its client must be seen alive
+            state.keep_alive(head)
+        receiver = state.receiver(self._shard_of_unit(head))
+        return (await receiver.receive_many([channel]))[1]
 
     async def receive_many(self, channels: Sequence[str]) -> tuple[str, dict[str, Any]]:
         """Wait for the next message on any of ``channels``; returns (channel, message)."""
@@ -442,9 +447,13 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
     def _shard_of(self, channel: str) -> int:
         """The index of the route of ``channel`` (a client's local channels share one): its
         server, or on a cluster its tag."""
+        return self._shard_of_unit(keys.split_channel(channel)[0])
+
+    def _shard_of_unit(self, unit: str) -> int:
+        """The index of the route of a routing unit (a named channel or an ``a.b!`` head)."""
         if self._cluster is not None:
-            return keys.tag_index(keys.split_channel(channel)[0])
-        return sharding.shard_for(self._labels, keys.split_channel(channel)[0])
+            return keys.tag_index(unit)
+        return sharding.shard_for(self._labels, unit)
 
     def _keep_alive(self, channel: str) -> None:
         """Keep the liveness mark of a process-local channel's client fresh from this loop."""

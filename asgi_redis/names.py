@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 MAX_NAME_LENGTH = 99
 # Channels also allows nothing after '!'; we don't: such a name would share its key with the
@@ -33,6 +34,15 @@ def _check(kind: str, name: object, pattern: re.Pattern[str]) -> str:
 
 def check_channel(name: object) -> str:
     """Validate a channel name; returns it."""
+    if type(name) is str:
+        return _valid_channel(name)
+    return _check("channel", name, _CHANNEL)
+
+
+@lru_cache(maxsize=65536)
+def _valid_channel(name: str) -> str:
+    """``check_channel`` of a str, remembered: every receive and send checks its channel
+    (an invalid name raises, and exceptions are never cached)."""
     return _check("channel", name, _CHANNEL)
 
 
