@@ -75,9 +75,10 @@ local function warn_malformed(queue)
   redis.log(redis.LOG_WARNING, 'asgi_redis: dropped a malformed entry from queue ' .. queue)
 end
 
--- One message of a process-local channel left the count (delivered, dropped, expired).
-local function release(counts_key, suffix)
-  if redis.call('HINCRBY', counts_key, suffix, -1) <= 0 then
+-- ``taken`` (default 1) messages of a process-local channel left the count (delivered,
+-- dropped, expired); a count reaching 0 loses its field.
+local function release(counts_key, suffix, taken)
+  if redis.call('HINCRBY', counts_key, suffix, -(taken or 1)) <= 0 then
     redis.call('HDEL', counts_key, suffix)
   end
 end
@@ -116,6 +117,11 @@ local function release_many(counts_key, taken)
   for suffix in pairs(taken) do
     suffixes[#suffixes + 1] = suffix
   end
+  if #suffixes == 1 then
+    -- One channel (a consumer keeping up with its messages): one HINCRBY is cheaper.
+    release(counts_key, suffixes[1], taken[suffixes[1]])
+    return
+  end
   local counts = read_counts(counts_key, suffixes)
   local kept, gone = {}, {}
   for index, suffix in ipairs(suffixes) do
@@ -135,10 +141,6 @@ end
 -- A named queue has no counts key ('') and nothing to release.
 local function release_suffixes(counts_key, suffixes)
   if counts_key == '' or #suffixes == 0 then
-    return
-  end
-  if #suffixes == 1 then
-    release(counts_key, suffixes[1])
     return
   end
   local taken = {}

@@ -133,6 +133,13 @@ def test_many_releases_of_one_queue_cost_a_few_commands(redis_url: str) -> None:
         assert stats["cmdstat_hset"]["calls"] == 2
         assert stats["cmdstat_hdel"]["calls"] == 2
         assert "cmdstat_hincrby" not in stats
+        # One channel's releases (a consumer keeping up): a single HINCRBY, no HMGET.
+        client.config_resetstat()
+        assert receive(client, [(LOCAL, 0)], [(1, "c1"), (1, "c1")]) == []
+        assert "c1" not in counts(client, LOCAL)
+        stats = client.info("commandstats")
+        assert stats["cmdstat_hincrby"]["calls"] == 1
+        assert "cmdstat_hmget" not in stats
     finally:
         client.close()
 
