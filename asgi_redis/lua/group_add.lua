@@ -9,12 +9,13 @@
                        it lives in another slot and the caller adds the tag first)
   ARGV[1]  channel     the member
   ARGV[2]  now_ms      caller clock, ms
-  ARGV[3]  ttl_s       group_expiry, s
+  ARGV[3]  ttl_s       group_expiry, s: members of this tag's copy added longer ago are
+                       removed here (group_send only skips them)
   ARGV[4]  capacity    the member's capacity, '' when it is the layer's default
   ARGV[5]  heartbeat_ttl_ms  lifetime of a liveness key this script creates, ms
   ARGV[6]  tag         the member's tag (KEYS[1..3] are in it)
   Returns  1 added | 0 refreshed
-  Cost     O(log members)
+  Cost     O(log members) plus the stale members removed
 ]]
 local group, capacities, liveness = KEYS[1], KEYS[2], KEYS[3]
 local channel, ttl_s, capacity = ARGV[1], ARGV[3], ARGV[4]
@@ -25,9 +26,18 @@ if capacity == '' then
 else
   redis.call('HSET', capacities, channel, capacity)
 end
-if redis.call('EXISTS', capacities) == 1 then
+local has_capacities = redis.call('EXISTS', capacities) == 1
+if has_capacities then
   redis.call('EXPIRE', capacities, ttl_s)
 end
+-- Members not refreshed within group_expiry leave the copy (after the ZADD: a script's first
+-- write must be one that grows memory, for Redis to refuse it when out of memory).
+local cutoff = tonumber(ARGV[2]) - tonumber(ttl_s) * 1000
+if has_capacities then
+  local stale = redis.call('ZRANGEBYSCORE', group, '-inf', cutoff)
+  in_chunks(stale, 1, function(...) redis.call('HDEL', capacities, ...) end)
+end
+redis.call('ZREMRANGEBYSCORE', group, '-inf', cutoff)
 -- A new client is alive until its first heartbeat could have come; NX keeps a live
 -- client's own TTL (its heartbeats own that key).
 if string.find(channel, '!', 1, true) then

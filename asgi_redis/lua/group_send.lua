@@ -9,7 +9,8 @@
                        directory, and the script walks every tag it lists (one server)
   ARGV[1]  now_ms      caller clock, ms
   ARGV[2]  prefix      the layer's key prefix
-  ARGV[3]  group_ttl_s group_expiry: members added longer ago than this are removed
+  ARGV[3]  group_ttl_s group_expiry: members added longer ago than this are skipped (group_add
+                       removes them)
   ARGV[4]  header      13-digit deadline of the message, ms
   ARGV[5]  payload     the serialized message, sent once whatever the group size
   ARGV[6]  capacity    default capacity
@@ -49,15 +50,14 @@ local function push_local(queue, suffixes)
   end
 end
 
--- The live members of one tag's copy; whether it has stale ones (added before the cutoff,
--- removed at the end) is told by its size. Reading scores instead would cost more: Redis
--- formats every score as text for the script.
+-- The live members of one tag's copy. Stale ones (added before the cutoff) are skipped, not
+-- removed: group_add removes them from the copy it writes to, and a copy nobody adds to
+-- expires whole group_expiry after its last add, so they never outlive that by more.
 local function read_copy(base, group)
   local copy = {group = group or base .. 'g:' .. group_name,
                 capacities = base .. 'c:' .. group_name,
                 base = base, overrides = {}, dead = {}}
   copy.members = redis.call('ZRANGEBYSCORE', copy.group, '(' .. cutoff, '+inf')
-  copy.has_stale = redis.call('ZCARD', copy.group) > #copy.members
   return copy
 end
 
@@ -231,18 +231,11 @@ for queue, counts_key in pairs(expire) do
     redis.call('EXPIRE', counts_key, ttl_s)
   end
 end
--- Stale members are skipped above and removed only now: the first write must be one that
--- grows memory, so that Redis refuses the whole call when it is out of memory (it only
--- checks a script's first write; after a deletion it would let every enqueue through).
+-- Dead clients leave the group at once (their queued messages have nobody to read them), but
+-- only now: the first write must be one that grows memory, so that Redis refuses the whole
+-- call when it is out of memory (it only checks a script's first write; after a deletion it
+-- would let every enqueue through).
 for _, copy in ipairs(copies) do
-  if copy.has_stale then
-    if copy.has_capacities then
-      local stale = redis.call('ZRANGEBYSCORE', copy.group, '-inf', cutoff)
-      in_chunks(stale, 1, function(...) redis.call('HDEL', copy.capacities, ...) end)
-    end
-    redis.call('ZREMRANGEBYSCORE', copy.group, '-inf', cutoff)
-  end
-  -- Dead clients leave the group at once; their queued messages have nobody to read them.
   local dead = copy.dead
   if #dead > 0 then
     in_chunks(dead, 1, function(...) redis.call('ZREM', copy.group, ...) end)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.scripts.helpers import (
+    GROUP_TTL_S,
     NOW_MS,
     PREFIX,
     channel_tag,
@@ -15,7 +16,10 @@ from tests.scripts.helpers import (
     group_add,
     hkey,
     members,
+    names_with_tag,
     overrides,
+    plant_members,
+    plant_overrides,
 )
 
 GROUP = "room"
@@ -159,3 +163,19 @@ def test_without_a_directory_every_key_written_carries_the_members_tag(
     written = sorted(key.decode() for key in script_client.keys("*"))
     assert written == sorted([gkey(GROUP, LOCAL), ckey(GROUP, LOCAL), hkey(LOCAL)])
     assert all(key.startswith(f"{PREFIX}{{{channel_tag(LOCAL)}}}") for key in written)
+
+
+def test_an_add_removes_its_copys_stale_members_with_their_overrides(script_client: Any) -> None:
+    # group_send only skips members not refreshed within group_expiry; an add removes them
+    # from the copy it writes to, 2,500 of them here (HDEL works in batches of 1,000).
+    stale_ms = NOW_MS - GROUP_TTL_S * 1000
+    live, *stale = names_with_tag("chat.m{}", channel_tag(NAMED), 2501)
+    plant_members(script_client, GROUP, dict.fromkeys(stale, stale_ms))
+    plant_members(script_client, GROUP, {live: stale_ms + 1, LOCAL: stale_ms})
+    plant_overrides(script_client, GROUP, {**dict.fromkeys(stale, 5), live: 7})
+    assert group_add(script_client, GROUP, NAMED) == 1
+    # The copy of NAMED's tag keeps only its live members; the other tags' copies (a stale
+    # LOCAL) wait for an add of their own.
+    assert set(script_client.zrange(gkey(GROUP, NAMED), 0, -1)) == {NAMED.encode(), live.encode()}
+    assert set(members(script_client, GROUP)) == {NAMED, live, LOCAL}
+    assert overrides(script_client, GROUP) == {live: 7}
