@@ -86,16 +86,25 @@ end
 -- Fields per HMGET/HSET/HDEL call: unpack() has to fit Lua's C stack.
 local FIELDS_MAX = 1000
 
--- The counts of ``suffixes`` (a list) in ``counts_key``, as numbers (0 when absent), read with
--- one HMGET per FIELDS_MAX suffixes instead of one command per suffix.
-local function read_counts(counts_key, suffixes)
-  local counts = {}
-  for first = 1, #suffixes, FIELDS_MAX do
-    local last = math.min(first + FIELDS_MAX - 1, #suffixes)
-    local values = redis.call('HMGET', counts_key, unpack(suffixes, first, last))
+-- The values of ``fields`` (a list) in the hash ``key``, in order, false where a field is
+-- missing: one HMGET per FIELDS_MAX fields instead of one command per field.
+local function read_fields(key, fields)
+  local values = {}
+  for first = 1, #fields, FIELDS_MAX do
+    local last = math.min(first + FIELDS_MAX - 1, #fields)
+    local chunk = redis.call('HMGET', key, unpack(fields, first, last))
     for offset = 1, last - first + 1 do
-      counts[first + offset - 1] = tonumber(values[offset]) or 0
+      values[first + offset - 1] = chunk[offset]
     end
+  end
+  return values
+end
+
+-- The counts of ``suffixes`` (a list) in ``counts_key``, as numbers (0 when absent).
+local function read_counts(counts_key, suffixes)
+  local counts = read_fields(counts_key, suffixes)
+  for index = 1, #suffixes do
+    counts[index] = tonumber(counts[index]) or 0
   end
   return counts
 end

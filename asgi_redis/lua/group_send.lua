@@ -64,14 +64,9 @@ end
 local function read_overrides(copy)
   copy.has_capacities = redis.call('EXISTS', copy.capacities) == 1
   if copy.has_capacities then
-    local members = copy.members
-    for first = 1, #members, FIELDS_MAX do
-      local last = math.min(first + FIELDS_MAX - 1, #members)
-      local values = redis.call('HMGET', copy.capacities, unpack(members, first, last))
-      for offset, value in ipairs(values) do
-        if value then
-          copy.overrides[members[first + offset - 1]] = tonumber(value)
-        end
+    for index, value in ipairs(read_fields(copy.capacities, copy.members)) do
+      if value then
+        copy.overrides[copy.members[index]] = tonumber(value)
       end
     end
   end
