@@ -141,7 +141,8 @@ def make_client(host: Host) -> Redis:
     """A client whose pool waits for a free connection instead of failing under load."""
     options = pool_options(host)
     if host.sentinel is not None:
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        # redis-py < 8.2 leaves Sentinel.__init__ untyped; 8.2 types it (so "unused" too).
+        sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
             list(host.sentinel.sentinels), sentinel_kwargs=sentinel_options(host.sentinel)
         )
         client: Redis = sentinel.master_for(
