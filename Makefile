@@ -1,5 +1,5 @@
 # Thin wrappers; the work happens in scripts/. Pass pytest/demo arguments with ARGS="...".
-.PHONY: test demo bench lint setup
+.PHONY: test demo bench lint setup lock
 
 test:
 	scripts/test.sh $(ARGS)
@@ -16,3 +16,7 @@ bench: setup
 lint: setup
 	.venv/bin/ruff check asgi_redis tests benchmarks examples
 	.venv/bin/mypy
+
+# Re-resolve requirements/lock.txt from pyproject.toml's ranges (newest releases that fit).
+lock: setup
+	scripts/lock.sh

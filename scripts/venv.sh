@@ -22,11 +22,18 @@ find_python() {
     return 1
 }
 
-# stamp EXTRAS: the file recording which pyproject.toml EXTRAS were last installed from.
+# The pinned versions every install here uses (`make lock` refreshes them; see the README).
+LOCK=requirements/lock.txt
+
+# stamp EXTRAS: the file recording which pyproject.toml and lock EXTRAS were last installed from.
 stamp() { printf '%s/.installed-%s\n' "$VENV" "${1//,/-}"; }
 
-# ensure_venv EXTRAS [SUPERSET]: install ".[EXTRAS]" unless pyproject.toml is unchanged since
-# the last install of EXTRAS (or of SUPERSET, extras that include them).
+# What an install depends on: the package's metadata and the pinned versions.
+inputs() { cat pyproject.toml "$LOCK"; }
+
+# ensure_venv EXTRAS [SUPERSET]: install ".[EXTRAS]" at the locked versions unless neither
+# pyproject.toml nor the lock changed since the last install of EXTRAS (or of SUPERSET,
+# extras that include them).
 ensure_venv() {
     local extras="$1" superset="${2:-}"
     if [[ ! -x "$VENV/bin/python" ]]; then
@@ -36,9 +43,9 @@ ensure_venv() {
         "$python" -m venv "$VENV"
         rm -f "$VENV"/.installed-*
     fi
-    cmp -s pyproject.toml "$(stamp "$extras")" && return 0
-    [[ -n "$superset" ]] && cmp -s pyproject.toml "$(stamp "$superset")" && return 0
-    log "installing the package with extras [$extras]"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e ".[$extras]"
-    cp pyproject.toml "$(stamp "$extras")"
+    inputs | cmp -s - "$(stamp "$extras")" && return 0
+    [[ -n "$superset" ]] && inputs | cmp -s - "$(stamp "$superset")" && return 0
+    log "installing the package with extras [$extras] at the versions in $LOCK"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -c "$LOCK" -e ".[$extras]"
+    inputs >"$(stamp "$extras")"
 }

@@ -18,7 +18,7 @@ from tests.conftest import redis_required
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_EXTRAS = "test,bench,cryptography,dev,demo"
-BASIC_TOOLS = ("bash", "dirname", "cmp", "cp", "rm", "env")
+BASIC_TOOLS = ("bash", "cat", "dirname", "cmp", "cp", "rm", "env")
 REDIS_TOOLS = ("redis-server", "redis-sentinel", "redis-cli")
 RUN_TIMEOUT_S = 240
 
@@ -29,10 +29,10 @@ pytestmark = pytest.mark.timeout(RUN_TIMEOUT_S + 10)
 def venv_set_up() -> None:
     """These tests reuse the .venv of ``make test``; without it they cannot run offline."""
     stamp = ROOT / ".venv" / f".installed-{TEST_EXTRAS.replace(',', '-')}"
-    pyproject = (ROOT / "pyproject.toml").read_bytes()
-    if stamp.is_file() and stamp.read_bytes() == pyproject:
+    inputs = (ROOT / "pyproject.toml").read_bytes() + (ROOT / "requirements/lock.txt").read_bytes()
+    if stamp.is_file() and stamp.read_bytes() == inputs:
         return
-    reason = "needs the .venv of scripts/test.sh, up to date with pyproject.toml"
+    reason = "needs the .venv of scripts/test.sh, up to date with pyproject.toml and the lock"
     if redis_required():
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
