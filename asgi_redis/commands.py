@@ -52,6 +52,27 @@ async def receive(
     return [(int(flat[pos]) - 1, flat[pos + 1]) for pos in range(0, len(flat), 2)]
 
 
+async def release(
+    client: Redis,
+    *,
+    mark_key: str,
+    batch: int,
+    mark_ms: int,
+    counts: Sequence[str],
+    releases: Sequence[tuple[int, str]],
+) -> bool:
+    """Run lua/release.lua: lower the counts of delivered or dropped process-local messages.
+
+    ``releases`` are ``(index into counts, suffix)`` pairs, one per message. Safe to retry
+    with the same ``batch`` number: the script records it in ``mark_key`` (for ``mark_ms``)
+    and a second run changes nothing. Returns False for such a repeat.
+    """
+    args: list[str | bytes | int] = [batch, mark_ms]
+    for index, suffix in releases:
+        args += [index + 1, suffix]
+    return bool(await run(client, "release", [mark_key, *counts], args))
+
+
 async def group_add(
     client: Redis,
     *,

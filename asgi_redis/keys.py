@@ -21,7 +21,8 @@ Key kinds (after the prefix and tag, one letter and a colon):
 - ``w:<client>``          list, wake-up tokens for one process's blocked reader (one per
                           tag the reader blocks on).
 - ``r:<queue part>/<id>`` string, marks a hand-back of popped entries to that queue as done,
-                          so a retried hand-back never pushes them twice.
+                          so a retried hand-back never pushes them twice; with a ``n.`` id,
+                          the number of the last count release a process applied there.
 - ``h:<prefix>!``         string, liveness mark of the client owning the process-local
                           channels ``<prefix>!<suffix>``; its process refreshes it every
                           heartbeat with a TTL of 3 heartbeats, and group_add creates it
@@ -149,6 +150,11 @@ def requeue_token_key(prefix: str, queue: str, token: str) -> str:
     """The marker of one hand-back of entries to ``queue`` (a queue key), in its slot."""
     close = queue.index("}", len(prefix))
     return f"{queue[: close + 1]}r:{queue[close + 3 :]}/{token}"
+
+
+def release_mark_key(prefix: str, queue: str, releaser: str) -> str:
+    """The number of the last count-release batch ``releaser`` applied, in ``queue``'s slot."""
+    return requeue_token_key(prefix, queue, f"n.{releaser}")
 
 
 def heartbeat_key(prefix: str, channel_or_head: str) -> str:

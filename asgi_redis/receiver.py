@@ -50,7 +50,7 @@ class Receiver:
         self._prefix = prefix
         self._label = label = route.label
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._releases = Releases(route, prefix)
+        self._releases = Releases(route, prefix, expiry_s)
         self._buffers = Buffers(
             lambda item: self._releases.add(item.queue, item.suffix), self.counters
         )
