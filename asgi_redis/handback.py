@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -11,10 +12,15 @@ from functools import partial
 
 from . import commands, keys
 from .routes import Route
-from .sidetask import SideTask
+from .sidetask import BACKOFF_MIN_S, SideTask
 
 logger = logging.getLogger(__name__)
 
+
+# close() retries a failed hand-back for this long (pauses from BACKOFF_MIN_S doubling up to
+# CLOSE_BACKOFF_MAX_S) before it gives up and raises; the messages then stay in the process.
+CLOSE_RETRY_S = 5.0
+CLOSE_BACKOFF_MAX_S = 1.0
 
 # A count-release batch is marked applied for this many times the layer's expiry; one not
 # acknowledged by then is given up (see Releases).
@@ -171,14 +177,31 @@ class Returns:
         self._batches.clear()
 
     async def close(self, remaining: dict[str, list[bytes]]) -> None:
-        """Return ``remaining`` and anything pending now; raises if Redis refuses.
+        """Return ``remaining`` and anything pending now, retrying with backoff for up to
+        ``CLOSE_RETRY_S``; then raises the last error.
 
         What could not be written stays pending, so a later ``close`` tries again.
         """
         await self._task.stop()
         self.add(remaining)
-        while await self._write():
-            pass
+        deadline = time.monotonic() + CLOSE_RETRY_S
+        pause_s = BACKOFF_MIN_S
+        while True:
+            try:
+                while await self._write():
+                    pass
+                return
+            except Exception as exc:
+                if time.monotonic() + pause_s > deadline:
+                    raise
+                logger.warning(
+                    "Could not return %d messages to Redis on close (%r); retrying in %.1f s",
+                    len(self),
+                    exc,
+                    pause_s,
+                )
+            await asyncio.sleep(pause_s)
+            pause_s = min(pause_s * 2, CLOSE_BACKOFF_MAX_S)
 
     async def _write(self) -> bool:
         """Write every pending batch; False when there was nothing to write."""

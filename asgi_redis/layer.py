@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -26,6 +27,8 @@ from .receiver import Receiver, receive_from
 from .routes import Route, ServerRoute, TagRoute
 from .scripts import ScriptCall, run
 from .statistics import StatisticsMixin
+
+logger = logging.getLogger(__name__)
 
 OPTIONS = (
     "hosts",
@@ -122,11 +125,11 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         if self.config.hosts[0].cluster is not None:
             # A Redis Cluster: one route per tag, on whichever primary owns the tag's slot.
             self._shards: list[Connections] = []
-            self._cluster = ClusterNodes(self.config.hosts[0], self.close)
+            self._cluster = ClusterNodes(self.config.hosts[0], self._close_with_loop)
             self._routes = [TagRoute(self._cluster, index) for index in range(keys.TAG_COUNT)]
         else:
             # One connection set per server; a channel's server is picked by rendezvous hashing.
-            self._shards = [Connections(host, self.close) for host in self.config.hosts]
+            self._shards = [Connections(host, self._close_with_loop) for host in self.config.hosts]
             self._routes = [
                 ServerRoute(shard, label)
                 for shard, label in zip(self._shards, self._labels, strict=True)
@@ -328,6 +331,22 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+    async def _close_with_loop(self) -> None:
+        """``close`` for an event loop about to close: nothing can retry after it, so what
+        could not be handed back is lost; counted (``lost_at_close``) and logged."""
+        try:
+            await self.close()
+        except Exception:
+            state = self._loops.pop(asyncio.get_running_loop(), None)
+            if state is not None and state.held:
+                self.counters.lost_at_close += state.held
+                logger.error(
+                    "Lost %d popped messages: their event loop closed while Redis refused to "
+                    "take them back",
+                    state.held,
+                )
+            raise
 
     async def __aenter__(self) -> RedisChannelLayer:
         return self

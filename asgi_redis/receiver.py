@@ -269,6 +269,11 @@ class Receiver:
         except Exception as exc:  # the counts key expires with the queue: a leak heals
             logger.warning("Could not update channel counts on close: %r", exc)
 
+    @property
+    def held(self) -> int:
+        """Popped messages still in this process (buffered, or on their way back)."""
+        return len(self._buffers) + len(self._returns)
+
     def clear(self) -> None:
         """Forget buffered messages and pending writes (after a flush)."""
         self._buffers.clear()
