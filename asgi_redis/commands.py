@@ -57,17 +57,17 @@ async def release(
     *,
     mark_key: str,
     batch: int,
-    mark_ms: int,
+    mark_s: int,
     counts: Sequence[str],
     releases: Sequence[tuple[int, str]],
 ) -> bool:
     """Run lua/release.lua: lower the counts of delivered or dropped process-local messages.
 
     ``releases`` are ``(index into counts, suffix)`` pairs, one per message. Safe to retry
-    with the same ``batch`` number: the script records it in ``mark_key`` (for ``mark_ms``)
+    with the same ``batch`` number: the script records it in ``mark_key`` (for ``mark_s``)
     and a second run changes nothing. Returns False for such a repeat.
     """
-    args: list[str | bytes | int] = [batch, mark_ms]
+    args: list[str | bytes | int] = [batch, mark_s]
     for index, suffix in releases:
         args += [index + 1, suffix]
     return bool(await run(client, "release", [mark_key, *counts], args))

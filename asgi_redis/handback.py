@@ -53,7 +53,7 @@ class Releases:
     def __init__(self, route: Route, prefix: str, expiry_s: int) -> None:
         self._route = route
         self._prefix = prefix
-        self._mark_ms = expiry_s * RELEASE_MARK_EXPIRIES * 1000
+        self._mark_s = expiry_s * RELEASE_MARK_EXPIRIES
         self._releaser = secrets.token_hex(8)
         self._numbered = 0
         self._pending: list[tuple[str, str]] = []  # (queue key, suffix)
@@ -104,13 +104,13 @@ class Releases:
         batch = self._batch
         if batch is None:
             return False
-        if time.monotonic() - batch.first_sent_s > self._mark_ms / 1000:
+        if time.monotonic() - batch.first_sent_s > self._mark_s:
             self.given_up += len(batch.pairs)
             logger.error(
                 "Gave up updating channel counts for %d delivered messages after %.0f s: "
                 "their channels count them until their counts expire",
                 len(batch.pairs),
-                self._mark_ms / 1000,
+                self._mark_s,
             )
             self._batch = None
             return True
@@ -120,7 +120,7 @@ class Releases:
                 commands.release,
                 mark_key=batch.mark_key,
                 batch=batch.number,
-                mark_ms=self._mark_ms,
+                mark_s=self._mark_s,
                 counts=batch.counts,
                 releases=batch.pairs,
             ),
