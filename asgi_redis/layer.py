@@ -19,8 +19,8 @@ from .compat import ChannelsRedisCompatMixin, channels_redis_options
 from .connections import Connections
 from .crypto import Encryptor
 from .errors import ChannelFull
-from .heartbeat import BEATS_TO_DEATH
 from .loopstate import LoopState
+from .memberships import Memberships
 from .metrics import Counters
 from .pipelining import run_batched, run_many
 from .receiver import Receiver, receive_from
@@ -135,6 +135,11 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 for shard, label in zip(self._shards, self._labels, strict=True)
             ]
         self._loops: dict[asyncio.AbstractEventLoop, LoopState] = {}
+        # Process-local channels of this process, and their memberships, to rejoin groups.
+        self._own_heads: set[str] = set()
+        self._memberships = Memberships()
+        self._rejoining: set[str] = set()  # clients found dropped, not yet back in every group
+        self._beaten: set[str] = set()  # clients whose mark a beat of this layer has written
 
     # -- channels --------------------------------------------------------------------
 
@@ -212,6 +217,13 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         """Add ``channel`` to ``group`` (or refresh it); idempotent."""
         names.check_group(group)
         names.check_channel(channel)
+        added_ms = now_ms()
+        await self._add_member(group, channel, added_ms)
+        if keys.split_channel(channel)[0] in self._own_heads:
+            self._memberships.added(group, channel, added_ms)
+
+    async def _add_member(self, group: str, channel: str, added_ms: int) -> None:
+        """Store the membership (``added_ms``: the time group_expiry counts from)."""
         capacity = self.config.capacity_for(channel)
         operation = f"group_add of {channel!r} to {group!r}"
         on_cluster = self._cluster is not None
@@ -232,10 +244,10 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 prefix=self.prefix,
                 group=group,
                 channel=channel,
-                now_ms=now_ms(),
+                now_ms=added_ms,
                 ttl_s=self.group_expiry,
                 capacity=None if capacity == self.capacity else capacity,
-                heartbeat_ttl_ms=int(self.heartbeat * BEATS_TO_DEATH * 1000),
+                beat_ms=int(self.heartbeat * 1000),
                 with_directory=not on_cluster,
             ),
         )
@@ -244,6 +256,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         """Remove ``channel`` from ``group``; a no-op for non-members."""
         names.check_group(group)
         names.check_channel(channel)
+        self._memberships.discarded(group, channel)
         await self._routes[self._shard_of(channel)].run(
             f"group_discard of {channel!r} from {group!r}",
             lambda client: commands.group_discard(
@@ -273,6 +286,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 payload=payload,
                 capacity=self.capacity,
                 ttl_s=self.expiry,
+                beat_ms=int(self.heartbeat * 1000),
                 tag=tag,
                 asking=asking,
             )
@@ -477,24 +491,43 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
     def _keep_alive(self, channel: str) -> None:
         """Keep the liveness mark of a process-local channel's client fresh from this loop."""
         if "!" in channel:
-            self._loop_state().keep_alive(keys.split_channel(channel)[0])
+            head = keys.split_channel(channel)[0]
+            self._own_heads.add(head)
+            self._loop_state().keep_alive(head)
 
-    async def _beat(self, heads: list[str], ttl_ms: int) -> None:
-        """Write the liveness marks of ``heads``, each on its own server."""
+    async def _beat(self, heads: list[str]) -> None:
+        """Write the liveness marks of ``heads``, each on its own server; a client whose mark
+        was gone (judged dead while cut off) adds its memberships again (``memberships``)."""
         by_shard: dict[int, list[str]] = {}
         for head in heads:
             by_shard.setdefault(self._shard_of(head), []).append(head)
-        await asyncio.gather(
+        gone = await asyncio.gather(
             *(
                 self._routes[shard].run(
                     "heartbeat",
                     partial(
-                        commands.heartbeat, prefix=self.prefix, heads=shard_heads, ttl_ms=ttl_ms
+                        commands.heartbeat,
+                        prefix=self.prefix,
+                        heads=shard_heads,
+                        beat_ms=int(self.heartbeat * 1000),
                     ),
                 )
                 for shard, shard_heads in by_shard.items()
             )
         )
+        # A client's first beat may find no mark (its group_add may not have written it yet):
+        # only a mark that this process's beats had written and that is gone now means more.
+        self._rejoining.update(
+            head for shard_gone in gone for head in shard_gone if head in self._beaten
+        )
+        self._beaten.update(heads)
+        for head in sorted(self._rejoining):
+            rejoined = await self._memberships.rejoin(
+                head, now_ms(), self.group_expiry, self._add_member
+            )
+            self._rejoining.discard(head)  # only once every membership is back
+            if rejoined:
+                self.counters.rejoins += 1
 
     def _loop_state(self) -> LoopState:
         """The running loop's part of the layer (made on first use)."""

@@ -21,14 +21,14 @@ class LoopState:
 
     Args:
         make_receiver: builds the receiver of one server index for a client id.
-        beat: writes liveness marks (heads, lifetime in ms), see ``Heartbeat``.
+        beat: writes liveness marks of the given heads, see ``Heartbeat``.
         heartbeat_s: seconds between beats.
     """
 
     def __init__(
         self,
         make_receiver: Callable[[int, str], Receiver],
-        beat: Callable[[list[str], int], Awaitable[None]],
+        beat: Callable[[list[str]], Awaitable[None]],
         heartbeat_s: float,
     ) -> None:
         self.client_id = secrets.token_hex(6)

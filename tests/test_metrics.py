@@ -20,6 +20,7 @@ ZERO = {
     "expired": 0,
     "dropped": 0,
     "lost_at_close": 0,
+    "rejoins": 0,
 }
 
 
@@ -43,6 +44,7 @@ async def test_send_receive_full_and_group_send_move_the_counters(redis_url: str
             "expired": 0,
             "dropped": 0,
             "lost_at_close": 0,
+            "rejoins": 0,
         }
         stats = await layer.global_statistics()
         assert stats["counters"] == layer.counters.snapshot()

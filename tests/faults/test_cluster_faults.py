@@ -641,24 +641,28 @@ async def test_liveness_mark_is_refreshed_while_its_slot_is_half_migrated(
     redis_cluster: RedisClusterServers, cluster_urls: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(asgi_redis.cluster, "REDIRECT_DEADLINE_S", SHORT_DEADLINE_S)
-    heartbeat_s = 0.3  # the mark lives 3 beats: 0.9 s
+    heartbeat_s = 0.3
+    # The beat writes the mark with its tag's uptime clock: both moved (a batch of MIGRATE
+    # that splits them makes the beat wait for TRYAGAIN, and a mark missing meanwhile is not
+    # death: the next group_send takes it as seen then).
     async with cluster_layer(cluster_urls, heartbeat=heartbeat_s) as layer:
         local = await layer.new_channel()
         await layer.send(local, {"type": "job", "id": 0})
         assert (await receive_within(layer, local))["id"] == 0
         mark = keys.heartbeat_key(layer.prefix, local)
+        clock = keys.clock_key(layer.prefix, keys.tag_of(keys.split_channel(local)[0]))
         slot = redis_cluster.slot_of(mark)
         target = redis_cluster.other_primary(slot)
-        migration = await asyncio.to_thread(move_only, redis_cluster, slot, target, [mark])
+        migration = await asyncio.to_thread(move_only, redis_cluster, slot, target, [mark, clock])
         try:
             before = error_counts(redis_cluster)
-            await asyncio.sleep(5 * heartbeat_s)
+            await asyncio.sleep(13 * heartbeat_s)  # longer than a mark's lifetime
             # A live process's mark must still be there (else group_send drops its members).
             remaining_ms = int(asking(redis_cluster, target, "PTTL", mark))
             redirects = redirects_since(redis_cluster, before)
             print(
                 "[faults] cluster: liveness mark on the import target after "
-                f"{5 * heartbeat_s:.1f} s of beats: PTTL {remaining_ms} ms, {redirects}"
+                f"{13 * heartbeat_s:.1f} s of beats: PTTL {remaining_ms} ms, {redirects}"
             )
         finally:
             await asyncio.to_thread(redis_cluster.finish_migration, migration)
