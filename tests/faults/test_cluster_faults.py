@@ -795,7 +795,9 @@ async def test_failover_of_a_primary_under_traffic(
 ) -> None:
     cluster = cluster_with_replicas
     urls = cluster.startup_urls
-    async with cluster_layer(urls) as sender, cluster_layer(urls) as receiver:
+    # The receiver beats every 0.3 s: the failover (about 4 s) lasts many heartbeats, and
+    # its process-local member must stay in the group (guarantee 12).
+    async with cluster_layer(urls) as sender, cluster_layer(urls, heartbeat=0.3) as receiver:
         named = channels_on_every_primary(cluster, sender.prefix, "faults.cluster.failover", 2)
         local = await receiver.new_channel()
         traffic = Traffic(
@@ -810,12 +812,16 @@ async def test_failover_of_a_primary_under_traffic(
         failover = Failover(cluster, traffic, cluster.node_for_slot(queue_slot(sender, named[0])))
         await failover.run()
         await traffic.finish()
+        local_members = (await sender.group_statistics("faults.cluster.failover.room"))["local"]
+        rejoins = receiver.counters.rejoins
     tally = traffic.tally(
         "cluster: failover of a primary (kill -9, replica promoted)",
         f"duplicates = 0; lost only on the killed primary, acked in its last {LAST_MOMENT_S} s",
     )
     tally.extra.update(failover.report())
+    tally.extra.update({"local_members_after": local_members, "rejoins": rejoins})
     record(tally)
+    assert local_members == 1 and rejoins == 0
     lost = traffic.lost_keys()
     assert tally.duplicates == 0
     assert lost <= failover.at_risk(), sorted(lost - failover.at_risk())[:20]
