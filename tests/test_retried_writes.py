@@ -6,6 +6,7 @@ connection error after the real one returned), so the layer retries a write that
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -69,3 +70,23 @@ async def test_a_heartbeat_whose_reply_was_lost_is_simply_written_again(
         await wait_until(lambda: ran[0] >= 2)
         with sync_client(redis_url) as plain:
             assert plain.exists(keys.heartbeat_key("asgi:", channel)) == 1
+
+
+async def test_a_rejoin_whose_group_add_reply_was_lost_is_retried_to_one_membership(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rejoin after a process was judged dead re-runs its group_adds at the next beat
+    when one failed: a group_add that ran twice leaves one membership with its first time."""
+    async with make_layer(redis_url, heartbeat=0.2) as layer:
+        channel = await layer.new_channel()
+        await layer.group_add("room", channel)
+        head = keys.split_channel(channel)[0]
+        member_key = keys.group_key("asgi:", "room", keys.tag_of(head))
+        with sync_client(redis_url) as plain:
+            score = plain.zscore(member_key, channel)
+            await asyncio.sleep(0.5)  # a few beats: the mark is this process's own
+            ran = lose_first_replies(monkeypatch, "group_add")
+            plain.set(keys.heartbeat_key("asgi:", head), "dead")  # as a group_send leaves it
+            await wait_until(lambda: layer.counters.rejoins == 1)
+            assert ran[0] == 2  # ran, reply lost; ran again at the next beat
+            assert plain.zrange(member_key, 0, -1, withscores=True) == [(channel.encode(), score)]
