@@ -334,6 +334,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             await state.close()
             del self._loops[loop]
             self._dropped_closed += state.dropped_undecodable
+            self._forget_client(state.client_id)
         errors: list[Exception] = []
         closers = [shard.close for shard in self._shards]
         if self._cluster is not None:
@@ -529,13 +530,23 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             if rejoined:
                 self.counters.rejoins += 1
 
+    def _forget_client(self, client_id: str) -> None:
+        """A loop's client id is gone with it: nothing of its channels is kept to rejoin."""
+        heads = {head for head in self._own_heads if head.endswith(f".{client_id}!")}
+        self._own_heads -= heads
+        self._beaten -= heads
+        self._rejoining -= heads
+        self._memberships.forget(heads)
+
     def _loop_state(self) -> LoopState:
         """The running loop's part of the layer (made on first use)."""
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
             for closed in [other for other in self._loops if other.is_closed()]:
-                self._dropped_closed += self._loops.pop(closed).dropped_undecodable
+                gone = self._loops.pop(closed)
+                self._dropped_closed += gone.dropped_undecodable
+                self._forget_client(gone.client_id)
             state = self._loops[loop] = LoopState(self._make_receiver, self._beat, self.heartbeat)
         return state
 

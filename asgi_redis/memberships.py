@@ -38,6 +38,11 @@ class Memberships:
             if not joined:
                 del self._by_head[head]
 
+    def forget(self, heads: set[str]) -> None:
+        """Drop what is kept for ``heads`` (their event loop was closed)."""
+        for head in heads:
+            self._by_head.pop(head, None)
+
     def of(self, head: str, now_ms: int, group_expiry_s: int) -> list[tuple[str, str, int]]:
         """The live memberships of client ``head`` as (group, channel, time ms); those older
         than ``group_expiry_s`` are forgotten (their groups dropped them already)."""

@@ -189,3 +189,19 @@ async def bury_until_rejoined(other: Any, layer: Any, channel: str) -> None:
         if layer.counters.rejoins:
             return
     raise AssertionError("the client never rejoined")
+
+
+def test_closing_a_loop_forgets_its_clients_memberships(redis_url: str) -> None:
+    """async_to_sync makes a loop per call: what a closed loop's channels joined is not kept."""
+    layer = make_layer(redis_url, heartbeat=0.2)
+
+    async def join() -> str:
+        channel = await layer.new_channel()
+        await layer.group_add("room", channel)
+        assert layer._memberships.of(keys.split_channel(channel)[0], 0, 86_400)
+        await layer.close()
+        return channel
+
+    channel = asyncio.run(join())
+    assert not layer._memberships.of(keys.split_channel(channel)[0], 0, 86_400)
+    assert not layer._own_heads and not layer._beaten
