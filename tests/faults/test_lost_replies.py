@@ -67,8 +67,11 @@ async def produce(
 
 
 async def consume(layer: RedisChannelLayer, channel: str, seen: list[int], stop: float) -> None:
-    """Receive until quiet for a second after ``stop``."""
+    """Receive until quiet for a second after ``stop``, pausing after every 10 messages so
+    the channel fills up to its capacity again and again."""
     while True:
+        if seen and len(seen) % 10 == 0 and time.monotonic() < stop:
+            await asyncio.sleep(0.2)
         wait_s = max(0.5, stop - time.monotonic() + 1.0)
         try:
             message = await asyncio.wait_for(layer.receive(channel), wait_s)
@@ -82,12 +85,16 @@ async def consume(layer: RedisChannelLayer, channel: str, seen: list[int], stop:
 
 
 async def watch(url: str, channel: str, highest: list[int], stop: float) -> None:
-    """Poll the channel's count in Redis; keep the highest seen."""
+    """Poll the channel's count and its queue's length in Redis; keep the highest of each
+    (the queue holds only this channel's entries; a count lowered twice would let it grow
+    past the capacity while the consumer pauses)."""
     counts_key = keys.counts_key("asgi:", channel)
+    queue_key = keys.queue_key("asgi:", channel)
     suffix = keys.split_channel(channel)[1]
     with sync_client(url) as client:
         while time.monotonic() < stop + 1.0:
             highest[0] = max(highest[0], int(client.hget(counts_key, suffix) or 0))
+            highest[1] = max(highest[1], int(client.llen(queue_key)))
             await asyncio.sleep(0.005)
 
 
@@ -103,7 +110,7 @@ async def test_lost_replies_duplicate_nothing_and_never_exceed_capacity(
     acked: list[int] = []
     failed: list[int] = []
     seen: list[int] = []
-    highest = [0]
+    highest = [0, 0]
     try:
         channel = await layer.new_channel()
         await layer.group_add(GROUP, channel)
@@ -132,6 +139,7 @@ async def test_lost_replies_duplicate_nothing_and_never_exceed_capacity(
             "cuts": cuts,
             "refused_full": refused,
             "highest_count": highest[0],
+            "highest_queue": highest[1],
             "refill": refill,
             **{f"layer_{name}": value for name, value in layer.counters.snapshot().items()},
         }
@@ -139,7 +147,7 @@ async def test_lost_replies_duplicate_nothing_and_never_exceed_capacity(
     record(tally)
     assert cuts > 0
     assert tally.duplicates == 0, tally.summary()
-    assert highest[0] <= CAPACITY, tally.summary()
+    assert highest[0] <= CAPACITY and highest[1] <= CAPACITY, tally.summary()
     # A cut reply loses at most what it carried: one pop, at most CAPACITY entries here.
     assert tally.lost <= cuts * CAPACITY, tally.summary()
     assert refill == CAPACITY
