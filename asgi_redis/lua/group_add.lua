@@ -12,8 +12,11 @@
   ARGV[3]  ttl_s       group_expiry, s: members of this tag's copy added longer ago are
                        removed here (group_send only skips them)
   ARGV[4]  capacity    the member's capacity, '' when it is the layer's default
-  ARGV[5]  heartbeat_ttl_ms  lifetime of a liveness key this script creates, ms
+  ARGV[5]  beat_ms     the caller's heartbeat, ms: a liveness key this script creates says
+                       "seen now" on the tag's uptime clock (see _helpers.lua)
   ARGV[6]  tag         the member's tag (KEYS[1..3] are in it)
+  Derived  the tag's uptime clock <prefix>{T}u:clock (the liveness key's prefix and tag),
+           ticked when the liveness key is created
   Returns  1 added | 0 refreshed
   Cost     O(log members) plus the stale members removed
 ]]
@@ -40,8 +43,9 @@ end
 redis.call('ZREMRANGEBYSCORE', group, '-inf', cutoff)
 -- A new client is alive until its first heartbeat could have come; NX keeps a live
 -- client's own TTL (its heartbeats own that key).
-if string.find(channel, '!', 1, true) then
-  redis.call('SET', liveness, '1', 'PX', ARGV[5], 'NX')
+if string.find(channel, '!', 1, true) and redis.call('EXISTS', liveness) == 0 then
+  local beat_ms = tonumber(ARGV[5])
+  set_mark(liveness, tick_clock(string.match(liveness, '^(.-})') .. CLOCK, beat_ms), beat_ms, true)
 end
 if KEYS[4] then
   redis.call('SADD', KEYS[4], ARGV[6])

@@ -22,20 +22,24 @@
                        target: every derived key must already exist here). A key failing the
                        check means a slot migration is moving the keys: the script answers
                        TRYAGAIN before writing anything.
+  ARGV[11] beat_ms     the caller's heartbeat, ms (the unit of the dead-client rule)
   Derived  for member M of tag T with queue part H (M up to and including '!', else M):
            queue <prefix>{T}q:H and counts <prefix>{T}n:H; for a process-local member also
-           its client's liveness key <prefix>{T}h:H, read once per client
+           its client's liveness key <prefix>{T}h:H, read once per client, and the tag's
+           uptime clock <prefix>{T}u:clock, ticked once per tag (see _helpers.lua)
   Writes   one entry per named member; one entry per client queue for all its accepted
            process-local members (the multi-suffix form, see _helpers.lua)
-  Drops    the process-local members of clients whose liveness key is gone (dead processes)
-           with their capacity overrides, and those clients' queue, counts and liveness keys
+  Drops    the process-local members of dead clients (client_is_dead in _helpers.lua) with
+           their capacity overrides, and those clients' queue and counts; their liveness key
+           then says 'dead' (their process, if it comes back, rejoins)
   Returns  {delivered, skipped_full, dropped_dead}
-  Cost     O(members) plus one EXISTS per client; a full queue drops at most 100 expired
+  Cost     O(members) plus one GET per client and a clock tick per tag; a full queue drops at most 100 expired
            entries from its head, once per call
 ]]
 local now_ms, prefix, group_name = tonumber(ARGV[1]), ARGV[2], ARGV[8]
 local header, payload = ARGV[4], ARGV[5]
 local default_capacity, ttl_s = tonumber(ARGV[6]), ARGV[7]
+local beat_ms = tonumber(ARGV[11])
 local cutoff = now_ms - tonumber(ARGV[3]) * 1000
 local tags = {ARGV[9]}
 if ARGV[9] == '' then
@@ -80,7 +84,8 @@ local function client_of(base, head)
   if not client then
     local alive_key = base .. 'h:' .. head
     client = {queue = base .. 'q:' .. head, counts = base .. 'n:' .. head, alive = alive_key,
-              is_alive = redis.call('EXISTS', alive_key) == 1,
+              is_alive = not client_is_dead(alive_key, tag_uptime(base, beat_ms, true), beat_ms,
+                                            true),
               suffixes = {}, capacities = {}, accepted = {}}
     clients[head] = client
     client_order[#client_order + 1] = client
@@ -166,7 +171,8 @@ local function all_here(copy)
       if not here(copy.base .. 'q:' .. head) then
         return false
       end
-      if bang and not (here(copy.base .. 'n:' .. head) and here(copy.base .. 'h:' .. head)) then
+      if bang and not (here(copy.base .. 'n:' .. head) and here(copy.base .. 'h:' .. head)
+                       and here(copy.base .. CLOCK)) then
         return false
       end
     end
@@ -242,7 +248,8 @@ for _, copy in ipairs(copies) do
 end
 for _, client in ipairs(client_order) do
   if not client.is_alive then
-    redis.call('DEL', client.queue, client.counts, client.alive)
+    redis.call('DEL', client.queue, client.counts)
+    set_mark(client.alive, DEAD_MARK, beat_ms, false)
   end
 end
 return {delivered, full, dropped}

@@ -7,14 +7,17 @@
   ARGV[3]  group_ttl_s group_expiry: members added longer ago than this are not counted
   ARGV[4]  group       the group's name
   ARGV[5]  tag         the one tag to read, or '' for every tag in the directory
+  ARGV[6]  beat_ms     the caller's heartbeat, ms (the unit of the dead-client rule)
   Derived  for a process-local member of tag T with queue part H (up to and including '!'):
-           its client's liveness key <prefix>{T}h:H, read once per client
+           its client's liveness key <prefix>{T}h:H, read once per client, and the tag's
+           uptime clock <prefix>{T}u:clock (read, not ticked)
   Returns  {named, local, local_dead, clients, dead_clients}: named members, process-local
-           members, process-local members whose client's liveness key is gone, distinct
+           members, process-local members of dead clients (client_is_dead), distinct
            clients of the process-local members, and how many of those are dead
-  Cost     O(members) plus one EXISTS per client; reads only, drops nothing
+  Cost     O(members) plus one GET per client; reads only, drops nothing
 ]]
 local now_ms, prefix, group_name = tonumber(ARGV[1]), ARGV[2], ARGV[4]
+local beat_ms = tonumber(ARGV[6])
 local cutoff = now_ms - tonumber(ARGV[3]) * 1000
 local tags = {ARGV[5]}
 if ARGV[5] == '' then
@@ -35,7 +38,8 @@ for _, tag in ipairs(tags) do
       local head = string.sub(member, 1, bang)
       local alive = alive_of[head]
       if alive == nil then
-        alive = redis.call('EXISTS', base .. 'h:' .. head) == 1
+        alive = not client_is_dead(base .. 'h:' .. head, tag_uptime(base, beat_ms, false),
+                                   beat_ms, false)
         alive_of[head] = alive
         clients = clients + 1
         if not alive then
