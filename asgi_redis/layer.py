@@ -21,6 +21,7 @@ from .errors import ChannelFull
 from .heartbeat import BEATS_TO_DEATH
 from .loopstate import LoopState
 from .metrics import Counters
+from .offload import Offload, forwardable
 from .pipelining import run_batched, run_many
 from .receiver import Receiver, receive_from
 from .routes import Route, ServerRoute, TagRoute
@@ -122,19 +123,22 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         if self.config.hosts[0].cluster is not None:
             # A Redis Cluster: one route per tag, on whichever primary owns the tag's slot.
             self._shards: list[Connections] = []
-            self._cluster = ClusterNodes(self.config.hosts[0], self.close)
+            self._cluster = ClusterNodes(self.config.hosts[0], self._close_loop)
             self._routes = [TagRoute(self._cluster, index) for index in range(keys.TAG_COUNT)]
         else:
             # One connection set per server; a channel's server is picked by rendezvous hashing.
-            self._shards = [Connections(host, self.close) for host in self.config.hosts]
+            self._shards = [Connections(host, self._close_loop) for host in self.config.hosts]
             self._routes = [
                 ServerRoute(shard, label)
                 for shard, label in zip(self._shards, self._labels, strict=True)
             ]
         self._loops: dict[asyncio.AbstractEventLoop, LoopState] = {}
+        # Calls from short-lived loops (async_to_sync) run on a loop of our own (offload.py).
+        self._offload = Offload(self._close_loop)
 
     # -- channels --------------------------------------------------------------------
 
+    @forwardable
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         """Queue ``message`` on ``channel``.
 
@@ -165,6 +169,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             raise ChannelFull(f"channel {channel!r} is full")
         self.counters.sent += 1
 
+    @forwardable
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for the next message on ``channel``; safe to cancel."""
         names.check_channel(channel)
@@ -176,6 +181,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         receiver = state.receiver(self._shard_of_unit(head))
         return (await receiver.receive_many([channel]))[1]
 
+    @forwardable
     async def receive_many(self, channels: Sequence[str]) -> tuple[str, dict[str, Any]]:
         """Wait for the next message on any of ``channels``; returns (channel, message)."""
         if isinstance(channels, str) or not channels:
@@ -191,6 +197,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             [(self._receiver(shard), shard_channels) for shard, shard_channels in by_shard.items()]
         )
 
+    @forwardable
     async def new_channel(self, prefix: str = "specific.") -> str:
         """A new process-local channel name: ``prefix`` + client id + ``!`` + random.
 
@@ -205,6 +212,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
 
     # -- groups ----------------------------------------------------------------------
 
+    @forwardable
     async def group_add(self, group: str, channel: str) -> None:
         """Add ``channel`` to ``group`` (or refresh it); idempotent."""
         names.check_group(group)
@@ -237,6 +245,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             ),
         )
 
+    @forwardable
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``; a no-op for non-members."""
         names.check_group(group)
@@ -248,6 +257,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             ),
         )
 
+    @forwardable
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """Queue ``message`` on every live member of ``group``; full members are skipped.
 
@@ -293,6 +303,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
 
     # -- lifecycle -------------------------------------------------------------------
 
+    @forwardable
     async def flush(self) -> None:
         """Delete every key under this layer's prefix (and nothing else), on every server."""
         await self._on_every_server(
@@ -305,12 +316,18 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 receiver.clear()
 
     async def close(self) -> None:
-        """Stop reading, return unreceived messages to Redis, close this loop's connections.
+        """Stop reading, return unreceived messages to Redis, close this loop's connections
+        and those of the layer's background loop (which then stops; see offload.py).
 
         Every server is dealt with even when one fails; then the first failure is raised.
         Messages that could not be returned stay in this process, and calling ``close``
         again retries (the connections are only closed once nothing is left to return).
         """
+        await self._offload.stop()
+        await self._close_loop()
+
+    async def _close_loop(self) -> None:
+        """``close`` for the running loop only; also run by a loop about to close."""
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is not None:
