@@ -119,6 +119,9 @@ async def test_every_method_works_forwarded(layer_hosts: list[Any]) -> None:
             async_to_sync(layer.send)("full", {"type": "3"})
         with pytest.raises(TypeError, match="bad name"):
             async_to_sync(layer.send)("bad name", {"type": "x"})
+        outcomes["depth"] = async_to_sync(layer.channel_statistics)("full")["depth"]
+        outcomes["members"] = async_to_sync(layer.group_statistics)("forwarded")["members"]
+        outcomes["groups"] = async_to_sync(layer.global_statistics)()["groups"]
         async_to_sync(layer.flush)()
         outcomes["forwarded"] = background_thread(layer) is not None
         async_to_sync(layer.close)()
@@ -127,6 +130,9 @@ async def test_every_method_works_forwarded(layer_hosts: list[Any]) -> None:
     assert outcomes == {
         "local": [{"type": "group"}, {"type": "direct"}],
         "many": ("named.member", {"type": "group"}),
+        "depth": 2,
+        "members": 1,
+        "groups": 1,
         "forwarded": True,
     }
     assert background_thread(layer) is None
