@@ -98,6 +98,8 @@ class Call(Generic[T]):
 
     def _finished(self, task: asyncio.Task[T]) -> None:
         """Hand the finished task to the caller's loop."""
+        if task.cancelled():
+            self._coro.close()  # cancelled before it started: no "never awaited" warning
         try:
             self._caller.call_soon_threadsafe(self._settle, task)
         except RuntimeError:  # the caller's loop is closed: nobody will look
@@ -109,6 +111,8 @@ class Call(Generic[T]):
     def _settle(self, task: asyncio.Task[T]) -> None:
         """The task finished: wake the caller."""
         self._outcome = task
+        if not task.cancelled():
+            task.exception()  # retrieved here even if the caller gave up (no asyncio warning)
         if not self._waiter.done():
             self._waiter.set_result(None)
 

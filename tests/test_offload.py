@@ -285,3 +285,50 @@ print("leaving")
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "leaving"
+
+
+def test_cancelled_receives_on_a_process_local_channel_lose_nothing(redis_url: str) -> None:
+    layer = make_layer(redis_url)
+    churn(layer)
+    channel = async_to_sync(layer.new_channel)()
+    got: list[int] = []
+
+    async def give_up_at_once(number: int) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            got.append((await asyncio.wait_for(layer.receive(channel), 0.01))["n"])
+        await layer.send(channel, {"n": number})
+
+    for number in range(20):
+        asyncio.run(give_up_at_once(number))
+
+    async def drain() -> None:
+        while len(got) < 20:
+            got.append((await receive_within(layer, channel))["n"])
+
+    async_to_sync(drain)()
+    async_to_sync(layer.close)()
+    assert got == list(range(20))  # in order: the buffer keeps what a cancelled receive left
+
+
+def test_close_ends_a_forwarded_receive_with_an_error(redis_url: str) -> None:
+    layer = make_layer(redis_url)
+    churn(layer)
+    errors: list[BaseException] = []
+
+    def wait_forever() -> None:
+        try:
+            async_to_sync(layer.receive)("never.sent")
+        except BaseException as exc:
+            errors.append(exc)
+
+    waiting = threading.Thread(target=wait_forever)
+    waiting.start()
+    waiting.join(0.5)
+    async_to_sync(layer.close)()
+    waiting.join(10)
+    assert not waiting.is_alive()
+    assert len(errors) == 1 and "closed while receiving on never.sent" in str(errors[0])
+    # A call after close() starts a new background loop.
+    async_to_sync(layer.send)("after.close", {"type": "x"})
+    assert background_thread(layer) is not None
+    async_to_sync(layer.close)()
