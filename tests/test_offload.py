@@ -332,3 +332,37 @@ def test_close_ends_a_forwarded_receive_with_an_error(redis_url: str) -> None:
     async_to_sync(layer.send)("after.close", {"type": "x"})
     assert background_thread(layer) is not None
     async_to_sync(layer.close)()
+
+
+def test_sync_receivers_in_threads_get_each_message_once(redis_url: str) -> None:
+    layer = make_layer(redis_url, capacity=1000)
+    churn(layer)
+    total = 200
+    got: list[int] = []
+    done = threading.Event()
+
+    async def receive_or_give_up() -> None:
+        # Short timeouts: many receives are cancelled while messages arrive.
+        with contextlib.suppress(asyncio.TimeoutError):
+            got.append((await asyncio.wait_for(layer.receive("shared"), 0.005))["n"])
+
+    def receiver() -> None:
+        while not done.is_set():
+            async_to_sync(receive_or_give_up)()
+
+    threads = [threading.Thread(target=receiver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for number in range(total):
+            async_to_sync(layer.send)("shared", {"n": number})
+        for _ in range(1000):
+            if len(got) >= total:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(30)
+    async_to_sync(layer.close)()
+    assert sorted(got) == list(range(total))
