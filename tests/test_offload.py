@@ -366,3 +366,27 @@ def test_sync_receivers_in_threads_get_each_message_once(redis_url: str) -> None
             thread.join(30)
     async_to_sync(layer.close)()
     assert sorted(got) == list(range(total))
+
+
+def test_a_loop_closed_with_a_forwarded_receive_pending_gives_it_up(redis_url: str) -> None:
+    layer = make_layer(redis_url)
+    other = make_layer(redis_url)
+    churn(layer)
+    loop = asyncio.new_event_loop()
+    pending = loop.create_task(layer.receive("abandoned"))
+    loop.run_until_complete(asyncio.sleep(0.2))  # the receive now waits on the background loop
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Task was destroyed but it is pending": on purpose
+        loop.close()  # no cancellation: the loop just ends
+        del pending
+
+    async def check() -> dict[str, Any]:
+        try:
+            await other.send("abandoned", {"type": "for.another"})
+            # The abandoned receive takes nothing: another process gets the message.
+            return await receive_within(other, "abandoned", 5)
+        finally:
+            await other.close()
+
+    assert asyncio.run(check()) == {"type": "for.another"}
+    async_to_sync(layer.close)()
