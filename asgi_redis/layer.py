@@ -22,6 +22,7 @@ from .errors import ChannelFull
 from .loopstate import LoopState
 from .memberships import Memberships
 from .metrics import Counters
+from .offload import Offload, forwardable
 from .pipelining import run_batched, run_many
 from .receiver import Receiver, receive_from
 from .routes import Route, ServerRoute, TagRoute
@@ -140,9 +141,12 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         self._memberships = Memberships()
         self._rejoining: set[str] = set()  # clients found dropped, not yet back in every group
         self._beaten: set[str] = set()  # clients whose mark a beat of this layer has written
+        # Calls from short-lived loops (async_to_sync) run on a loop of our own (offload.py).
+        self._offload = Offload(self._close_loop)
 
     # -- channels --------------------------------------------------------------------
 
+    @forwardable
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         """Queue ``message`` on ``channel``.
 
@@ -173,6 +177,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             raise ChannelFull(f"channel {channel!r} is full")
         self.counters.sent += 1
 
+    @forwardable
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for the next message on ``channel``; safe to cancel."""
         names.check_channel(channel)
@@ -184,6 +189,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         receiver = state.receiver(self._shard_of_unit(head))
         return (await receiver.receive_many([channel]))[1]
 
+    @forwardable
     async def receive_many(self, channels: Sequence[str]) -> tuple[str, dict[str, Any]]:
         """Wait for the next message on any of ``channels``; returns (channel, message)."""
         if isinstance(channels, str) or not channels:
@@ -199,6 +205,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             [(self._receiver(shard), shard_channels) for shard, shard_channels in by_shard.items()]
         )
 
+    @forwardable
     async def new_channel(self, prefix: str = "specific.") -> str:
         """A new process-local channel name: ``prefix`` + client id + ``!`` + random.
 
@@ -213,6 +220,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
 
     # -- groups ----------------------------------------------------------------------
 
+    @forwardable
     async def group_add(self, group: str, channel: str) -> None:
         """Add ``channel`` to ``group`` (or refresh it); idempotent."""
         names.check_group(group)
@@ -252,6 +260,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             ),
         )
 
+    @forwardable
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``; a no-op for non-members."""
         names.check_group(group)
@@ -264,6 +273,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             ),
         )
 
+    @forwardable
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """Queue ``message`` on every live member of ``group``; full members are skipped.
 
@@ -310,6 +320,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
 
     # -- lifecycle -------------------------------------------------------------------
 
+    @forwardable
     async def flush(self) -> None:
         """Delete every key under this layer's prefix (and nothing else), on every server."""
         await self._on_every_server(
@@ -322,12 +333,18 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 receiver.clear()
 
     async def close(self) -> None:
-        """Stop reading, return unreceived messages to Redis, close this loop's connections.
+        """Stop reading, return unreceived messages to Redis, close this loop's connections
+        and those of the layer's background loop (which then stops; see offload.py).
 
         Every server is dealt with even when one fails; then the first failure is raised.
         Messages that could not be returned stay in this process, and calling ``close``
         again retries (the connections are only closed once nothing is left to return).
         """
+        await self._offload.stop()
+        await self._close_loop()
+
+    async def _close_loop(self) -> None:
+        """``close`` for the running loop only; also run by a loop about to close."""
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is not None:
@@ -351,7 +368,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         """``close`` for an event loop about to close: nothing can retry after it, so what
         could not be handed back is lost; counted (``lost_at_close``) and logged."""
         try:
-            await self.close()
+            await self._close_loop()
         except Exception:
             state = self._loops.pop(asyncio.get_running_loop(), None)
             if state is not None and state.held:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from . import keys
@@ -21,6 +22,7 @@ from .buffers import Buffers, Item, now_ms
 from .codec import Codec, MsgpackSerializer
 from .handback import Releases, Returns
 from .metrics import Counters
+from .offload import gate
 from .reader import Reader
 from .routes import Route
 
@@ -297,8 +299,11 @@ async def receive_from(
     whatever was popped for it and not taken goes to another waiter or back to Redis.
     """
     loop = asyncio.get_running_loop()
+    # A receive run for a caller on another loop (offload.py) takes only while that caller waits.
+    call = gate.get()
+    take = partial(_take_from, parts) if call is None else partial(call.take, _take_from, parts)
     while True:
-        got = _take_from(parts)
+        got = take()
         if got is not None:
             return got
         woken: asyncio.Future[None] = loop.create_future()
@@ -307,7 +312,7 @@ async def receive_from(
             for receiver, channels in parts:
                 receiver.wait_on(channels, woken)
             await woken
-            got = _take_from(parts)  # before stop_waiting, which would pass it on
+            got = take()  # before stop_waiting, which would pass it on
         finally:
             for receiver, channels in parts:
                 receiver.stop_waiting(channels, woken)

@@ -12,6 +12,7 @@ from .buffers import now_ms
 from .cluster import ClusterNodes
 from .config import Config
 from .metrics import Counters
+from .offload import Offload, forwardable
 from .routes import Route
 from .scripts import ScriptCall, run
 
@@ -29,6 +30,7 @@ class StatisticsMixin:
     _routes: list[Route]
     _cluster: ClusterNodes | None
     counters: Counters
+    _offload: Offload
 
     @property
     def dropped_undecodable(self) -> int:
@@ -51,6 +53,7 @@ class StatisticsMixin:
     def _server_labels(self) -> list[str]:
         raise NotImplementedError
 
+    @forwardable
     async def channel_statistics(self, channel: str) -> dict[str, Any]:
         """How full one channel is.
 
@@ -73,6 +76,7 @@ class StatisticsMixin:
         )
         return {"channel": channel, "capacity": self.config.capacity_for(channel), **stats}
 
+    @forwardable
     async def group_statistics(self, group: str) -> dict[str, Any]:
         """Who is in ``group``, summed over the servers; reads only.
 
@@ -105,6 +109,7 @@ class StatisticsMixin:
         totals = {name: sum(stats[name] for stats in per_server) for name in keyspace.GROUP_FIELDS}
         return {"group": group, **totals}
 
+    @forwardable
     async def global_statistics(self) -> dict[str, Any]:
         """Totals for this prefix: queues, messages, groups, memberships, per server.
 

@@ -39,7 +39,7 @@ import report
 import targets
 
 from asgi_redis import __version__
-from asgi_redis.cli import bench, bench_baselines, bench_groups, bench_scale
+from asgi_redis.cli import bench, bench_baselines, bench_groups, bench_scale, bench_sync
 from asgi_redis.cli import main as cli
 from asgi_redis.cli.bench import OURS, THEIRS, THEIRS_PUBSUB, LayerSpec, Sizes, Workload
 
@@ -55,6 +55,7 @@ QUICK = Sizes(
     memory_messages=3000,
     script_keys=(1000,),
     script_calls=5,
+    sync_calls=100,
 )
 BIG_POOL = (("max_connections", 2500),)
 BENCH_KEY = "benchmark-only-secret-0123456789abcdef"
@@ -71,6 +72,8 @@ def workloads_for(sizes: Sizes) -> list[Workload]:
         bench_baselines.pipelined_writes(sizes),
         bench.ping_pong(sizes),
         bench_baselines.raw_ping_pong(sizes),
+        bench_sync.sync_calls(sizes),
+        bench_sync.sync_floor(sizes),
     ]
     result += [bench_groups.group_send_named(size, calls) for size, calls in sizes.group_calls]
     result += [

@@ -163,6 +163,30 @@ def bytes_flat_target(sizes: list[int]) -> Check:
     return check
 
 
+def sync_floor_target(key: str, floor_key: str, label: str, maximum: float) -> Check:
+    """Issue 20: a sync caller's calls/s within ``maximum`` times the floor's (async_to_sync
+    of a no-op plus one sync redis-py command)."""
+
+    def check(results: Results) -> Verdict:
+        ours, floor = results.median(key, OURS), results.median(floor_key, RAW)
+        value = floor / ours if ours > 0 and not math.isnan(floor) else math.nan
+        measured = f"{fmt(value)}x ({fmt(ours, 'n')} vs {fmt(floor, 'n')} calls/s)"
+        met = not math.isnan(value) and value <= maximum
+        return Verdict(f"{label} within {maximum:g}x of the floor", measured, met)
+
+    return check
+
+
+SYNC_TARGETS = (
+    ratio_target("sync_group_send_10", "sync group_send 10 named", 3),
+    ratio_target("sync_send", "sync send", 3),
+    sync_floor_target("sync_group_send_10", "raw_sync_floor", "sync group_send 10 named", 1.5),
+    sync_floor_target("sync_send", "raw_sync_floor", "sync send", 1.5),
+    ratio_target("sync_group_send_10_x8", "sync group_send 10 named, 8 threads", 3),
+    ratio_target("sync_send_x8", "sync send, 8 threads", 3),
+)
+
+
 def checks(group_sizes: list[int], waiting_sizes: list[int]) -> list[Check]:
     """Every target of the issues, in the order issue 10 lists them."""
     base, larger = waiting_sizes[0], [size for size in waiting_sizes if size >= 4000]
@@ -181,6 +205,7 @@ def checks(group_sizes: list[int], waiting_sizes: list[int]) -> list[Check]:
         ratio_target("group_send_local_10000", "group_send 10,000 process-local", 4),
         memory_target,
         bytes_flat_target(group_sizes),
+        *SYNC_TARGETS,
     ]
 
 

@@ -26,7 +26,7 @@ from tests.layer_helpers import names_in_tag, receive_n, receive_within
 from tests.servers import RedisServerError
 from tests.test_acl import PASSWORD, SHORT_RULE, STRICT_RULE, USER
 from tests.tls import make_tls_files
-from tests.workload import exercise
+from tests.workload import exercise, exercise_from_sync_code
 
 CLUSTER_COMMANDS = "+cluster|slots +asking"
 
@@ -249,6 +249,15 @@ def refusals(cluster: RedisClusterServers) -> list[Any]:
     for node in cluster.nodes:
         found += cluster.client(node).execute_command("ACL", "LOG")
     return found
+
+
+def test_sync_callers_on_a_tls_cluster_with_a_user(tls_cluster: RedisClusterServers) -> None:
+    tls_cluster.flush()
+    set_user_everywhere(tls_cluster, SHORT_RULE)
+    assert tls_cluster.tls is not None
+    options = {"username": USER, "password": PASSWORD, **tls_cluster.tls.client_options()}
+    exercise_from_sync_code(cluster_hosts(tls_cluster, **options))
+    assert refusals(tls_cluster) == []
 
 
 @pytest.mark.parametrize(

@@ -117,6 +117,7 @@ class Sizes:
     memory_messages: int = 10000
     script_keys: tuple[int, ...] = (1000, 10000)
     script_calls: int = 20
+    sync_calls: int = 300  # async_to_sync calls per thread (bench_sync.py)
 
     def scaled(self, factor: float) -> Sizes:
         """The same shape with every count multiplied by ``factor`` (at least 1 each)."""
@@ -138,6 +139,7 @@ class Sizes:
             waiting_receives=scale(self.waiting_receives),
             memory_messages=scale(self.memory_messages),
             script_calls=scale(self.script_calls),
+            sync_calls=scale(self.sync_calls),
         )
 
 

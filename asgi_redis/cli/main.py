@@ -23,7 +23,7 @@ from typing import TextIO
 
 from asgi_redis import __version__
 
-from . import bench, bench_baselines, bench_groups, bench_scale, inspect
+from . import bench, bench_baselines, bench_groups, bench_scale, bench_sync, inspect
 from .args import positive_float, positive_int
 from .bench import OURS, THEIRS, THEIRS_PUBSUB, LayerSpec, Sizes, Workload
 from .server import private_redis_server
@@ -210,6 +210,12 @@ def describe(key: str) -> tuple[str, str, bool]:
         "many_channels_pool": ("many_channels, larger pool", "msgs/s", True),
         "many_channels_pubsub": ("many_channels, channels_redis PubSub layer", "msgs/s", True),
         "memory_per_message": ("Redis memory per queued message", "B", False),
+        "sync_group_send_10": ("sync: async_to_sync(group_send), 10 named", "calls/s", True),
+        "sync_send": ("sync: async_to_sync(send)", "calls/s", True),
+        "sync_group_send_10_x8": ("sync, 8 threads: group_send, 10 named", "calls/s", True),
+        "sync_send_x8": ("sync, 8 threads: send", "calls/s", True),
+        "raw_sync_floor": ("raw: async_to_sync(no-op) + 1 sync command", "calls/s", True),
+        "raw_sync_floor_x8": ("raw, 8 threads: async_to_sync(no-op) + 1 command", "calls/s", True),
     }
     return fixed.get(key, (key, "", True))
 
@@ -303,6 +309,7 @@ def short_workloads(sizes: Sizes) -> list[Workload]:
         bench.ping_pong(sizes),
         bench_baselines.raw_ping_pong(sizes),
     ]
+    workloads += [bench_sync.sync_calls(sizes), bench_sync.sync_floor(sizes)]
     workloads += [bench_groups.group_send_named(m, c) for m, c in sizes.group_calls]
     workloads += [bench_groups.group_send_local(m, c) for m, c in sizes.local_group_calls]
     workloads += [
