@@ -48,7 +48,7 @@ async def server_report(
     found = await keyspace.keys_by_kind(client, prefix, on_progress)
     queues = await keyspace.queue_summaries(client, prefix, found["q"])
     groups = await keyspace.group_summaries(
-        client, prefix, found["g"], now_ms, settings.group_expiry_s
+        client, prefix, found["g"] + found["l"], now_ms, settings.group_expiry_s
     )
     marks = await keyspace.liveness_ttls_ms(client, prefix, found["h"])
     depth_of = {queue["queue"]: queue["depth"] for queue in queues}

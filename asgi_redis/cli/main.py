@@ -23,7 +23,7 @@ from typing import TextIO
 
 from asgi_redis import __version__
 
-from . import bench, bench_baselines, bench_groups, bench_scale, inspect
+from . import bench, bench_baselines, bench_broadcast, bench_groups, bench_scale, inspect
 from .args import positive_float, positive_int
 from .bench import OURS, THEIRS, THEIRS_PUBSUB, LayerSpec, Sizes, Workload
 from .server import private_redis_server
@@ -188,6 +188,13 @@ def describe(key: str) -> tuple[str, str, bool]:
         return f"group_send {int(size):,} named", "calls/s", True
     if kind == "group_send_local":
         return f"group_send {int(size):,} local (other process)", "calls/s", True
+    if kind == "broadcast":
+        processes, _, members = size.partition("x")
+        return f"broadcast {processes} processes x {int(members):,}", "deliveries/s", True
+    if kind == "broadcast_cpu":
+        processes, _, members = size.partition("x")
+        label = f"Redis CPU per delivery, broadcast {processes} x {int(members):,}"
+        return label, "µs", False
     if kind == "group_bytes":
         return f"bytes sent per group_send {int(size):,}", "B", False
     if kind == "raw_script":
@@ -305,6 +312,7 @@ def short_workloads(sizes: Sizes) -> list[Workload]:
     ]
     workloads += [bench_groups.group_send_named(m, c) for m, c in sizes.group_calls]
     workloads += [bench_groups.group_send_local(m, c) for m, c in sizes.local_group_calls]
+    workloads += [bench_broadcast.broadcast(*shape) for shape in sizes.broadcast_shapes]
     workloads += [
         bench_scale.many_channels(sizes),
         bench_scale.many_channels(sizes, "many_channels_pubsub", (THEIRS_PUBSUB,)),
