@@ -90,7 +90,11 @@ async def group_add(
     """
     head, suffix = keys.split_channel(channel)
     tag = keys.tag_of(head)
-    group_keys = [*membership_keys(prefix, group, channel), keys.heartbeat_key(prefix, channel)]
+    group_keys = [
+        *membership_keys(prefix, group, channel)[:2],
+        keys.heartbeat_key(prefix, channel),
+        keys.joined_key(prefix, group, head),
+    ]
     if with_directory:
         group_keys.append(keys.directory_key(prefix, group))
     override = "" if capacity is None or suffix else capacity
@@ -102,12 +106,16 @@ async def group_add(
 
 def membership_keys(prefix: str, group: str, channel: str) -> list[str]:
     """Where ``channel``'s membership of ``group`` lives: for a named channel its tag's
-    members and capacity overrides, for a process-local one its client's members and the
-    tag's list of clients."""
+    members and capacity overrides, for a process-local one its client's members, the tag's
+    list of clients and the cache of the client's joined member list."""
     head, suffix = keys.split_channel(channel)
     tag = keys.tag_of(head)
     if suffix:
-        return [keys.local_members_key(prefix, group, head), keys.clients_key(prefix, group, tag)]
+        return [
+            keys.local_members_key(prefix, group, head),
+            keys.clients_key(prefix, group, tag),
+            keys.joined_key(prefix, group, head),
+        ]
     return [keys.group_key(prefix, group, tag), keys.group_capacity_key(prefix, group, tag)]
 
 

@@ -25,6 +25,10 @@ Key kinds (after the prefix and tag, one letter and a colon):
 - ``m:<prefix>!<group>``  sorted set, member = suffix, score = last group_add in ms: the
                           process-local members of one client in one group (same tag as the
                           client's queue), so group_send reads them with one command.
+- ``j:<prefix>!<group>``  string, cache of those members for group_send: their count, ``|``,
+                          then the suffixes joined with ``,`` in chunks joined with ``;``;
+                          deleted by group_add of a new member and by group_discard, and
+                          expires when its oldest member would go stale.
 - ``d:<group>``           set of the tags holding members of the group (the group's tag).
 - ``w:<client>``          list, wake-up tokens for one process's blocked reader (one per
                           tag the reader blocks on).
@@ -58,7 +62,7 @@ from functools import lru_cache
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-KINDS = "qncgdwrhlm"
+KINDS = "qncgdwrhlmj"
 TAG_COUNT = 64
 DEADLINE_DIGITS = 13
 SUFFIX_LEN_DIGITS = 2
@@ -147,6 +151,11 @@ def clients_key(prefix: str, group: str, tag: str) -> str:
 def local_members_key(prefix: str, group: str, head: str) -> str:
     """The sorted set of the suffixes of client ``head``'s members of ``group``."""
     return f"{prefix}{{{tag_of(head)}}}m:{head}{group}"
+
+
+def joined_key(prefix: str, group: str, head: str) -> str:
+    """The cached, joined member list of client ``head`` in ``group`` (group_send's read)."""
+    return f"{prefix}{{{tag_of(head)}}}j:{head}{group}"
 
 
 def reserved_field(suffix: str) -> str:

@@ -31,7 +31,7 @@ LAYER_COMMANDS = (
     "+llen +zcard +scard +lindex +hvals +pttl +ping +hello +select"
 )
 SCRIPT_COMMANDS = (
-    "+del +exists +hdel +hget +hincrby +hmget +hset +lpop +lpush +lrange +rpop "
+    "+del +exists +get +hdel +hget +hincrby +hmget +hset +lpop +lpush +lrange +rpop "
     "+sadd +smembers +zadd +zcount +zrangebyscore +zrem +zremrangebyscore"
 )
 SHORT_RULE = "~asgi:* resetchannels +@all -@dangerous"

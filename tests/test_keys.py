@@ -156,6 +156,7 @@ def every_key(prefix: str) -> dict[str, tuple[str, str]]:
         keys.heartbeat_key(prefix, "specific.abc!x"): ("h", "specific.abc!"),
         keys.clients_key(prefix, "room", "x"): ("l", "room"),
         keys.local_members_key(prefix, "room", "specific.abc!"): ("m", "specific.abc!room"),
+        keys.joined_key(prefix, "room", "specific.abc!"): ("j", "specific.abc!room"),
     }
     assert {kind for kind, _ in found.values()} == set(keys.KINDS)
     return found

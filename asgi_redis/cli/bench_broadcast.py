@@ -90,11 +90,7 @@ async def receiving_processes(
 
     async def expect(word: str, timeout_s: float) -> None:
         for parent in pipes:
-            if not await asyncio.to_thread(parent.poll, timeout_s):
-                raise BenchFailedError(f"a receiving process was not {word} in {timeout_s:.0f} s")
-            said = parent.recv()
-            if said != word:
-                raise BenchFailedError(f"a receiving process failed: {said}")
+            await _expect(parent, word, timeout_s)
 
     try:
         await expect("ready", READY_TIMEOUT_S)
@@ -110,6 +106,18 @@ async def receiving_processes(
                 worker.join(5)
         for parent in pipes:
             parent.close()
+
+
+async def _expect(parent: Any, word: str, timeout_s: float) -> None:
+    """Wait for a receiving process to say ``word``; BenchFailedError otherwise."""
+    if not await asyncio.to_thread(parent.poll, timeout_s):
+        raise BenchFailedError(f"a receiving process was not {word} in {timeout_s:.0f} s")
+    try:
+        said = parent.recv()
+    except EOFError:
+        said = "it exited"
+    if said != word:
+        raise BenchFailedError(f"a receiving process failed: {said}")
 
 
 def receive_all(spec: LayerSpec, group: str, members: int, calls: int, conn: Any) -> None:

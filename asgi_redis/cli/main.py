@@ -235,7 +235,7 @@ def fmt(value: float, unit: str = "x") -> str:
     """A number for the table: 2 decimals for ms and ratios, thousands otherwise."""
     if math.isnan(value):
         return "n/a"
-    return f"{value:.2f}" if unit in ("ms", "x") else f"{value:,.0f}"
+    return f"{value:.2f}" if unit in ("ms", "x", "µs") else f"{value:,.0f}"
 
 
 def table_rows(results: Results, keys: Sequence[str]) -> list[list[str]]:

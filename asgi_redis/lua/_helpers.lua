@@ -87,9 +87,9 @@ local function make_named_entry(deadline, payload)
   return deadline .. '00' .. payload
 end
 
--- A group entry for process-local channels of one client (mirrors keys.make_group_entry).
-local function make_group_entry(deadline, suffixes, payload)
-  local list = table.concat(suffixes, ',')
+-- A group entry for process-local channels of one client, ``list`` their suffixes joined
+-- with ',' (mirrors keys.make_group_entry).
+local function make_group_entry(deadline, list, payload)
   return deadline .. GROUP_MARK .. string.format('%06d', #list) .. list .. payload
 end
 

@@ -7,7 +7,9 @@
                        (client a.b! -> time of the latest add of one of its channels)
   KEYS[3]  liveness    the member's client liveness key (see keys.heartbeat_key); only
                        touched for a process-local channel
-  KEYS[4]  directory   optional: the group's set of tags; given on a single server, where
+  KEYS[4]  joined      process-local: the cache of its client's joined member list
+                       (j:<a.b!><group>), deleted when a member is new; untouched if named
+  KEYS[5]  directory   optional: the group's set of tags; given on a single server, where
                        adding the member's tag here makes the add atomic (on Redis Cluster
                        it lives in another slot and the caller adds the tag first)
   ARGV[1]  member      the channel (named), or its suffix after '!' (process-local)
@@ -37,6 +39,9 @@ if head ~= '' then
   -- A new client is alive until its first heartbeat could have come; NX keeps a live
   -- client's own TTL (its heartbeats own that key).
   redis.call('SET', liveness, '1', 'PX', ARGV[5], 'NX')
+  if added == 1 then
+    redis.call('DEL', KEYS[4])
+  end
 elseif ARGV[4] == '' then
   redis.call('HDEL', second, member)
 else
@@ -48,8 +53,8 @@ if head == '' and redis.call('EXISTS', second) == 1 then
   in_chunks(stale, 1, function(...) redis.call('HDEL', second, ...) end)
 end
 redis.call('ZREMRANGEBYSCORE', members, '-inf', cutoff)
-if KEYS[4] then
-  redis.call('SADD', KEYS[4], ARGV[6])
-  redis.call('EXPIRE', KEYS[4], ttl_s)
+if KEYS[5] then
+  redis.call('SADD', KEYS[5], ARGV[6])
+  redis.call('EXPIRE', KEYS[5], ttl_s)
 end
 return added

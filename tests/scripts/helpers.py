@@ -162,11 +162,15 @@ def group_add(
 ) -> Any:
     """Run group_add.lua the way the layer does; ``capacity`` '' means the default.
 
-    With ``directory`` (the layer on one server) KEYS[4] is the group's directory, so the
+    With ``directory`` (the layer on one server) KEYS[5] is the group's directory, so the
     script records the tag there too; without, the directory is left to the caller.
     """
     head, suffix = keys.split_channel(channel)
-    script_keys = [*commands.membership_keys(PREFIX, group, channel), hkey(channel)]
+    script_keys = [
+        *commands.membership_keys(PREFIX, group, channel)[:2],
+        hkey(channel),
+        keys.joined_key(PREFIX, group, head),
+    ]
     if directory:
         script_keys.append(dkey(group))
     args: list[Arg] = [

@@ -26,6 +26,7 @@ from tests.scripts.helpers import (
     entry,
     gkey,
     group_add,
+    group_discard,
     group_send,
     hkey,
     layout,
@@ -307,13 +308,21 @@ def test_liveness_and_counts_are_read_once_per_client(redis_url: str) -> None:
         assert len(tags) > 1
         stats = client.info("commandstats")
         assert stats["cmdstat_exists"]["calls"] == len(heads) + 1
-        # Each script reads every listed tag's copy (g: or l:), then each live client's set.
-        assert stats["cmdstat_zrangebyscore"]["calls"] == 2 * len(tags) + 2
+        # Each script reads every listed tag's copy (g: or l:), then each live client's set
+        # (its members, then its oldest one), which it caches joined.
+        assert stats["cmdstat_zrangebyscore"]["calls"] == 2 * len(tags) + 2 * 2
+        assert stats["cmdstat_set"]["calls"] == stats["cmdstat_get"]["calls"] == 2
         assert stats["cmdstat_llen"]["calls"] == stats["cmdstat_rpush"]["calls"] == 2
         assert "cmdstat_hmget" not in stats
         assert "cmdstat_hset" not in stats
         assert "cmdstat_hincrby" not in stats
         assert stats["cmdstat_zcard"]["calls"] == 1  # the dead client's members, counted
+        # The next call copies each client's cached list: no read of its members.
+        client.config_resetstat()
+        assert group_send(client, GROUP, b"m") == [40, 0, 0]
+        stats = client.info("commandstats")
+        assert stats["cmdstat_zrangebyscore"]["calls"] == 2 * len(tags)
+        assert stats["cmdstat_get"]["calls"] == 2 and "cmdstat_set" not in stats
         assert "cmdstat_zremrangebyscore" not in stats
     finally:
         client.close()
@@ -471,9 +480,61 @@ def test_the_cluster_check_reads_each_client_once(redis_url: str) -> None:
         client.config_resetstat()
         assert group_send(client, GROUP, b"m", tag=tag, check="c") == [60, 0, 0]
         # Named script: the capacities hash (checked), then one EXISTS for the overrides.
-        # Local script: members, queue and liveness key once per client (not per member),
-        # then one liveness EXISTS per client.
+        # Local script: members, cache, queue and liveness key once per client (not per
+        # member), then one liveness EXISTS per client.
         exists = client.info("commandstats")["cmdstat_exists"]["calls"]
-        assert exists == 2 + 3 * len(heads) + len(heads)
+        assert exists == 2 + 4 * len(heads) + len(heads)
     finally:
         client.close()
+
+
+# -- the cached member list of a client ------------------------------------------------------
+
+
+def test_the_joined_list_is_cached_until_membership_changes(script_client: Any) -> None:
+    add_all(script_client, LOCAL_1)
+    assert group_send(script_client, GROUP, b"a") == [1, 0, 0]
+    cache = keys.joined_key(PREFIX, GROUP, LOCAL)
+    assert script_client.get(cache) == b"1|s1"
+    # It lives until its oldest member would go stale (the test clock is NOW_MS).
+    assert script_client.pttl(cache) > (GROUP_TTL_S - 60) * 1000
+    add_all(script_client, LOCAL_22)  # a new member: the cache goes
+    assert not script_client.exists(cache)
+    assert group_send(script_client, GROUP, b"b") == [2, 0, 0]
+    assert script_client.get(cache) == b"2|s1,s22"
+    assert group_add(script_client, GROUP, LOCAL_1) == 0  # a refresh keeps it
+    assert script_client.exists(cache)
+    assert group_discard(script_client, GROUP, LOCAL_1) == 1
+    assert not script_client.exists(cache)
+    assert group_send(script_client, GROUP, b"c") == [1, 0, 0]
+    assert [keys.parse_entry(item)[1] for item in queued(script_client, LOCAL)] == [
+        ["s1"],
+        ["s1", "s22"],
+        ["s22"],
+    ]
+
+
+def test_the_cache_expires_when_its_oldest_member_goes_stale(script_client: Any) -> None:
+    add_all(script_client, LOCAL_1, now_ms=NOW_MS - GROUP_TTL_S * 1000 + 5000)
+    add_all(script_client, LOCAL_22)
+    assert group_send(script_client, GROUP, b"a") == [2, 0, 0]
+    assert 0 < script_client.pttl(keys.joined_key(PREFIX, GROUP, LOCAL)) <= 5000
+
+
+def test_chunks_survive_the_cache(script_client: Any) -> None:
+    suffixes = [f"c{n:05d}" for n in range(5003)]
+    plant_members(script_client, GROUP, {f"{LOCAL}{suffix}": NOW_MS for suffix in suffixes})
+    script_client.set(hkey(LOCAL), 1)
+    for _ in range(2):  # built, then read from the cache
+        assert group_send(script_client, GROUP, b"p") == [5003, 0, 0]
+    entries = queued(script_client, LOCAL)
+    assert [len(keys.parse_entry(item)[1]) for item in entries] == [5000, 3, 5000, 3]
+
+
+def test_after_asking_the_cache_is_not_written(script_client: Any) -> None:
+    tag = keys.TAGS[5]
+    head = names_with_tag("specific.c{}!", tag, 1)[0]
+    add_all(script_client, f"{head}x")
+    push(script_client, f"{head}x", b"earlier")  # its queue exists here
+    assert group_send(script_client, GROUP, b"m", tag=tag, check="a") == [1, 0, 0]
+    assert not script_client.exists(keys.joined_key(PREFIX, GROUP, head))
