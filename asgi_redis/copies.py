@@ -13,12 +13,16 @@ counts too), so a channel never holds more than its capacity:
   messages leave room. Copies beyond the grant are dropped, the newest first: counted as
   ``channel_full``, with a warning naming the channel at most once a minute.
 
-Slots no longer needed are given back in the same batched call; until then a direct send
-sees slightly fewer free slots, never more.
+Slots are kept while the channel uses them: every ``GIVE_BACK_S`` the slots above the most a
+channel held since the previous look are given back, in the same batched call. So a channel
+that keeps receiving broadcasts costs no reservation write per message, and a direct send
+may be refused for up to about two ``GIVE_BACK_S`` after a burst while the channel holds fewer
+than its capacity - never accepted beyond it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -35,6 +39,8 @@ from .sidetask import SideTask
 logger = logging.getLogger(__name__)
 
 WARN_EVERY_S = 60.0
+# How often slots a channel no longer uses are given back (see the module docstring).
+GIVE_BACK_S = 0.5
 # Remembered warning times beyond this many are pruned (a process with many full channels).
 WARNED_MAX = 10_000
 
@@ -47,6 +53,8 @@ class _Channel:
 
     held: int = 0  # copies in the buffer (handed-over ones included until taken)
     reserved: int = 0  # slots Redis holds for them (never above what Redis has)
+    peak: int = 0  # the most held since the last give-back look
+    keep: int = 0  # slots to keep when giving back (that look's peak)
     pending: deque[Item] = field(default_factory=deque)  # waiting for a reservation
 
 
@@ -84,6 +92,7 @@ class HeldCopies:
         self._dirty: set[Key] = set()  # reservations to write (raise or give back)
         self._warned: dict[str, float] = {}
         self._task = SideTask("reserve capacity for group copies", self._write)
+        self._give_back: asyncio.TimerHandle | None = None
 
     def offer(self, channel: str, item: Item) -> None:
         """A popped item for process-local ``channel``: hand it over, hold it, or wait."""
@@ -98,8 +107,7 @@ class HeldCopies:
         if state is None:
             state = self._channels[key] = _Channel()
         if state.held < state.reserved or self._idle(channel):
-            state.held += 1
-            self._deliver(channel, item)
+            self._hold(state, channel, item)
             return
         state.pending.append(item)
         self._dirty.add(key)
@@ -112,11 +120,36 @@ class HeldCopies:
         if state is None:
             return
         state.held -= 1
-        if state.reserved > state.held:
-            self._dirty.add(key)
-            self._task.start()
-        elif not state.held and not state.pending and not state.reserved:
+        if not state.held and not state.pending and not state.reserved:
             del self._channels[key]
+
+    def _hold(self, state: _Channel, channel: str, item: Item) -> None:
+        """Hold a copy for ``channel`` (within its slots, or handed to a waiting receive)."""
+        state.held += 1
+        state.peak = max(state.peak, state.held)
+        self._deliver(channel, item)
+
+    def _look_again(self) -> None:
+        """Timer: mark the slots above what each channel used lately for giving back."""
+        self._give_back = None
+        waiting = False
+        for key, state in self._channels.items():
+            if state.reserved:
+                state.keep = max(state.peak, state.held)
+                state.peak = state.held
+                if state.keep < state.reserved:
+                    self._dirty.add(key)
+                waiting = True
+        if self._dirty:
+            self._task.start()
+        if waiting:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        """Look for slots to give back in ``GIVE_BACK_S`` (once)."""
+        if self._give_back is None:
+            loop = asyncio.get_running_loop()
+            self._give_back = loop.call_later(GIVE_BACK_S, self._look_again)
 
     def release_all(self) -> None:
         """Hand pending items to the buffer (close: they go back to Redis with it)."""
@@ -129,17 +162,25 @@ class HeldCopies:
 
     async def close(self) -> None:
         """Give every reservation back (the buffer was returned); raises if Redis refuses."""
+        self._cancel_timer()
         await self._task.stop()
         for key, state in self._channels.items():
-            state.held = 0
+            state.held = state.keep = 0
             if state.reserved:
                 self._dirty.add(key)
         await self._write()
 
     def clear(self) -> None:
         """Forget everything (the keys were flushed)."""
+        self._cancel_timer()
         self._channels.clear()
         self._dirty.clear()
+
+    def _cancel_timer(self) -> None:
+        """Stop looking for slots to give back."""
+        if self._give_back is not None:
+            self._give_back.cancel()
+            self._give_back = None
 
     async def _write(self) -> bool:
         """One reservation call per client queue for the channels that changed."""
@@ -152,6 +193,7 @@ class HeldCopies:
             if state is None:
                 continue
             wanted = state.held + sum(not item.counted for item in state.pending)
+            wanted = max(wanted, min(state.keep, state.reserved))
             # Giving back takes effect here at once: Redis keeps more until the write lands.
             state.reserved = min(state.reserved, wanted)
             capacity = self._capacity_for(keys.queue_part(self._prefix, queue) + suffix)
@@ -185,12 +227,14 @@ class HeldCopies:
             return
         state.reserved = slots
         channel = keys.queue_part(self._prefix, key[0]) + key[1]
+        if slots:
+            self._schedule()
         while state.pending:
             item = state.pending[0]
-            if item.counted or state.held < state.reserved:
-                state.pending.popleft()
-                state.held += not item.counted
-                self._deliver(channel, item)
+            if item.counted:
+                self._deliver(channel, state.pending.popleft())
+            elif state.held < state.reserved:
+                self._hold(state, channel, state.pending.popleft())
             elif slots < wanted:
                 state.pending.popleft()
                 self._drop(channel)
@@ -198,10 +242,7 @@ class HeldCopies:
                 self._dirty.add(key)
                 self._task.start()
                 return
-        if state.reserved > state.held:
-            self._dirty.add(key)
-            self._task.start()
-        elif not state.held and not state.reserved:
+        if not state.held and not state.reserved:
             del self._channels[key]
 
     def _drop(self, channel: str) -> None:

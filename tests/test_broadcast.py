@@ -198,3 +198,30 @@ def test_an_item_knows_its_entry_form() -> None:
     assert keys.is_group_entry(copy.entry())
     assert not keys.is_group_entry(direct.entry())
     assert keys.parse_entry(copy.entry()) == keys.parse_entry(direct.entry())
+
+
+async def test_slots_are_given_back_once_the_channel_stops_using_them(redis_url: str) -> None:
+    async with (
+        RedisChannelLayer(hosts=[redis_url], capacity=CAPACITY) as sender,
+        RedisChannelLayer(hosts=[redis_url], capacity=CAPACITY) as members,
+    ):
+        target, trigger = await members.new_channel(), await members.new_channel()
+        await sender.group_add("room", target)
+        for index in range(CAPACITY):
+            await sender.group_send("room", {"i": index})
+        await settle(members, trigger)
+        with pytest.raises(ChannelFull):  # every slot is held by a copy
+            await sender.send(target, {"i": "direct"})
+        assert len(await receive_n(members, target, CAPACITY)) == CAPACITY
+
+        async def counted() -> int:
+            return int((await members.channel_statistics(target))["counted"])
+
+        # Kept while in use, given back within two looks (GIVE_BACK_S) once unused.
+        for _ in range(100):
+            if await counted() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await counted() == 0
+        for index in range(CAPACITY):
+            await sender.send(target, {"i": f"direct {index}"})
