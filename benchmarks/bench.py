@@ -185,8 +185,11 @@ def benchmark(url: str, args: argparse.Namespace) -> None:
     keys = table_order(workloads)
     cli.print_table(results, keys)
     group_sizes = [members for members, _ in sizes.group_calls]
-    verdicts = targets.verdicts(results, group_sizes, list(sizes.waiting_channels))
-    if not args.only:  # a subset cannot meet the targets of the others
+    shapes = [f"{processes}x{members}" for processes, members, _ in sizes.broadcast_shapes]
+    verdicts = targets.verdicts(results, group_sizes, list(sizes.waiting_channels), shapes)
+    if args.only:  # only the targets of the workloads that ran
+        verdicts = [v for v in verdicts if any(name in v.target for name in args.only)]
+    if verdicts:
         targets.print_verdicts(verdicts)
     extra = [] if args.no_encryption else encryption_section(url, sizes, reps)
     if not args.no_hiredis:

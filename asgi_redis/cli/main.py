@@ -36,6 +36,7 @@ SHORT = Sizes(
     round_trips=300,
     group_calls=((10, 300), (1000, 30)),
     local_group_calls=((1000, 20),),
+    broadcast_shapes=((4, 250, 20), (2, 2500, 10)),
     many_channels=1000,
     many_messages=2,
     waiting_channels=(100, 1000),
