@@ -27,6 +27,16 @@ async def settle(layer: RedisChannelLayer, trigger: str) -> None:
     await asyncio.sleep(0.05)
 
 
+async def wait_until_counted(layer: RedisChannelLayer, channel: str, count: int) -> None:
+    """Poll ``channel_statistics`` until ``counted`` is ``count`` (reservations land one round
+    trip after the copies arrive; bounded, so a wrong count fails)."""
+    for _ in range(100):
+        if (await layer.channel_statistics(channel))["counted"] == count:
+            return
+        await asyncio.sleep(0.05)
+    assert (await layer.channel_statistics(channel))["counted"] == count
+
+
 async def drain(layer: RedisChannelLayer, channel: str) -> list[dict[str, Any]]:
     """Every message ``channel`` holds (until one receive waits 0.3 s for nothing)."""
     got: list[dict[str, Any]] = []
@@ -53,8 +63,7 @@ async def test_a_slow_consumer_among_fast_ones(layer_hosts: list[Any]) -> None:
                 list(range(burst * CAPACITY, (burst + 1) * CAPACITY))
             ] * len(fast)
         # The slow channel held its capacity (the oldest copies); the newer ones were dropped.
-        stats = await members.channel_statistics(slow)
-        assert stats["counted"] == CAPACITY
+        await wait_until_counted(members, slow, CAPACITY)
         with pytest.raises(ChannelFull):
             await sender.send(slow, {"i": "direct"})
         assert [m["i"] for m in await drain(members, slow)] == list(range(CAPACITY))
@@ -162,7 +171,7 @@ async def test_close_returns_held_copies_and_their_slots(redis_url: str) -> None
         for index in range(3):
             await sender.group_send("room", {"i": index})
         await settle(members, trigger)
-        assert (await members.channel_statistics(target))["counted"] == 3
+        await wait_until_counted(members, target, 3)
         await members.close()
         # Back in Redis as group entries; no slot is held for them any more.
         assert (await sender.channel_statistics(target))["counted"] == 0
@@ -210,18 +219,12 @@ async def test_slots_are_given_back_once_the_channel_stops_using_them(redis_url:
         for index in range(CAPACITY):
             await sender.group_send("room", {"i": index})
         await settle(members, trigger)
+        await wait_until_counted(members, target, CAPACITY)
         with pytest.raises(ChannelFull):  # every slot is held by a copy
             await sender.send(target, {"i": "direct"})
         assert len(await receive_n(members, target, CAPACITY)) == CAPACITY
 
-        async def counted() -> int:
-            return int((await members.channel_statistics(target))["counted"])
-
         # Kept while in use, given back within two looks (GIVE_BACK_S) once unused.
-        for _ in range(100):
-            if await counted() == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert await counted() == 0
+        await wait_until_counted(members, target, 0)
         for index in range(CAPACITY):
             await sender.send(target, {"i": f"direct {index}"})
