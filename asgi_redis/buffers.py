@@ -104,6 +104,9 @@ class Buffers:
         heads = [items[0].deadline_ms for items in self._items.values() if items]
         return min(heads) if heads else None
 
+    def __len__(self) -> int:
+        return sum(len(items) for items in self._items.values())
+
     def drain(self) -> dict[str, list[bytes]]:
         """Empty the buffers; returns the live entries by queue, oldest first."""
         by_queue: dict[str, list[bytes]] = {}

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from . import keys
 from .errors import SEND_QUEUED
-from .pipelining import run_batched
+from .pipelining import run_batched, run_many
 from .scripts import Arg, ScriptCall, run
 
 
@@ -66,6 +66,27 @@ async def reserve(
     return [int(slots) for slots in await run(client, "reserve", [counts], args)]
 
 
+async def release(
+    client: Redis,
+    *,
+    mark_key: str,
+    batch: int,
+    mark_s: int,
+    counts: Sequence[str],
+    releases: Sequence[tuple[int, str]],
+) -> bool:
+    """Run lua/release.lua: lower the counts of delivered or dropped process-local messages.
+
+    ``releases`` are ``(index into counts, suffix)`` pairs, one per message. Safe to retry
+    with the same ``batch`` number: the script records it in ``mark_key`` (for ``mark_s``)
+    and a second run changes nothing. Returns False for such a repeat.
+    """
+    args: list[str | bytes | int] = [batch, mark_s]
+    for index, suffix in releases:
+        args += [index + 1, suffix]
+    return bool(await run(client, "release", [mark_key, *counts], args))
+
+
 async def group_add(
     client: Redis,
     *,
@@ -75,18 +96,18 @@ async def group_add(
     now_ms: int,
     ttl_s: int,
     capacity: int | None,
-    heartbeat_ttl_ms: int,
+    beat_ms: int,
     with_directory: bool = True,
 ) -> bool:
     """Run lua/group_add.lua; True when the channel was not a member before.
 
-    For a process-local channel it also creates its client's liveness key with a TTL of
-    ``heartbeat_ttl_ms`` unless the key exists, so a member is never judged dead before its
-    process's first heartbeat. ``capacity`` (None for the default) is stored for a named
-    channel only: a process-local channel's capacity is checked by its receiving process.
-    ``with_directory`` adds the channel's tag to the group's directory in the same script
-    (one server); on Redis Cluster the directory is in another slot, so the caller runs
-    ``add_group_tag`` first instead.
+    For a process-local channel it also creates its client's liveness key ("seen now" on the
+    tag's uptime clock; ``beat_ms`` is the heartbeat) unless the key exists, so a member is
+    never judged dead before its process's first heartbeat. ``capacity`` (None for the
+    default) is stored for a named channel only: a process-local channel's capacity is
+    checked by its receiving process. ``with_directory`` adds the channel's tag to the
+    group's directory in the same script (one server); on Redis Cluster the directory is in
+    another slot, so the caller runs ``add_group_tag`` first instead.
     """
     head, suffix = keys.split_channel(channel)
     tag = keys.tag_of(head)
@@ -100,7 +121,7 @@ async def group_add(
     override = "" if capacity is None or suffix else capacity
     member = suffix or channel
     local_head = head if suffix else ""
-    args: list[Arg] = [member, now_ms, ttl_s, override, heartbeat_ttl_ms, tag, local_head]
+    args: list[Arg] = [member, now_ms, ttl_s, override, beat_ms, tag, local_head]
     return bool(await run_batched(client, "group_add", group_keys, args))
 
 
@@ -152,6 +173,7 @@ def group_send_calls(
     capacity: int,
     ttl_s: int,
     queue_max: int,
+    beat_ms: int,
     tag: str = "",
     asking: bool = False,
 ) -> list[ScriptCall]:
@@ -163,7 +185,8 @@ def group_send_calls(
     without, to the members of every tag the group's directory lists (one server). On a
     cluster each script first checks that every key it derives is on this node (on an ASK
     target, ``asking``: that it already exists here) and otherwise answers TRYAGAIN before
-    writing anything, so a slot migration never splits one delivery.
+    writing anything, so a slot migration never splits one delivery. ``beat_ms`` is the
+    heartbeat, the unit of the dead-client rule.
     """
     directory = keys.directory_key(prefix, group)
     header = keys.deadline_text(deadline_ms)
@@ -174,7 +197,7 @@ def group_send_calls(
     local: list[Arg] = [now_ms, prefix, group_ttl_s, header, payload, ttl_s, group]
     return [
         ("group_send_named", [named_key], [*named, tag, check]),
-        ("group_send_local", [local_key], [*local, tag, check, queue_max]),
+        ("group_send_local", [local_key], [*local, tag, check, queue_max, beat_ms]),
     ]
 
 
@@ -185,8 +208,9 @@ def group_send_counts(replies: Sequence[Any]) -> tuple[int, int, int]:
     ``queued`` counts entries of named members and copies written to client queues (each
     receiving process then checks its channels' capacity); ``refused`` named members that
     were full and members of clients whose queue was at ``queue_max``; ``dropped dead``
-    process-local members dropped from the group because their client was dead (their
-    queues, counts and liveness keys were deleted too).
+    process-local members dropped from the group because their client was dead
+    (lua/_helpers.lua, client_is_dead): their queues and counts were deleted and their
+    liveness keys say so.
     """
     queued = refused = dropped_dead = 0
     for named, local in zip(replies[::2], replies[1::2], strict=True):
@@ -196,18 +220,26 @@ def group_send_counts(replies: Sequence[Any]) -> tuple[int, int, int]:
     return queued, refused, dropped_dead
 
 
-async def heartbeat(client: Redis, *, prefix: str, heads: Sequence[str], ttl_ms: int) -> None:
+async def heartbeat(client: Redis, *, prefix: str, heads: Sequence[str], beat_ms: int) -> list[str]:
     """Mark the clients owning ``heads`` (``a.b!`` or any of their channels) alive.
 
-    One pipelined round trip of ``SET key 1 PX ttl_ms``; no script, since each key stands
-    alone. A client whose mark expires is dropped from its groups by the next group_send.
+    One pipelined round trip of lua/heartbeat.lua per head (each writes the mark with the
+    tag's uptime and ticks that clock; a lost reply is harmless, a second beat is a beat).
+    Returns the heads whose mark was gone or said dead: a group_send may have dropped their
+    members, so the caller adds them again.
     """
     if not heads:
-        return
-    async with client.pipeline(transaction=False) as pipe:
-        for head in heads:
-            pipe.set(keys.heartbeat_key(prefix, head), 1, px=ttl_ms)
-        await pipe.execute()
+        return []
+    calls: list[ScriptCall] = []
+    for head in heads:
+        tag = keys.tag_of(keys.split_channel(head)[0])
+        mark = keys.heartbeat_key(prefix, head)
+        calls.append(("heartbeat", [keys.clock_key(prefix, tag), mark], [beat_ms]))
+    replies = await run_many(client, calls)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return [head for head, reply in zip(heads, replies, strict=True) if int(reply) == 1]
 
 
 async def requeue(

@@ -33,12 +33,19 @@ Key kinds (after the prefix and tag, one letter and a colon):
 - ``w:<client>``          list, wake-up tokens for one process's blocked reader (one per
                           tag the reader blocks on).
 - ``r:<queue part>/<id>`` string, marks a hand-back of popped entries to that queue as done,
-                          so a retried hand-back never pushes them twice.
+                          so a retried hand-back never pushes them twice; with a ``n.`` id,
+                          the number of the last count release a process applied there.
 - ``h:<prefix>!``         string, liveness mark of the client owning the process-local
-                          channels ``<prefix>!<suffix>``; its process refreshes it every
-                          heartbeat with a TTL of 3 heartbeats, and group_add creates it
-                          (only if missing) for a new member. group_send drops the members
-                          of a client whose mark is gone, and deletes its keys.
+                          channels ``<prefix>!<suffix>``: the tag clock's ``up`` at its last
+                          beat (or ``dead``); its process refreshes it every heartbeat with
+                          a TTL of 12 heartbeats, and group_add creates it (only if missing)
+                          for a new member. group_send drops the members of a client whose
+                          mark is 3 heartbeats of uptime old, deletes its queue and counts,
+                          and sets the mark to ``dead``.
+- ``u:clock``             hash, the tag's uptime clock (``up``: ms of server uptime seen,
+                          ``at``: server time of the last tick); liveness marks hold a value
+                          of ``up``, and a client is dead 3 heartbeats of uptime after its
+                          last beat (see ``lua/_helpers.lua``).
 
 Queue entry: ``DEADLINE`` (13 ASCII digits, ms since the epoch) ``NN`` (2 ASCII digits,
 length of the suffix) ``SUFFIX`` (the process-local part after ``!``, empty for named
@@ -62,7 +69,7 @@ from functools import lru_cache
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-KINDS = "qncgdwrhlmj"
+KINDS = "qncgdwrhulmj"
 TAG_COUNT = 64
 DEADLINE_DIGITS = 13
 SUFFIX_LEN_DIGITS = 2
@@ -187,6 +194,16 @@ def requeue_token_key(prefix: str, queue: str, token: str) -> str:
     """The marker of one hand-back of entries to ``queue`` (a queue key), in its slot."""
     close = queue.index("}", len(prefix))
     return f"{queue[: close + 1]}r:{queue[close + 3 :]}/{token}"
+
+
+def release_mark_key(prefix: str, queue: str, releaser: str) -> str:
+    """The number of the last count-release batch ``releaser`` applied, in ``queue``'s slot."""
+    return requeue_token_key(prefix, queue, f"n.{releaser}")
+
+
+def clock_key(prefix: str, tag: str) -> str:
+    """The uptime clock of one tag (liveness is judged on it, see ``lua/_helpers.lua``)."""
+    return f"{prefix}{{{tag}}}u:clock"
 
 
 def heartbeat_key(prefix: str, channel_or_head: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -18,14 +19,16 @@ from .compat import ChannelsRedisCompatMixin, channels_redis_options
 from .connections import Connections
 from .crypto import Encryptor
 from .errors import ChannelFull
-from .heartbeat import BEATS_TO_DEATH
 from .loopstate import LoopState
+from .memberships import Memberships
 from .metrics import Counters
 from .pipelining import run_all, run_many
 from .receiver import Receiver, receive_from
 from .routes import Route, ServerRoute, TagRoute
 from .scripts import ScriptCall, run
 from .statistics import StatisticsMixin
+
+logger = logging.getLogger(__name__)
 
 OPTIONS = (
     "hosts",
@@ -129,16 +132,21 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         if self.config.hosts[0].cluster is not None:
             # A Redis Cluster: one route per tag, on whichever primary owns the tag's slot.
             self._shards: list[Connections] = []
-            self._cluster = ClusterNodes(self.config.hosts[0], self.close)
+            self._cluster = ClusterNodes(self.config.hosts[0], self._close_with_loop)
             self._routes = [TagRoute(self._cluster, index) for index in range(keys.TAG_COUNT)]
         else:
             # One connection set per server; a channel's server is picked by rendezvous hashing.
-            self._shards = [Connections(host, self.close) for host in self.config.hosts]
+            self._shards = [Connections(host, self._close_with_loop) for host in self.config.hosts]
             self._routes = [
                 ServerRoute(shard, label)
                 for shard, label in zip(self._shards, self._labels, strict=True)
             ]
         self._loops: dict[asyncio.AbstractEventLoop, LoopState] = {}
+        # Process-local channels of this process, and their memberships, to rejoin groups.
+        self._own_heads: set[str] = set()
+        self._memberships = Memberships()
+        self._rejoining: set[str] = set()  # clients found dropped, not yet back in every group
+        self._beaten: set[str] = set()  # clients whose mark a beat of this layer has written
 
     # -- channels --------------------------------------------------------------------
 
@@ -216,6 +224,13 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         """Add ``channel`` to ``group`` (or refresh it); idempotent."""
         names.check_group(group)
         names.check_channel(channel)
+        added_ms = now_ms()
+        await self._add_member(group, channel, added_ms)
+        if keys.split_channel(channel)[0] in self._own_heads:
+            self._memberships.added(group, channel, added_ms)
+
+    async def _add_member(self, group: str, channel: str, added_ms: int) -> None:
+        """Store the membership (``added_ms``: the time group_expiry counts from)."""
         capacity = self.config.capacity_for(channel)
         operation = f"group_add of {channel!r} to {group!r}"
         on_cluster = self._cluster is not None
@@ -236,10 +251,10 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 prefix=self.prefix,
                 group=group,
                 channel=channel,
-                now_ms=now_ms(),
+                now_ms=added_ms,
                 ttl_s=self.group_expiry,
                 capacity=None if capacity == self.capacity else capacity,
-                heartbeat_ttl_ms=int(self.heartbeat * BEATS_TO_DEATH * 1000),
+                beat_ms=int(self.heartbeat * 1000),
                 with_directory=not on_cluster,
             ),
         )
@@ -248,6 +263,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         """Remove ``channel`` from ``group``; a no-op for non-members."""
         names.check_group(group)
         names.check_channel(channel)
+        self._memberships.discarded(group, channel)
         await self._routes[self._shard_of(channel)].run(
             f"group_discard of {channel!r} from {group!r}",
             lambda client: commands.group_discard(
@@ -278,6 +294,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 capacity=self.capacity,
                 ttl_s=self.expiry,
                 queue_max=self.client_queue_capacity,
+                beat_ms=int(self.heartbeat * 1000),
                 tag=tag,
                 asking=asking,
             )
@@ -326,6 +343,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             await state.close()
             del self._loops[loop]
             self._dropped_closed += state.dropped_undecodable
+            self._forget_client(state.client_id)
         errors: list[Exception] = []
         closers = [shard.close for shard in self._shards]
         if self._cluster is not None:
@@ -337,6 +355,22 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+    async def _close_with_loop(self) -> None:
+        """``close`` for an event loop about to close: nothing can retry after it, so what
+        could not be handed back is lost; counted (``lost_at_close``) and logged."""
+        try:
+            await self.close()
+        except Exception:
+            state = self._loops.pop(asyncio.get_running_loop(), None)
+            if state is not None and state.held:
+                self.counters.lost_at_close += state.held
+                logger.error(
+                    "Lost %d popped messages: their event loop closed while Redis refused to "
+                    "take them back",
+                    state.held,
+                )
+            raise
 
     async def __aenter__(self) -> RedisChannelLayer:
         return self
@@ -469,24 +503,51 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
     def _keep_alive(self, channel: str) -> None:
         """Keep the liveness mark of a process-local channel's client fresh from this loop."""
         if "!" in channel:
-            self._loop_state().keep_alive(keys.split_channel(channel)[0])
+            head = keys.split_channel(channel)[0]
+            self._own_heads.add(head)
+            self._loop_state().keep_alive(head)
 
-    async def _beat(self, heads: list[str], ttl_ms: int) -> None:
-        """Write the liveness marks of ``heads``, each on its own server."""
+    async def _beat(self, heads: list[str]) -> None:
+        """Write the liveness marks of ``heads``, each on its own server; a client whose mark
+        was gone (judged dead while cut off) adds its memberships again (``memberships``)."""
         by_shard: dict[int, list[str]] = {}
         for head in heads:
             by_shard.setdefault(self._shard_of(head), []).append(head)
-        await asyncio.gather(
+        gone = await asyncio.gather(
             *(
                 self._routes[shard].run(
                     "heartbeat",
                     partial(
-                        commands.heartbeat, prefix=self.prefix, heads=shard_heads, ttl_ms=ttl_ms
+                        commands.heartbeat,
+                        prefix=self.prefix,
+                        heads=shard_heads,
+                        beat_ms=int(self.heartbeat * 1000),
                     ),
                 )
                 for shard, shard_heads in by_shard.items()
             )
         )
+        # A client's first beat may find no mark (its group_add may not have written it yet):
+        # only a mark that this process's beats had written and that is gone now means more.
+        self._rejoining.update(
+            head for shard_gone in gone for head in shard_gone if head in self._beaten
+        )
+        self._beaten.update(heads)
+        for head in sorted(self._rejoining):
+            rejoined = await self._memberships.rejoin(
+                head, now_ms(), self.group_expiry, self._add_member
+            )
+            self._rejoining.discard(head)  # only once every membership is back
+            if rejoined:
+                self.counters.rejoins += 1
+
+    def _forget_client(self, client_id: str) -> None:
+        """A loop's client id is gone with it: nothing of its channels is kept to rejoin."""
+        heads = {head for head in self._own_heads if head.endswith(f".{client_id}!")}
+        self._own_heads -= heads
+        self._beaten -= heads
+        self._rejoining -= heads
+        self._memberships.forget(heads)
 
     def _loop_state(self) -> LoopState:
         """The running loop's part of the layer (made on first use)."""
@@ -494,7 +555,9 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         state = self._loops.get(loop)
         if state is None:
             for closed in [other for other in self._loops if other.is_closed()]:
-                self._dropped_closed += self._loops.pop(closed).dropped_undecodable
+                gone = self._loops.pop(closed)
+                self._dropped_closed += gone.dropped_undecodable
+                self._forget_client(gone.client_id)
             state = self._loops[loop] = LoopState(self._make_receiver, self._beat, self.heartbeat)
         return state
 

@@ -22,6 +22,8 @@ DESCRIPTIONS = {
     ),
     "expired": "Messages this process popped or buffered but dropped because they expired",
     "dropped": "Messages dropped because they were undecodable or their entry malformed",
+    "lost_at_close": "Popped messages an event loop closed with, which Redis refused to take back",
+    "rejoins": "Times a client of this process, judged dead while cut off, rejoined its groups",
 }
 
 
@@ -34,6 +36,8 @@ class Counters:
     channel_full: int = 0
     expired: int = 0
     dropped: int = 0
+    lost_at_close: int = 0
+    rejoins: int = 0
 
     def snapshot(self) -> dict[str, int]:
         """The counters as a plain dict (a copy: later counting does not change it)."""

@@ -52,7 +52,7 @@ class Receiver:
         self._prefix = prefix
         self._label = label = route.label
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._releases = Releases(route, prefix)
+        self._releases = Releases(route, prefix, expiry_s)
         self._buffers = Buffers(self._left, self.counters)
         self._copies = HeldCopies(
             route, prefix, expiry_s, capacity_for, self._idle, self._deliver, self.counters
@@ -294,6 +294,11 @@ class Receiver:
             await self._copies.close()
         except Exception as exc:  # the counts key expires with the queue: a leak heals
             logger.warning("Could not update channel counts on close: %r", exc)
+
+    @property
+    def held(self) -> int:
+        """Popped messages still in this process (buffered, or on their way back)."""
+        return len(self._buffers) + len(self._returns)
 
     def clear(self) -> None:
         """Forget buffered messages and pending writes (after a flush)."""

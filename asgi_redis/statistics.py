@@ -25,6 +25,7 @@ class StatisticsMixin:
     prefix: str
     expiry: int
     group_expiry: int
+    heartbeat: float
     _routes: list[Route]
     _cluster: ClusterNodes | None
     counters: Counters
@@ -77,7 +78,8 @@ class StatisticsMixin:
 
         Returns:
             ``members`` (live memberships), ``named`` and ``local`` (process-local) members,
-            ``local_dead`` (process-local members of clients unseen for 3 heartbeats: the next
+            ``local_dead`` (process-local members of clients unseen for 3 heartbeats of their
+            server's uptime: the next
             ``group_send`` drops them), ``clients`` and ``dead_clients``.
         """
         names.check_group(group)
@@ -91,6 +93,7 @@ class StatisticsMixin:
                     group=group,
                     now_ms=now,
                     group_ttl_s=self.group_expiry,
+                    beat_ms=int(self.heartbeat * 1000),
                     tag=tag,
                 )
             ]

@@ -32,7 +32,7 @@ LAYER_COMMANDS = (
 )
 SCRIPT_COMMANDS = (
     "+del +exists +get +hdel +hget +hincrby +hmget +hset +lpop +lpush +lrange +rpop "
-    "+sadd +smembers +zadd +zcount +zrangebyscore +zrem +zremrangebyscore"
+    "+sadd +smembers +zadd +zcount +zrangebyscore +zrem +zremrangebyscore +time"
 )
 SHORT_RULE = "~asgi:* resetchannels +@all -@dangerous"
 STRICT_RULE = f"~asgi:* resetchannels -@all {LAYER_COMMANDS} {SCRIPT_COMMANDS}"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from asgi_redis import RedisChannelLayer, keys
+from asgi_redis import RedisChannelLayer, keys, pipelining, scripts
 from asgi_redis.cli import inspect
 from asgi_redis.cli.main import parse_args
 from asgi_redis.cluster import owners
@@ -179,6 +179,45 @@ async def test_group_send_is_a_directory_read_then_one_script_per_tag(
         assert len(tags) < len(members)  # per tag, not per member
         for channel in [*members, *local]:
             assert await receive_within(layer, channel) == {"type": "all"}
+
+
+async def test_group_send_whose_noscript_retry_cannot_connect_runs_no_tag_twice(
+    redis_cluster: RedisClusterServers, cluster_urls: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SCRIPT FLUSH lands in the middle of a node's pipeline (its first tags ran, the rest
+    meet NOSCRIPT), then the EVAL re-send cannot connect: only the tags that did not run are
+    sent again, so every member gets the message once."""
+    real = pipelining._pipeline
+    refused = [0]
+
+    async def pipeline(client: Any, sends: list[Any]) -> list[Any]:
+        if all(sha is None for sha, _ in sends):
+            if refused[0] == 0:
+                refused[0] += 1
+                raise redis.exceptions.ConnectionError(
+                    "Error 111 connecting to 127.0.0.1:1. Connection refused."
+                )
+            return await real(client, sends)
+        half = len(sends) // 2
+        first = await real(client, sends[:half])
+        await client.script_flush()
+        return first + await real(client, sends[half:])
+
+    async with RedisChannelLayer(hosts=cluster_hosts(redis_cluster)) as layer:
+        members = [f"member{n}" for n in range(60)]
+        for channel in members:
+            await layer.group_add("room", channel)
+        for node in redis_cluster.primaries():
+            for name in ("group_send_named", "group_send_local"):
+                redis_cluster.client(node).script_load(scripts.source(name))
+        monkeypatch.setattr(pipelining, "_pipeline", pipeline)
+        await layer.group_send("room", {"type": "once"})
+        monkeypatch.setattr(pipelining, "_pipeline", real)
+        assert refused[0] == 1
+        for channel in members:
+            assert await receive_within(layer, channel) == {"type": "once"}
+        stats = [await layer.channel_statistics(channel) for channel in members]
+        assert [stat["depth"] for stat in stats] == [0] * len(members)  # no second copy
 
 
 # -- TLS and ACLs --------------------------------------------------------------------------

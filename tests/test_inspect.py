@@ -34,7 +34,8 @@ async def build_known_state(url: str) -> str:
         await layer.group_add("lobby", "mail")
         await layer.send(local, {"secret": SECRET})
     with sync_client(url) as client:
-        client.delete(keys.heartbeat_key("asgi:", DEAD_CLIENT))  # its process was killed
+        # Its process was killed: its last beat is long past on its tag's uptime clock.
+        client.set(keys.heartbeat_key("asgi:", DEAD_CLIENT), -(10**9))
     return keys.split_channel(local)[0]
 
 
@@ -44,6 +45,11 @@ def known_group_keys(head: str) -> dict[str, int]:
     clients = {keys.tag_of(unit) for unit in (head, DEAD_CLIENT)}
     # room's jobs and lobby's mail; two clients; no group_send, so no cached member list
     return {"g": 2, "l": len(clients), "m": 2, "j": 0}
+
+
+def known_clocks(head: str) -> int:
+    """How many tag uptime clocks (``u:`` keys) the known state ticked: its clients' tags."""
+    return len({keys.tag_of(head), keys.tag_of(DEAD_CLIENT)})
 
 
 def run_inspect(capsys: pytest.CaptureFixture[str], *args: str) -> str:
@@ -69,8 +75,9 @@ def test_json_on_a_known_state(redis_url: str, capsys: pytest.CaptureFixture[str
     (server,) = report["servers"]
     assert server["drops"] is None and "not recorded" in report["drops_note"]
     group_keys = known_group_keys(head)
+    clocks = known_clocks(head)
     assert server["keys"] == {
-        **{"q": 3, "n": 1, "c": 0, "d": 2, "w": 0, "r": 0, "h": 1},
+        **{"q": 3, "n": 1, "c": 0, "d": 2, "w": 0, "r": 0, "h": 2, "u": clocks},
         **group_keys,
     }
     assert server["queues"]["total"] == 3
@@ -92,10 +99,10 @@ def test_json_on_a_known_state(redis_url: str, capsys: pytest.CaptureFixture[str
         "dead_clients": 1,
     }
     assert (lobby["group"], lobby["members"], lobby["named"]) == ("lobby", 1, 1)
-    (client,) = server["clients"]["rows"]
+    (client,) = [row for row in server["clients"]["rows"] if row["client"] == head]
     assert without_times([client]) == [{"client": head, "queue_depth": 1}]
     assert 0 <= client["last_heartbeat_age_s"] <= 15
-    assert 0 < client["expires_in_s"] <= 15
+    assert 0 < client["expires_in_s"] <= 60  # a mark lives 12 heartbeats
 
 
 def test_table_on_a_known_state(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -130,8 +137,8 @@ class FakeTerminal(io.StringIO):
 
 def test_progress_goes_to_stderr_only_on_a_terminal(redis_url: str) -> None:
     head = asyncio.run(build_known_state(redis_url))
-    # Queues, counts, the groups' copies and directories, liveness marks.
-    found = 3 + 1 + sum(known_group_keys(head).values()) + 2 + 1
+    # Queues, counts, the groups' keys and directories, liveness marks, uptime clocks.
+    found = 3 + 1 + sum(known_group_keys(head).values()) + 2 + 2 + known_clocks(head)
     layer_config = config.parse(hosts=[redis_url])
     settings = Settings("asgi:", 60, 86400, 5.0, None, 20)
     terminal, pipe = FakeTerminal(), io.StringIO()

@@ -104,11 +104,6 @@ local function tag_base(prefix, tag)
   return prefix .. '{' .. tag .. '}'
 end
 
--- Whether the client owning the process-local queue part ``head`` (a.b!) is alive: the one
--- rule for "is this client dead?" (its liveness mark, refreshed by its heartbeats).
-local function client_is_alive(base, head)
-  return redis.call('EXISTS', key_in(base, 'h', head)) == 1
-end
 
 -- Name the queue that held a malformed entry in the server log (a bug or a foreign writer).
 local function warn_malformed(queue)
@@ -285,4 +280,95 @@ local function key_here(key, check)
     return false
   end
   return check ~= 'a' or found == 1
+end
+
+-- Liveness (guarantee 12): is a client dead? Judged on the server's own uptime, never on
+-- wall time, so a restart or a failover does not count against clients.
+-- Each tag has an uptime clock <prefix>{T}u:clock (hash: 'up' = ms of uptime seen, 'at' = server
+-- TIME of the last tick). A tick adds the time since the previous one, but at most one
+-- heartbeat: every heartbeat and group_send ticks, so while the server is up and used ticks
+-- are less than a heartbeat apart, and a restart, a failover or a quiet spell adds at most one
+-- heartbeat however long it lasted. A client's liveness mark <prefix>{T}h:<head> holds the
+-- clock's 'up' at its last beat (or 'dead' once a group_send dropped the client). A client is
+-- dead when the clock has run BEATS_TO_DEATH heartbeats past its mark. A mark that is missing
+-- (its wall-time lifetime ran out, e.g. during a long outage) says nothing: a group_send
+-- records it as seen now, so its client gets BEATS_TO_DEATH more heartbeats of uptime.
+local BEATS_TO_DEATH = 3
+-- A mark's wall-time lifetime, in heartbeats (it only frees the memory of gone clients).
+local MARK_BEATS = 12
+local DEAD_MARK = 'dead'
+-- The clock's key after <prefix>{T}.
+local CLOCK = 'u:clock'
+
+-- The server's clock, ms.
+local function server_ms()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+
+-- The uptime (ms) of tag clock ``clock_key`` now, one heartbeat ``beat_ms`` at most since its
+-- last tick; and the server time. Reads only.
+local function read_clock(clock_key, beat_ms)
+  local state = redis.call('HMGET', clock_key, 'up', 'at')
+  local now = server_ms()
+  local up, at = tonumber(state[1]) or 0, tonumber(state[2])
+  if at and now > at then
+    up = up + math.min(now - at, beat_ms)
+  end
+  return up, now
+end
+
+-- Advance the tag clock to now (see above); returns its uptime, ms.
+local function tick_clock(clock_key, beat_ms)
+  local up, now = read_clock(clock_key, beat_ms)
+  redis.call('HSET', clock_key, 'up', up, 'at', now)
+  return up
+end
+
+-- Write a client's mark: seen at uptime ``up`` (or DEAD_MARK), for MARK_BEATS heartbeats.
+local function set_mark(mark_key, value, beat_ms, only_if_missing)
+  if only_if_missing then
+    return redis.call('SET', mark_key, value, 'PX', MARK_BEATS * beat_ms, 'NX')
+  end
+  return redis.call('SET', mark_key, value, 'PX', MARK_BEATS * beat_ms)
+end
+
+-- THE rule: whether the client with mark ``mark_key`` is dead at tag uptime ``up``. With
+-- ``record``, a missing mark is written as seen now (so it counts from now); without, the
+-- call only reads. A mark that is not a number (an older layer's '1' is one) counts as seen
+-- at that uptime.
+local function client_is_dead(mark_key, up, beat_ms, record)
+  local seen = redis.call('GET', mark_key)
+  if not seen then
+    if record then
+      set_mark(mark_key, up, beat_ms, true)
+    end
+    return false
+  end
+  if seen == DEAD_MARK then
+    return true
+  end
+  return up - (tonumber(seen) or 0) >= BEATS_TO_DEATH * beat_ms
+end
+
+local uptimes = {}
+-- The uptime of the tag whose keys start with ``base`` (<prefix>{T}), ticked once per script
+-- run (``tick`` false: read without writing).
+local function tag_uptime(base, beat_ms, tick)
+  if not uptimes[base] then
+    if tick then
+      uptimes[base] = tick_clock(base .. CLOCK, beat_ms)
+    else
+      uptimes[base] = read_clock(base .. CLOCK, beat_ms)
+    end
+  end
+  return uptimes[base]
+end
+
+-- Whether the client owning the process-local queue part ``head`` (a.b!) of the tag whose
+-- keys start with ``base`` is alive, by the rule above (client_is_dead). ``record``: tick the
+-- tag clock and record a missing mark (group_send); without, read only (statistics).
+local function client_is_alive(base, head, beat_ms, record)
+  local mark = key_in(base, 'h', head)
+  return not client_is_dead(mark, tag_uptime(base, beat_ms, record), beat_ms, record)
 end

@@ -17,9 +17,12 @@
   ARGV[3]  ttl_s       group_expiry, s: memberships added longer ago are removed here
                        (group_send only skips them)
   ARGV[4]  capacity    a named member's capacity, '' when it is the layer's default
-  ARGV[5]  heartbeat_ttl_ms  lifetime of a liveness key this script creates, ms
-  ARGV[6]  tag         the member's tag (KEYS[1..3] are in it)
+  ARGV[5]  beat_ms     the caller's heartbeat, ms: a liveness key this script creates says
+                       "seen now" on the tag's uptime clock (see _helpers.lua)
+  ARGV[6]  tag         the member's tag (KEYS[1..4] are in it)
   ARGV[7]  head        the client's queue part a.b! of a process-local channel, '' if named
+  Derived  the tag's uptime clock <prefix>{T}u:clock (the liveness key's prefix and tag),
+           ticked when the liveness key is created
   Returns  1 added | 0 refreshed
   Cost     O(log members) plus the stale memberships removed
 ]]
@@ -37,8 +40,12 @@ if head ~= '' then
   -- members key expires on its own (its TTL is that of its latest add).
   redis.call('ZREMRANGEBYSCORE', second, '-inf', cutoff)
   -- A new client is alive until its first heartbeat could have come; NX keeps a live
-  -- client's own TTL (its heartbeats own that key).
-  redis.call('SET', liveness, '1', 'PX', ARGV[5], 'NX')
+  -- client's own mark (its heartbeats own that key).
+  if redis.call('EXISTS', liveness) == 0 then
+    local beat_ms = tonumber(ARGV[5])
+    set_mark(liveness, tick_clock(string.match(liveness, '^(.-})') .. CLOCK, beat_ms), beat_ms,
+             true)
+  end
   if added == 1 then
     redis.call('DEL', KEYS[4])
   end

@@ -18,12 +18,15 @@
   ARGV[9]  check       '' on a server; on Redis Cluster 'c' or 'a' (see key_here): a derived
                        key failing it answers TRYAGAIN before anything is written
   ARGV[10] queue_max   a client queue already holding this many entries gets no entry
+  ARGV[11] beat_ms     the caller's heartbeat, ms (the unit of the dead-client rule)
   Derived  for client H of tag T: <prefix>{T}m:H<group>, <prefix>{T}j:H<group>, its queue
-           <prefix>{T}q:H and liveness key <prefix>{T}h:H; for a dead client its counts n:H
+           <prefix>{T}q:H and liveness key <prefix>{T}h:H; for a dead client its counts n:H;
+           the tag's uptime clock <prefix>{T}u:clock, ticked once per tag (_helpers.lua)
   Writes   one group entry per live client (one per 5,000 members); the j: cache when missing
            (it expires when its oldest member would go stale; not written after ASKING)
-  Drops    clients whose liveness key is gone (client_is_alive): out of l:, their m: and j:
-           keys, queue, counts and liveness keys deleted
+  Drops    dead clients (client_is_alive): out of l:, their m: and j: keys, queue and counts
+           deleted; their liveness key then says 'dead' (their process, if it comes back,
+           rejoins)
   Returns  {copies, refused, dropped_dead}: members written to, members of clients whose queue
            was at queue_max, members of dead clients dropped
   Cost     per live client one EXISTS, one GET, one LLEN and one RPUSH per 5,000 members;
@@ -31,7 +34,7 @@
 ]]
 local now_ms, prefix, group_name = tonumber(ARGV[1]), ARGV[2], ARGV[7]
 local header, payload, ttl_s = ARGV[4], ARGV[5], ARGV[6]
-local check, queue_max = ARGV[9], tonumber(ARGV[10])
+local check, queue_max, beat_ms = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
 local group_ttl_ms = tonumber(ARGV[3]) * 1000
 local cutoff = '(' .. (now_ms - group_ttl_ms)
 local CHUNK = 5000
@@ -48,7 +51,8 @@ for _, tag in ipairs(tags_of_call(KEYS[1], ARGV[8])) do
                     queue = key_in(base, 'q', head)}
     if check ~= '' and not (key_here(client.members, check) and key_here(client.queue, check)
                             and key_here(client.joined, '')
-                            and key_here(key_in(base, 'h', head), check)) then
+                            and key_here(key_in(base, 'h', head), check)
+                            and key_here(base .. CLOCK, check)) then
       return redis.error_reply('TRYAGAIN keys of this group are being migrated')
     end
     clients[#clients + 1] = client
@@ -83,7 +87,7 @@ end
 
 local copies, refused, dead = 0, 0, {}
 for _, client in ipairs(clients) do
-  if not client_is_alive(client.base, client.head) then
+  if not client_is_alive(client.base, client.head, beat_ms, true) then
     dead[#dead + 1] = client
   else
     local count, chunks = joined_members(client)
@@ -105,6 +109,7 @@ for _, client in ipairs(dead) do
   dropped = dropped + redis.call('ZCARD', client.members)
   redis.call('ZREM', client.listed, client.head)
   redis.call('DEL', client.members, client.joined, client.queue,
-             key_in(client.base, 'n', client.head), key_in(client.base, 'h', client.head))
+             key_in(client.base, 'n', client.head))
+  set_mark(key_in(client.base, 'h', client.head), DEAD_MARK, beat_ms, false)
 end
 return {copies, refused, dropped}

@@ -17,7 +17,8 @@ TTL_S = 60
 GROUP_TTL_S = 86_400
 LIVE_MS = NOW_MS + 60_000
 EXPIRED_MS = NOW_MS - 1
-HEARTBEAT_TTL_MS = 15_000
+BEAT_MS = 5_000  # the heartbeat the scripts are told (the unit of the dead-client rule)
+MARK_TTL_MS = 12 * BEAT_MS  # a liveness mark's wall lifetime (MARK_BEATS heartbeats)
 PURGE_MAX = 100  # expired entries a full queue's head loses per call (_helpers.lua)
 
 Arg = str | bytes | int
@@ -101,6 +102,17 @@ def hkey(channel: str) -> str:
     return keys.heartbeat_key(PREFIX, channel)
 
 
+def ukey(channel: str) -> str:
+    """The uptime clock of the tag of ``channel``'s queue part."""
+    return keys.clock_key(PREFIX, channel_tag(channel))
+
+
+def silence(client: Any, *channels: str) -> None:
+    """The clients owning ``channels`` last beat long ago in their tag's uptime: dead."""
+    for channel in channels:
+        client.set(hkey(channel), -10 * BEAT_MS, px=MARK_TTL_MS)
+
+
 def entry(channel: str, payload: bytes, deadline_ms: int = LIVE_MS) -> bytes:
     """The queue entry of ``payload`` for ``channel`` (suffix taken from the name)."""
     return keys.make_entry(deadline_ms, keys.split_channel(channel)[1], payload)
@@ -157,7 +169,7 @@ def group_add(
     now_ms: int = NOW_MS,
     ttl_s: int = GROUP_TTL_S,
     capacity: int | str = "",
-    heartbeat_ttl_ms: int = HEARTBEAT_TTL_MS,
+    beat_ms: int = BEAT_MS,
     directory: bool = True,
 ) -> Any:
     """Run group_add.lua the way the layer does; ``capacity`` '' means the default.
@@ -174,7 +186,7 @@ def group_add(
     if directory:
         script_keys.append(dkey(group))
     args: list[Arg] = [
-        *(suffix or channel, now_ms, ttl_s, capacity, heartbeat_ttl_ms, channel_tag(channel)),
+        *(suffix or channel, now_ms, ttl_s, capacity, beat_ms, channel_tag(channel)),
         head if suffix else "",
     ]
     return run(client, "group_add", script_keys, args)
@@ -204,6 +216,7 @@ def group_send(
     tag: str = "",
     check: str = "",
     queue_max: int = 1000,
+    beat_ms: int = BEAT_MS,
 ) -> list[int]:
     """Run group_send_named.lua then group_send_local.lua, the layer's two calls.
 
@@ -223,6 +236,7 @@ def group_send(
         capacity=capacity,
         ttl_s=ttl_s,
         queue_max=queue_max,
+        beat_ms=beat_ms,
         tag=tag,
         asking=check == "a",
     )
@@ -247,7 +261,7 @@ def group_statistics(
     of that tag's copy.
     """
     script_keys = [keys.group_key(PREFIX, group, tag) if tag else dkey(group)]
-    args: list[Arg] = [now_ms, PREFIX, group_ttl_s, group, tag]
+    args: list[Arg] = [now_ms, PREFIX, group_ttl_s, group, tag, BEAT_MS]
     reply = run(client, "group_statistics", script_keys, args)
     return [int(value) for value in reply]
 

@@ -22,6 +22,7 @@ from tests.scripts.helpers import (
     overrides,
     plant_members,
     plant_overrides,
+    ukey,
 )
 
 GROUP = "room"
@@ -130,15 +131,17 @@ def test_any_add_refreshes_the_override_hash_ttl(script_client: Any) -> None:
 
 
 def test_a_local_member_creates_its_clients_liveness_key(script_client: Any) -> None:
-    assert group_add(script_client, GROUP, LOCAL, heartbeat_ttl_ms=15_000) == 1
-    assert script_client.get(hkey(LOCAL)) == b"1"
-    assert 13_000 < script_client.pttl(hkey(LOCAL)) <= 15_000
+    script_client.hset(ukey(LOCAL), mapping={"up": 70_000, "at": 0})
+    assert group_add(script_client, GROUP, LOCAL, beat_ms=5_000) == 1
+    # Seen now on the tag's uptime clock (ticked: one heartbeat at most since its last tick).
+    assert script_client.get(hkey(LOCAL)) == b"75000"
+    assert 58_000 < script_client.pttl(hkey(LOCAL)) <= 60_000
 
 
 def test_an_existing_liveness_key_keeps_its_value_and_ttl(script_client: Any) -> None:
     script_client.set(hkey(LOCAL), b"beat", px=100_000)
-    assert group_add(script_client, GROUP, LOCAL, heartbeat_ttl_ms=15_000) == 1
-    assert group_add(script_client, GROUP, LOCAL_OTHER, heartbeat_ttl_ms=15_000) == 1
+    assert group_add(script_client, GROUP, LOCAL) == 1
+    assert group_add(script_client, GROUP, LOCAL_OTHER) == 1
     assert script_client.get(hkey(LOCAL)) == b"beat"
     assert script_client.pttl(hkey(LOCAL)) > 90_000
 
@@ -188,7 +191,7 @@ def test_without_a_directory_every_key_written_carries_the_members_tag(
     # On Redis Cluster the script runs in the slot of the member's tag.
     assert group_add(script_client, GROUP, LOCAL, capacity=4, directory=False) == 1
     written = sorted(key.decode() for key in script_client.keys("*"))
-    assert written == sorted([mkey(GROUP, LOCAL), lkey(GROUP, LOCAL), hkey(LOCAL)])
+    assert written == sorted([mkey(GROUP, LOCAL), lkey(GROUP, LOCAL), hkey(LOCAL), ukey(LOCAL)])
     assert all(key.startswith(f"{PREFIX}{{{channel_tag(LOCAL)}}}") for key in written)
 
 

@@ -42,6 +42,7 @@ from tests.scripts.helpers import (
     qkey,
     queued,
     send,
+    silence,
 )
 
 GROUP = "room"
@@ -280,12 +281,13 @@ def test_members_of_a_dead_client_are_dropped_with_its_keys(script_client: Any) 
     live_members = [f"{LIVE}m{n}" for n in range(3)]
     add_all(script_client, NAMED, *dead_members, *live_members)
     assert send(script_client, dead_members[1], b"unread") == 1
-    script_client.delete(hkey(DEAD))  # its heartbeats stopped: the mark expired
+    silence(script_client, DEAD)  # its last beat was 3+ heartbeats of uptime ago
     assert group_send(script_client, GROUP, b"m") == [4, 0, 50]
     assert set(members(script_client, GROUP)) == {NAMED, *live_members}
     assert set(clients(script_client, GROUP)) == {LIVE}
     assert not script_client.exists(mkey(GROUP, DEAD))
-    assert not script_client.exists(qkey(DEAD), nkey(DEAD), hkey(DEAD))
+    assert not script_client.exists(qkey(DEAD), nkey(DEAD))
+    assert script_client.get(hkey(DEAD)) == b"dead"  # its process, if it comes back, rejoins
     assert payloads(queued(script_client, NAMED)) == [b"m"]
     assert keys.parse_entry(queued(script_client, LIVE)[0])[1:] == (["m0", "m1", "m2"], b"m")
     assert script_client.exists(hkey(LIVE))
@@ -298,23 +300,25 @@ def test_liveness_and_counts_are_read_once_per_client(redis_url: str) -> None:
     try:
         heads = [f"specific.c{n}!" for n in range(3)]
         add_all(client, *(f"{head}m{n}" for head in heads for n in range(20)))
-        client.delete(hkey(heads[0]))
+        silence(client, heads[0])
         client.config_resetstat()
         assert group_send(client, GROUP, b"m") == [40, 0, 20]
-        # Server-side call counts (a real server only): one EXISTS per client, plus one for
-        # the capacity-override hashes of every copy walked; per live client one read of its
-        # members, one LLEN and one RPUSH, whatever its number of members; nothing counted.
+        # Server-side call counts (a real server only): one GET of the liveness mark per
+        # client, one EXISTS for the capacity-override hashes of every copy walked, one tick
+        # (HMGET + HSET) of the uptime clock per tag of a client; per live client one read of
+        # its members, one LLEN and one RPUSH, whatever its number of members; nothing counted.
         tags = {channel_tag(head) for head in heads}
         assert len(tags) > 1
         stats = client.info("commandstats")
-        assert stats["cmdstat_exists"]["calls"] == len(heads) + 1
+        # The marks, then the live clients' cached member lists (missing: built and SET).
+        assert stats["cmdstat_get"]["calls"] == len(heads) + 2
+        assert stats["cmdstat_set"]["calls"] == 2 + 1  # the caches, the dead client's mark
+        assert stats["cmdstat_exists"]["calls"] == 1
+        assert stats["cmdstat_hmget"]["calls"] == stats["cmdstat_hset"]["calls"] == len(tags)
         # Each script reads every listed tag's copy (g: or l:), then each live client's set
         # (its members, then its oldest one), which it caches joined.
         assert stats["cmdstat_zrangebyscore"]["calls"] == 2 * len(tags) + 2 * 2
-        assert stats["cmdstat_set"]["calls"] == stats["cmdstat_get"]["calls"] == 2
         assert stats["cmdstat_llen"]["calls"] == stats["cmdstat_rpush"]["calls"] == 2
-        assert "cmdstat_hmget" not in stats
-        assert "cmdstat_hset" not in stats
         assert "cmdstat_hincrby" not in stats
         assert stats["cmdstat_zcard"]["calls"] == 1  # the dead client's members, counted
         # The next call copies each client's cached list: no read of its members.
@@ -322,7 +326,8 @@ def test_liveness_and_counts_are_read_once_per_client(redis_url: str) -> None:
         assert group_send(client, GROUP, b"m") == [40, 0, 0]
         stats = client.info("commandstats")
         assert stats["cmdstat_zrangebyscore"]["calls"] == 2 * len(tags)
-        assert stats["cmdstat_get"]["calls"] == 2 and "cmdstat_set" not in stats
+        # Two live clients: their marks and their cached lists.
+        assert stats["cmdstat_get"]["calls"] == 2 + 2 and "cmdstat_set" not in stats
         assert "cmdstat_zremrangebyscore" not in stats
     finally:
         client.close()
@@ -330,7 +335,7 @@ def test_liveness_and_counts_are_read_once_per_client(redis_url: str) -> None:
 
 def test_named_members_keep_group_expiry_only(script_client: Any) -> None:
     add_all(script_client, NAMED, OTHER)
-    script_client.delete(hkey(NAMED), hkey(OTHER))
+    silence(script_client, NAMED, OTHER)
     assert group_send(script_client, GROUP, b"m") == [2, 0, 0]
     assert len(members(script_client, GROUP)) == 2
 
@@ -353,12 +358,16 @@ def build_tagged_group(client: Any) -> None:
         assert send(client, full, b"old") == 1
     for stale in (IN_TAG_STALE, "chat.old"):
         assert group_add(client, GROUP, stale, now_ms=STALE_MS) == 1
-    client.delete(hkey(IN_TAG_DEAD), hkey(DEAD))
+    silence(client, IN_TAG_DEAD, DEAD)
 
 
 def by_key(client: Any) -> dict[bytes, tuple[bytes | None, int]]:
-    """Every key with its DUMP and its TTL in seconds."""
-    return {key: (client.dump(key), client.ttl(key)) for key in client.keys("*")}
+    """Every key with its DUMP and its TTL in seconds; an uptime clock holds the server's
+    time, so only its presence is compared."""
+    return {
+        key: (None, -1) if b"}u:" in key else (client.dump(key), client.ttl(key))
+        for key in client.keys("*")
+    }
 
 
 def tag_of(key: bytes) -> str:
@@ -386,7 +395,8 @@ def test_one_tag_touches_only_that_tags_copy_and_queues(script_client: Any) -> N
     assert payloads(queued(script_client, NAMED)) == [b"new"]
     assert payloads(queued(script_client, IN_TAG_LIVE)) == [b"new"]
     assert payloads(queued(script_client, IN_TAG_FULL)) == [b"old"]
-    assert not script_client.exists(qkey(IN_TAG_DEAD), hkey(IN_TAG_DEAD))
+    assert not script_client.exists(qkey(IN_TAG_DEAD))
+    assert script_client.get(hkey(IN_TAG_DEAD)) == b"dead"
     left = set(members(script_client, GROUP))
     # The dead client's member left; the stale one is skipped (group_add removes it).
     assert IN_TAG_STALE in left and f"{IN_TAG_DEAD}x" not in left
@@ -415,7 +425,8 @@ def test_the_directory_walk_covers_every_tag(script_client: Any) -> None:
         IN_TAG_STALE,
         "chat.old",
     }
-    assert not script_client.exists(qkey(IN_TAG_DEAD), qkey(DEAD), hkey(DEAD))
+    assert not script_client.exists(qkey(IN_TAG_DEAD), qkey(DEAD))
+    assert script_client.get(hkey(DEAD)) == b"dead"
     assert not script_client.exists(qkey(IN_TAG_STALE), qkey("chat.old"))
 
 
