@@ -24,9 +24,12 @@ class Item:
     suffix: str
     payload: bytes
     queue: str
+    counted: bool = True  # False for a group copy: no count in Redis holds it
 
     def entry(self) -> bytes:
         """The queue entry for this item alone (a group entry is split per channel)."""
+        if not self.counted:
+            return keys.make_group_entry(self.deadline_ms, [self.suffix], self.payload)
         return keys.make_entry(self.deadline_ms, self.suffix, self.payload)
 
 

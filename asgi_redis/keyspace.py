@@ -150,11 +150,12 @@ async def server_statistics(client: Redis, prefix: str) -> dict[str, int]:
         totals["queues"] += len(lengths)
         totals["messages"] += sum(lengths)
     groups: set[str] = set()
-    async for copies in own_key_batches(client, prefix, "g"):
+    # Named members in g:<group>, process-local ones in m:<client>!<group> (one per client).
+    async for copies in own_key_batches(client, prefix, "gm"):
         for key, size in zip(copies, await _sizes(client, "ZCARD", copies), strict=True):
             if size > 0:
                 totals["memberships"] += size
-                groups.add(keys.split_key(prefix, key)[1])
+                groups.add(keys.split_key(prefix, key)[1].split("!", 1)[-1])
     totals["groups"] = len(groups)
     return totals
 
@@ -248,17 +249,20 @@ async def group_summaries(
     group_ttl_s: int,
     beat_ms: int,
 ) -> list[dict[str, Any]]:
-    """``group_statistics`` of each group with member copies (``g:`` keys) on this server.
+    """``group_statistics`` of each group with members on this server (``g:`` keys of named
+    members, ``l:`` keys of clients with process-local members).
 
-    Each copy is counted on its own (one tag, one slot: this works on a cluster node too),
-    pipelined in batches of EVALSHA, and the copies of one group are summed.
+    Each tag's copy is counted on its own (one tag, one slot: this works on a cluster node
+    too), pipelined in batches of EVALSHA, and the copies of one group are summed.
     """
     if not group_keys:
         return []
-    copies = [
-        (keys.split_key(prefix, key)[1], keys.tag_of_key(prefix, key.decode()))
-        for key in group_keys
-    ]
+    copies = list(
+        dict.fromkeys(
+            (keys.split_key(prefix, key)[1], keys.tag_of_key(prefix, key.decode()))
+            for key in group_keys
+        )
+    )
     # The first call goes through run(), which loads the script on NOSCRIPT.
     name, tag = copies[0]
     first = await group_statistics(

@@ -23,7 +23,7 @@ from .loopstate import LoopState
 from .memberships import Memberships
 from .metrics import Counters
 from .offload import Offload, forwardable
-from .pipelining import run_batched, run_many
+from .pipelining import run_all, run_many
 from .receiver import Receiver, receive_from
 from .routes import Route, ServerRoute, TagRoute
 from .scripts import ScriptCall, run
@@ -41,6 +41,7 @@ OPTIONS = (
     "symmetric_encryption_keys",
     "serializer",
     "heartbeat",
+    "client_queue_capacity",
 )
 T = TypeVar("T")
 
@@ -65,6 +66,9 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             ``dumps(dict) -> bytes`` and ``loads(bytes) -> dict``.
         heartbeat: seconds (int or float above 0) between the liveness marks of a client
             that owns process-local channels; a client unseen for 3 heartbeats is dead.
+        client_queue_capacity: entries a process's queue (shared by its process-local
+            channels) may hold; a group_send finding it that long writes no group entry there
+            and counts its members as ``channel_full``.
         serializer_format, random_prefix_length: channels_redis's options, accepted so its
             CONFIG moves over unchanged: the first is another name for ``serializer``
             (``"msgpack"`` or ``"json"``), the second is not needed here and ignored.
@@ -91,6 +95,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         symmetric_encryption_keys: object = None,
         serializer: object = codec.DEFAULT_SERIALIZER,
         heartbeat: object = config.DEFAULT_HEARTBEAT_S,
+        client_queue_capacity: object = config.DEFAULT_CLIENT_QUEUE_CAPACITY,
         **unknown: object,
     ) -> None:
         serializer, unknown = channels_redis_options(serializer, unknown)
@@ -109,6 +114,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             symmetric_encryption_keys,
             serializer,
             heartbeat,
+            client_queue_capacity,
         )
         enc_keys = self.config.encryption_keys
         self._codec = codec.Codec(self.config.serializer, Encryptor(enc_keys) if enc_keys else None)
@@ -120,6 +126,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         self.group_expiry = self.config.group_expiry_s
         self.capacity = self.config.capacity
         self.heartbeat = self.config.heartbeat_s
+        self.client_queue_capacity = self.config.client_queue_capacity
         self._labels = tuple(host.label() for host in self.config.hosts)
         self._cluster: ClusterNodes | None = None
         self._routes: list[Route]
@@ -286,8 +293,8 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         now = now_ms()
         operation = f"group_send to group {group!r}"
 
-        def script_for(tag: str, asking: bool = False) -> ScriptCall:
-            return commands.group_send_call(
+        def calls_for(tag: str, asking: bool = False) -> list[ScriptCall]:
+            return commands.group_send_calls(
                 prefix=self.prefix,
                 group=group,
                 now_ms=now,
@@ -296,21 +303,23 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 payload=payload,
                 capacity=self.capacity,
                 ttl_s=self.expiry,
+                queue_max=self.client_queue_capacity,
                 beat_ms=int(self.heartbeat * 1000),
                 tag=tag,
                 asking=asking,
             )
 
         if self._cluster is None:
-            call = script_for("")
-            replies = await self._on_every_server(
-                operation, lambda client: run_batched(client, *call)
+            calls = calls_for("")
+            per_server = await self._on_every_server(
+                operation, lambda client: run_all(client, calls)
             )
+            replies = [reply for replies in per_server for reply in replies]
         else:
-            replies = await self._on_every_tag(group, operation, script_for)
-        for delivered, full, _ in map(commands.group_send_counts, replies):
-            self.counters.sent += delivered
-            self.counters.channel_full += full
+            replies = await self._on_every_tag(group, operation, calls_for)
+        queued, refused, _ = commands.group_send_counts(replies)
+        self.counters.sent += queued
+        self.counters.channel_full += refused
 
     @property
     def dropped_undecodable(self) -> int:
@@ -430,10 +439,10 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         return [f"{self._cluster.label} (node {address})" for address in self._cluster.primaries()]
 
     async def _on_every_tag(
-        self, group: str, operation: str, script_for: Callable[[str, bool], ScriptCall]
+        self, group: str, operation: str, calls_for: Callable[[str, bool], list[ScriptCall]]
     ) -> list[Any]:
-        """On a cluster: the script ``script_for(tag, asking)`` on every tag ``group``'s
-        directory lists; returns their replies.
+        """On a cluster: the scripts ``calls_for(tag, asking)`` on every tag ``group``'s
+        directory lists; returns their replies, tag after tag.
 
         Phase one reads the directory; phase two sends each node one pipeline of its tags'
         scripts, the nodes in parallel. A script answered by a redirection did not run: it
@@ -451,7 +460,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 by_node.setdefault(cluster.owner(keys.TAG_INDEX[tag]), []).append(tag)
         parts = await asyncio.gather(
             *(
-                self._on_node(address, node_tags, operation, script_for)
+                self._on_node(address, node_tags, operation, calls_for)
                 for address, node_tags in by_node.items()
             )
         )
@@ -462,31 +471,33 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         address: str,
         tags: list[str],
         operation: str,
-        script_for: Callable[[str, bool], ScriptCall],
+        calls_for: Callable[[str, bool], list[ScriptCall]],
     ) -> list[Any]:
-        """``script_for(tag)`` of several tags one node owns, in one pipeline."""
+        """``calls_for(tag)`` of several tags one node owns, in one pipeline."""
         cluster = self._cluster
         if cluster is None:
             raise RuntimeError("_on_node is for a Redis Cluster")
         label = f"{cluster.label} (node {address})"
-        calls = [script_for(tag, False) for tag in tags]
+        calls = [
+            (tag, index, call) for tag in tags for index, call in enumerate(calls_for(tag, False))
+        ]
         try:
-            replies = await run_many(cluster.client_at(address), calls)
+            replies = await run_many(cluster.client_at(address), [call for _, _, call in calls])
         except Exception as exc:
             cluster.failed(exc)
             if not did_not_run(exc):
                 with failures.naming(operation, label):
                     raise
-            replies = [exc] * len(tags)  # nothing was sent: each tag waits for its new owner
+            replies = [exc] * len(calls)  # nothing was sent: each call waits for the new owner
         results = []
-        for tag, reply in zip(tags, replies, strict=True):
+        for (tag, index, _), reply in zip(calls, replies, strict=True):
             if isinstance(reply, Exception) and did_not_run(reply):
-                # This tag's script did not run: it alone follows the redirection (or waits).
+                # This script did not run: it alone follows the redirection (or waits).
                 cluster.failed(reply)
                 reply = await self._routes[keys.TAG_INDEX[tag]].run(
                     operation,
-                    lambda client, tag=tag: run(  # type: ignore[misc]
-                        client, *script_for(tag, isinstance(client, AskingRedis))
+                    lambda client, tag=tag, index=index: run(  # type: ignore[misc]
+                        client, *calls_for(tag, isinstance(client, AskingRedis))[index]
                     ),
                 )
             elif isinstance(reply, Exception):
@@ -578,5 +589,11 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
     def _make_receiver(self, shard: int, client_id: str) -> Receiver:
         """A new receiver for server ``shard`` in the running loop."""
         return Receiver(
-            self._routes[shard], self.prefix, client_id, self.expiry, self._codec, self.counters
+            self._routes[shard],
+            self.prefix,
+            client_id,
+            self.expiry,
+            self._codec,
+            self.counters,
+            self.config.capacity_for,
         )

@@ -11,9 +11,15 @@ from dataclasses import asdict, dataclass
 
 # What each counter means, also the help text of the Prometheus metrics.
 DESCRIPTIONS = {
-    "sent": "Messages queued in Redis: one per send, one per member reached by a group_send",
+    "sent": (
+        "Messages queued in Redis: one per send, one per member a group_send reached "
+        "(named, or listed in a group entry written to its process)"
+    ),
     "delivered": "Messages handed to a receive",
-    "channel_full": "Messages refused because the channel was full (send or group_send member)",
+    "channel_full": (
+        "Messages refused because the channel was full: send, named group_send members, "
+        "members of a process whose queue was full, group copies this process dropped"
+    ),
     "expired": "Messages this process popped or buffered but dropped because they expired",
     "dropped": "Messages dropped because they were undecodable or their entry malformed",
     "lost_at_close": "Popped messages an event loop closed with, which Redis refused to take back",

@@ -36,7 +36,7 @@ from redis.exceptions import NoScriptError
 
 from .scripts import SCRIPTS, Arg, Script, ScriptCall, run
 
-__all__ = ["run_batched", "run_many"]
+__all__ = ["run_all", "run_batched", "run_many"]
 
 # For benchmarks only: False sends every call on its own, as before auto-pipelining, so
 # one run can compare both paths.
@@ -150,6 +150,15 @@ async def run_many(client: Redis, calls: list[ScriptCall]) -> list[Any]:
     return await _replies(
         client, [_Script(SCRIPTS[name], keys, args) for name, keys, args in calls]
     )
+
+
+async def run_all(client: Redis, calls: list[ScriptCall]) -> list[Any]:
+    """``run_many``, raising the first error reply instead of returning it."""
+    replies = await run_many(client, calls)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 async def _replies(client: Redis, calls: Sequence[_Script]) -> list[Any]:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 from . import keys
 from .buffers import Buffers, Item, now_ms
 from .codec import Codec, MsgpackSerializer
+from .copies import HeldCopies
 from .handback import Releases, Returns
 from .metrics import Counters
 from .offload import gate
@@ -44,6 +45,7 @@ class Receiver:
         expiry_s: int,
         codec: Codec | None = None,
         counters: Counters | None = None,
+        capacity_for: Callable[[str], int] = lambda channel: 100,
     ) -> None:
         self.counters = counters or Counters()  # the layer's, shared by all its receivers
         self.dropped_undecodable = 0  # messages that failed to decrypt or deserialize
@@ -53,8 +55,9 @@ class Receiver:
         self._label = label = route.label
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._releases = Releases(route, prefix, expiry_s)
-        self._buffers = Buffers(
-            lambda item: self._releases.add(item.queue, item.suffix), self.counters
+        self._buffers = Buffers(self._left, self.counters)
+        self._copies = HeldCopies(
+            route, prefix, expiry_s, capacity_for, self._idle, self._deliver, self.counters
         )
         self._returns = Returns(route, prefix, expiry_s, self._unwanted, self._returned)
         wake_tag = route.wake_tag or keys.tag_of(client_id)
@@ -128,6 +131,24 @@ class Receiver:
             self.counters.delivered += 1
             return message
         return None
+
+    def _left(self, item: Item) -> None:
+        """A process-local item left the buffer: release its count or its reserved slot."""
+        if item.counted:
+            self._releases.add(item.queue, item.suffix)
+        else:
+            self._copies.left(item)
+
+    def _idle(self, channel: str) -> bool:
+        """Whether ``channel`` has a waiting receive and nothing buffered for it."""
+        if self._buffers.count(channel):
+            return False
+        return any(not waiter.done() for waiter in self._waiters.get(channel, ()))
+
+    def _deliver(self, channel: str, item: Item) -> None:
+        """Buffer a process-local item and wake a receive of its channel."""
+        self._buffers.add(channel, item)
+        self._notify(channel)
 
     def _notify(self, channel: str) -> bool:
         """Wake the first waiter of ``channel`` that is not woken yet; False if none."""
@@ -212,16 +233,19 @@ class Receiver:
             logger.warning("Dropped a malformed entry from the queue of %s", head)
             return
         expired = deadline_ms <= now_ms()
+        counted = not keys.is_group_entry(entry)
         for suffix in suffixes or [""]:
-            item = Item(deadline_ms, suffix, payload, queue)
+            item = Item(deadline_ms, suffix, payload, queue, counted)
             if expired:
                 self.counters.expired += 1
-                if suffix:
+                if suffix and counted:
                     self._releases.add(queue, suffix)
-                continue
-            self._buffers.add(head + suffix, item)
-            if not self._notify(head + suffix) and not suffix:
-                self._returns.request()  # its receive gave up while the pop was under way
+            elif suffix:
+                self._copies.offer(head + suffix, item)  # capacity of group copies, FIFO
+            else:
+                self._buffers.add(head, item)
+                if not self._notify(head):
+                    self._returns.request()  # its receive gave up while the pop was under way
 
     # -- housekeeping ------------------------------------------------------------------
 
@@ -265,9 +289,11 @@ class Receiver:
                     )
         await self._reader.stop()
         self._cancel_sweep()
+        self._copies.release_all()
         await self._returns.close(self._buffers.drain())
         try:
             await self._releases.close()
+            await self._copies.close()
         except Exception as exc:  # the counts key expires with the queue: a leak heals
             logger.warning("Could not update channel counts on close: %r", exc)
 
@@ -280,6 +306,7 @@ class Receiver:
         """Forget buffered messages and pending writes (after a flush)."""
         self._buffers.clear()
         self._releases.clear()
+        self._copies.clear()
         self._returns.clear()
         self._cancel_sweep()
 

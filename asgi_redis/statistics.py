@@ -46,7 +46,7 @@ class StatisticsMixin:
         raise NotImplementedError
 
     async def _on_every_tag(
-        self, group: str, operation: str, script_for: Callable[[str, bool], ScriptCall]
+        self, group: str, operation: str, calls_for: Callable[[str, bool], list[ScriptCall]]
     ) -> list[Any]:
         raise NotImplementedError
 
@@ -90,21 +90,23 @@ class StatisticsMixin:
         now = now_ms()
         operation = f"group_statistics of {group!r}"
 
-        def script_for(tag: str, asking: bool = False) -> ScriptCall:
-            return keyspace.group_statistics_call(
-                prefix=self.prefix,
-                group=group,
-                now_ms=now,
-                group_ttl_s=self.group_expiry,
-                beat_ms=int(self.heartbeat * 1000),
-                tag=tag,
-            )
+        def calls_for(tag: str, asking: bool = False) -> list[ScriptCall]:
+            return [
+                keyspace.group_statistics_call(
+                    prefix=self.prefix,
+                    group=group,
+                    now_ms=now,
+                    group_ttl_s=self.group_expiry,
+                    beat_ms=int(self.heartbeat * 1000),
+                    tag=tag,
+                )
+            ]
 
         if self._cluster is None:
-            call = script_for("")
+            call = calls_for("")[0]
             replies = await self._on_every_server(operation, lambda client: run(client, *call))
         else:
-            replies = await self._on_every_tag(group, operation, script_for)
+            replies = await self._on_every_tag(group, operation, calls_for)
         per_server = [keyspace.group_statistics_counts(reply) for reply in replies]
         totals = {name: sum(stats[name] for stats in per_server) for name in keyspace.GROUP_FIELDS}
         return {"group": group, **totals}

@@ -174,8 +174,9 @@ async def test_group_send_is_a_directory_read_then_one_script_per_tag(
             redis_cluster.client(node).config_resetstat()
         await layer.group_send("big", {"type": "all"})
         assert command_calls(redis_cluster, "smembers") == 1
-        assert command_calls(redis_cluster, "evalsha") == len(tags)
-        assert len(tags) < len(members)  # one script per tag, not per member
+        # Per tag one script for its named members and one for its clients' entries.
+        assert command_calls(redis_cluster, "evalsha") == 2 * len(tags)
+        assert len(tags) < len(members)  # per tag, not per member
         for channel in [*members, *local]:
             assert await receive_within(layer, channel) == {"type": "all"}
 
@@ -207,7 +208,8 @@ async def test_group_send_whose_noscript_retry_cannot_connect_runs_no_tag_twice(
         for channel in members:
             await layer.group_add("room", channel)
         for node in redis_cluster.primaries():
-            redis_cluster.client(node).script_load(scripts.source("group_send"))
+            for name in ("group_send_named", "group_send_local"):
+                redis_cluster.client(node).script_load(scripts.source(name))
         monkeypatch.setattr(pipelining, "_pipeline", pipeline)
         await layer.group_send("room", {"type": "once"})
         monkeypatch.setattr(pipelining, "_pipeline", real)

@@ -173,8 +173,9 @@ def route_of(layer: Any, channel: str) -> Any:
 
 async def member_score(layer: Any, group: str, channel: str) -> Any:
     """The stored time of ``channel``'s membership of ``group``."""
-    key = keys.group_key("asgi:", group, keys.tag_of(keys.split_channel(channel)[0]))
-    return await route_of(layer, channel).run("test", lambda client: client.zscore(key, channel))
+    head, suffix = keys.split_channel(channel)  # a process-local channel
+    key = keys.local_members_key("asgi:", group, head)
+    return await route_of(layer, channel).run("test", lambda client: client.zscore(key, suffix))
 
 
 async def bury_until_rejoined(other: Any, layer: Any, channel: str) -> None:

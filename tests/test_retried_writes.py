@@ -19,9 +19,7 @@ from tests.layer_helpers import make_layer, receive_within, sync_client, wait_un
 CAPACITY = 3
 
 
-def lose_first_replies(
-    monkeypatch: pytest.MonkeyPatch, name: str, count: int = 1
-) -> list[int]:
+def lose_first_replies(monkeypatch: pytest.MonkeyPatch, name: str, count: int = 1) -> list[int]:
     """Make ``commands.<name>`` run, then raise as if the reply was lost, ``count`` times.
 
     Returns a one-item list counting the calls that ran.
@@ -80,13 +78,13 @@ async def test_a_rejoin_whose_group_add_reply_was_lost_is_retried_to_one_members
     async with make_layer(redis_url, heartbeat=0.2) as layer:
         channel = await layer.new_channel()
         await layer.group_add("room", channel)
-        head = keys.split_channel(channel)[0]
-        member_key = keys.group_key("asgi:", "room", keys.tag_of(head))
+        head, suffix = keys.split_channel(channel)
+        member_key = keys.local_members_key("asgi:", "room", head)
         with sync_client(redis_url) as plain:
-            score = plain.zscore(member_key, channel)
+            score = plain.zscore(member_key, suffix)
             await asyncio.sleep(0.5)  # a few beats: the mark is this process's own
             ran = lose_first_replies(monkeypatch, "group_add")
             plain.set(keys.heartbeat_key("asgi:", head), "dead")  # as a group_send leaves it
             await wait_until(lambda: layer.counters.rejoins == 1)
             assert ran[0] == 2  # ran, reply lost; ran again at the next beat
-            assert plain.zrange(member_key, 0, -1, withscores=True) == [(channel.encode(), score)]
+            assert plain.zrange(member_key, 0, -1, withscores=True) == [(suffix.encode(), score)]

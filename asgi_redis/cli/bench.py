@@ -110,6 +110,13 @@ class Sizes:
         (1000, 60),
         (10000, 10),
     )
+    # (processes, members per process, group_sends) of the broadcast workload.
+    broadcast_shapes: tuple[tuple[int, int, int], ...] = (
+        (4, 250, 100),
+        (8, 25, 100),
+        (2, 2500, 100),
+        (1, 10000, 100),
+    )
     many_channels: int = 1000
     many_messages: int = 10
     waiting_channels: tuple[int, ...] = (100, 1000, 4000, 10000)
@@ -134,6 +141,7 @@ class Sizes:
             round_trips=scale(self.round_trips),
             group_calls=pairs(self.group_calls),
             local_group_calls=pairs(self.local_group_calls),
+            broadcast_shapes=tuple((p, m, scale(n)) for p, m, n in self.broadcast_shapes),
             many_messages=scale(self.many_messages),
             waiting_channels=tuple(sorted({scale(count) for count in self.waiting_channels})),
             waiting_receives=scale(self.waiting_receives),

@@ -50,7 +50,7 @@ async def server_report(
     groups = await keyspace.group_summaries(
         client,
         prefix,
-        found["g"],
+        found["g"] + found["l"],
         now_ms,
         settings.group_expiry_s,
         int(settings.heartbeat_s * 1000),

@@ -101,8 +101,7 @@ async def test_sentinel_failover_under_traffic(sentinel_set: SentinelSet) -> Non
     assert servers.replica is not None
     tally = Tally(
         "Sentinel failover under traffic (kill -9 of the master)",
-        "duplicates = 0; lost only what the old master acked in its last second; "
-        "members kept",
+        "duplicates = 0; lost only what the old master acked in its last second; members kept",
     )
     old_master = (HOST, servers.master.port)
     await wait_until(servers.replica_ready, 10.0)

@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from asgi_redis import commands, keys, keyspace
-from asgi_redis.pipelining import run_batched
+from asgi_redis.pipelining import run_all
 from tests.scripts.helpers import NOW_MS, PREFIX
 
 GROUP = "room"
@@ -72,7 +72,7 @@ async def test_group_send_returns_dropped_dead_members(client: Redis) -> None:
         "clients": 2,
         "dead_clients": 1,
     }
-    call = commands.group_send_call(
+    calls = commands.group_send_calls(
         prefix=PREFIX,
         group=GROUP,
         now_ms=NOW_MS,
@@ -81,9 +81,10 @@ async def test_group_send_returns_dropped_dead_members(client: Redis) -> None:
         payload=b"m",
         capacity=10,
         ttl_s=60,
+        queue_max=1000,
         beat_ms=5_000,
     )
-    assert commands.group_send_counts(await run_batched(client, *call)) == (2, 0, 2)
+    assert commands.group_send_counts(await run_all(client, calls)) == (2, 0, 2)
 
 
 def test_liveness_keys_are_a_kind_flush_and_statistics_scan() -> None:
