@@ -209,7 +209,8 @@ class Returns:
         if not self._batches:
             return False
         while self._batches:
-            queue, token_key, entries = self._batches[0]
+            batch = self._batches[0]
+            queue, token_key, entries = batch
             await self._route.run(
                 f"hand-back of {len(entries)} entries",
                 partial(
@@ -220,7 +221,10 @@ class Returns:
                     expiry_s=self._expiry_s,
                 ),
             )
-            self._batches.pop(0)
+            # A flush meanwhile (``clear``) dropped this batch and may have queued others:
+            # only the batch just written leaves, never one that was not sent.
+            if self._batches and self._batches[0] is batch:
+                self._batches.pop(0)
             if queue not in self.returning:
                 self._on_returned(queue)
         return True

@@ -214,3 +214,35 @@ async def test_a_retried_hand_back_whose_reply_was_lost_pushes_nothing_twice(
         assert await commands.requeue(client, **args) == 0
     with sync_client(redis_url) as plain:
         assert plain.lrange(queue, 0, -1) == [b"x"]
+
+
+class HeldRoute:
+    """A route whose first call waits for ``go``; records the entries of every hand-back."""
+
+    label = "held"
+    wake_tag = None
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+        self.sent: list[list[bytes]] = []
+
+    async def run(self, operation: str, call: Any, *, wait_split: bool = True) -> int:
+        self.sent.append(list(call.keywords["entries"]))
+        if len(self.sent) == 1:
+            await self.go.wait()
+        return 1
+
+
+async def test_a_flush_during_a_hand_back_loses_no_batch_queued_after_it() -> None:
+    """flush() clears pending returns while one is on the wire; a batch queued after the
+    flush is still sent (it used to be dropped as if it were the batch just written)."""
+    route = HeldRoute()
+    returns = handback.Returns(route, "asgi:", 60, dict, lambda queue: None)  # type: ignore[arg-type]
+    returns.add({keys.queue_key("asgi:", "a"): [b"before"]})
+    returns.request()
+    await wait_until(lambda: len(route.sent) == 1)
+    returns.clear()  # the flush
+    returns.add({keys.queue_key("asgi:", "b"): [b"after"]})
+    route.go.set()
+    await wait_until(lambda: len(returns) == 0, 5)
+    assert route.sent == [[b"before"], [b"after"]]
