@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from asgi_redis import RedisChannelLayer, commands, handback, keys
+from asgi_redis import RedisChannelLayer, commands, handback, keys, sidetask
 from tests.layer_helpers import (
     blocked_clients,
     cancel,
@@ -246,3 +246,39 @@ async def test_a_flush_during_a_hand_back_loses_no_batch_queued_after_it() -> No
     route.go.set()
     await wait_until(lambda: len(returns) == 0, 5)
     assert route.sent == [[b"before"], [b"after"]]
+
+
+class SilentRoute:
+    """A route whose calls never answer and never fail."""
+
+    label = "silent"
+    wake_tag = None
+
+    async def run(self, operation: str, call: Any, *, wait_split: bool = True) -> int:
+        await asyncio.Event().wait()
+        return 0
+
+
+@pytest.fixture
+def short_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() gives a write 0.2 s and its retries 0.5 s."""
+    monkeypatch.setattr(sidetask, "STOP_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(handback, "CLOSE_RETRY_S", 0.5)
+
+
+@pytest.mark.usefixtures("short_bounds")
+async def test_close_gives_up_on_a_hand_back_that_never_answers() -> None:
+    returns = handback.Returns(SilentRoute(), "asgi:", 60, dict, lambda queue: None)  # type: ignore[arg-type]
+    queue = keys.queue_key("asgi:", "a")
+    with pytest.raises(TimeoutError, match="return undelivered messages on close: no answer"):
+        await asyncio.wait_for(returns.close({queue: [b"kept"]}), 5)
+    assert len(returns) == 1  # kept for a later close()
+
+
+@pytest.mark.usefixtures("short_bounds")
+async def test_close_gives_up_on_a_count_release_that_never_answers() -> None:
+    releases = handback.Releases(SilentRoute(), "asgi:", 60)  # type: ignore[arg-type]
+    releases.add(keys.queue_key("asgi:", "specific.ab12!"), "x1")
+    await asyncio.sleep(0.05)  # its side task is now waiting for an answer
+    with pytest.raises(TimeoutError, match="update channel counts on close: no answer"):
+        await asyncio.wait_for(releases.close(), 5)
