@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from asgi_redis import RedisChannelLayer, commands, handback, keys, sidetask
+from asgi_redis import RedisChannelLayer, commands, handback, keys, reader, sidetask
 from tests.layer_helpers import (
     blocked_clients,
     cancel,
@@ -282,3 +282,21 @@ async def test_close_gives_up_on_a_count_release_that_never_answers() -> None:
     await asyncio.sleep(0.05)  # its side task is now waiting for an answer
     with pytest.raises(TimeoutError, match="update channel counts on close: no answer"):
         await asyncio.wait_for(releases.close(), 5)
+
+
+async def test_close_does_not_wait_forever_for_a_wake_up_that_never_answers(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader blocks for a receive; close() pushes a wake-up that gets no answer."""
+    monkeypatch.setattr(reader, "STOP_TIMEOUT_S", 0.3)
+    layer = make_layer(redis_url)
+    waiting = asyncio.create_task(layer.receive("jobs"))
+    await wait_until(lambda: blocked_clients(redis_url) == 1)
+
+    async def silent_wake(*args: Any, **kwargs: Any) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(commands, "wake", silent_wake)
+    await asyncio.wait_for(layer.close(), 5)
+    with pytest.raises(RuntimeError, match="closed while receiving"):
+        await waiting
