@@ -6,11 +6,11 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
-from . import commands, keys
+from . import commands, keys, sidetask
 from .routes import Route
 from .sidetask import BACKOFF_MIN_S, SideTask
 
@@ -77,7 +77,7 @@ class Releases:
     async def close(self) -> None:
         """Stop the side task and write what is left once; raises if Redis refuses."""
         await self._task.stop()
-        while await self._write():
+        while await _within_bound(self._write(), "update channel counts"):
             pass
 
     def _seal(self) -> _ReleaseBatch | None:
@@ -188,7 +188,7 @@ class Returns:
         pause_s = BACKOFF_MIN_S
         while True:
             try:
-                while await self._write():
+                while await _within_bound(self._write(), "return undelivered messages"):
                     pass
                 return
             except Exception as exc:
@@ -209,7 +209,8 @@ class Returns:
         if not self._batches:
             return False
         while self._batches:
-            queue, token_key, entries = self._batches[0]
+            batch = self._batches[0]
+            queue, token_key, entries = batch
             await self._route.run(
                 f"hand-back of {len(entries)} entries",
                 partial(
@@ -220,7 +221,22 @@ class Returns:
                     expiry_s=self._expiry_s,
                 ),
             )
-            self._batches.pop(0)
+            # A flush meanwhile (``clear``) dropped this batch and may have queued others:
+            # only the batch just written leaves, never one that was not sent.
+            if self._batches and self._batches[0] is batch:
+                self._batches.pop(0)
             if queue not in self.returning:
                 self._on_returned(queue)
         return True
+
+
+async def _within_bound(write: Awaitable[bool], what: str) -> bool:
+    """``write`` from close(), cut off after ``sidetask.STOP_TIMEOUT_S`` with a TimeoutError
+    naming ``what``: a write that neither answers nor fails must not hold close() forever
+    (both writes are idempotent, so what was cut is sent again by a later try)."""
+    try:
+        return await asyncio.wait_for(write, sidetask.STOP_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise TimeoutError(
+            f"could not {what} on close: no answer within {sidetask.STOP_TIMEOUT_S:g} s"
+        ) from None

@@ -8,6 +8,7 @@ entry to ``dispatch``, and stops when nobody waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -124,7 +125,9 @@ class Reader:
         if task is not None:
             if self._blocking_on is not None:
                 self._woken = False
-                await self._push_wake()
+                # Bounded: a push that never answers only leaves the pop to end by itself.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._push_wake(), STOP_TIMEOUT_S)
             try:
                 await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT_S)
             except asyncio.TimeoutError:

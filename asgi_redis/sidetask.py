@@ -7,10 +7,16 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from .redis_options import SOCKET_TIMEOUT_S
+
 logger = logging.getLogger(__name__)
 
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
+# How long ``stop`` waits for a step under way: past one Redis command's socket timeout and
+# one pause, so only a step stuck without bound (e.g. waiting for a free pooled connection)
+# is cut short. Both writers that use this (hand-backs, count releases) are safe to resend.
+STOP_TIMEOUT_S = SOCKET_TIMEOUT_S + BACKOFF_MAX_S
 
 
 class SideTask:
@@ -34,11 +40,25 @@ class SideTask:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """Stop retrying and wait for a step under way (never cancelled: it may have run)."""
+        """Stop retrying and wait for a step under way.
+
+        The step is cancelled only when it has not ended within ``STOP_TIMEOUT_S`` (logged):
+        what it was writing stays pending, and the caller's own final write sends it again.
+        """
         self._stopping = True
         self._retry_now.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        task = self._task
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+        if not done:
+            logger.error(
+                "Could not %s: a write under way did not end within %.0f s; cancelled it",
+                self._what,
+                STOP_TIMEOUT_S,
+            )
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
         """Call ``step`` until it reports nothing left; back off after failures."""

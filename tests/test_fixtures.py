@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 import redis
 
+from tests import workload
 from tests.servers import RedisServer, RedisServerError, find_binary, free_port
 
 
@@ -88,3 +90,15 @@ def test_script_client_runs_lua(script_client: Any) -> None:
 def test_script_client_starts_empty(script_client: Any) -> None:
     assert script_client.dbsize() == 0
     script_client.set("leftover", b"1")
+
+
+async def test_a_workload_pass_that_hangs_fails_naming_where_it_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(workload, "DEADLINE_S", 0.2)
+
+    async def stuck_in_close() -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(AssertionError, match=r"(?s)did not end within 0.2 s.*stuck_in_close"):
+        await workload.within_deadline(stuck_in_close())

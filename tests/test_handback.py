@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from asgi_redis import RedisChannelLayer, commands, handback, keys
+from asgi_redis import RedisChannelLayer, commands, handback, keys, reader, sidetask
 from tests.layer_helpers import (
     blocked_clients,
     cancel,
@@ -214,3 +214,89 @@ async def test_a_retried_hand_back_whose_reply_was_lost_pushes_nothing_twice(
         assert await commands.requeue(client, **args) == 0
     with sync_client(redis_url) as plain:
         assert plain.lrange(queue, 0, -1) == [b"x"]
+
+
+class HeldRoute:
+    """A route whose first call waits for ``go``; records the entries of every hand-back."""
+
+    label = "held"
+    wake_tag = None
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+        self.sent: list[list[bytes]] = []
+
+    async def run(self, operation: str, call: Any, *, wait_split: bool = True) -> int:
+        self.sent.append(list(call.keywords["entries"]))
+        if len(self.sent) == 1:
+            await self.go.wait()
+        return 1
+
+
+async def test_a_flush_during_a_hand_back_loses_no_batch_queued_after_it() -> None:
+    """flush() clears pending returns while one is on the wire; a batch queued after the
+    flush is still sent (it used to be dropped as if it were the batch just written)."""
+    route = HeldRoute()
+    returns = handback.Returns(route, "asgi:", 60, dict, lambda queue: None)  # type: ignore[arg-type]
+    returns.add({keys.queue_key("asgi:", "a"): [b"before"]})
+    returns.request()
+    await wait_until(lambda: len(route.sent) == 1)
+    returns.clear()  # the flush
+    returns.add({keys.queue_key("asgi:", "b"): [b"after"]})
+    route.go.set()
+    await wait_until(lambda: len(returns) == 0, 5)
+    assert route.sent == [[b"before"], [b"after"]]
+
+
+class SilentRoute:
+    """A route whose calls never answer and never fail."""
+
+    label = "silent"
+    wake_tag = None
+
+    async def run(self, operation: str, call: Any, *, wait_split: bool = True) -> int:
+        await asyncio.Event().wait()
+        return 0
+
+
+@pytest.fixture
+def short_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() gives a write 0.2 s and its retries 0.5 s."""
+    monkeypatch.setattr(sidetask, "STOP_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(handback, "CLOSE_RETRY_S", 0.5)
+
+
+@pytest.mark.usefixtures("short_bounds")
+async def test_close_gives_up_on_a_hand_back_that_never_answers() -> None:
+    returns = handback.Returns(SilentRoute(), "asgi:", 60, dict, lambda queue: None)  # type: ignore[arg-type]
+    queue = keys.queue_key("asgi:", "a")
+    with pytest.raises(TimeoutError, match="return undelivered messages on close: no answer"):
+        await asyncio.wait_for(returns.close({queue: [b"kept"]}), 5)
+    assert len(returns) == 1  # kept for a later close()
+
+
+@pytest.mark.usefixtures("short_bounds")
+async def test_close_gives_up_on_a_count_release_that_never_answers() -> None:
+    releases = handback.Releases(SilentRoute(), "asgi:", 60)  # type: ignore[arg-type]
+    releases.add(keys.queue_key("asgi:", "specific.ab12!"), "x1")
+    await asyncio.sleep(0.05)  # its side task is now waiting for an answer
+    with pytest.raises(TimeoutError, match="update channel counts on close: no answer"):
+        await asyncio.wait_for(releases.close(), 5)
+
+
+async def test_close_does_not_wait_forever_for_a_wake_up_that_never_answers(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader blocks for a receive; close() pushes a wake-up that gets no answer."""
+    monkeypatch.setattr(reader, "STOP_TIMEOUT_S", 0.3)
+    layer = make_layer(redis_url)
+    waiting = asyncio.create_task(layer.receive("jobs"))
+    await wait_until(lambda: blocked_clients(redis_url) == 1)
+
+    async def silent_wake(*args: Any, **kwargs: Any) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(commands, "wake", silent_wake)
+    await asyncio.wait_for(layer.close(), 5)
+    with pytest.raises(RuntimeError, match="closed while receiving"):
+        await waiting

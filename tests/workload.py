@@ -8,6 +8,8 @@ statistics call, flush (SCAN + UNLINK), and close handing buffered messages back
 from __future__ import annotations
 
 import asyncio
+import io
+from collections.abc import Coroutine
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -18,11 +20,15 @@ from tests.layer_helpers import receive_within
 
 # Short, so the heartbeat writes its mark at least once during the pass.
 HEARTBEAT_S = 0.2
+# A pass takes a few seconds. Past this it fails showing where every task of its loop waits,
+# which pytest-timeout's thread dump (an idle event loop) cannot show.
+DEADLINE_S = 60.0
 
 
 async def exercise(hosts: list[Any], **options: Any) -> None:
     """Run every kind of layer call against ``hosts``; raises on the first failure."""
-    await _exercise(RedisChannelLayer(hosts=hosts, heartbeat=HEARTBEAT_S, **options))
+    layer = RedisChannelLayer(hosts=hosts, heartbeat=HEARTBEAT_S, **options)
+    await within_deadline(_exercise(layer))
 
 
 def exercise_from_sync_code(hosts: list[Any], **options: Any) -> None:
@@ -31,7 +37,26 @@ def exercise_from_sync_code(hosts: list[Any], **options: Any) -> None:
     layer = RedisChannelLayer(hosts=hosts, heartbeat=HEARTBEAT_S, **options)
     for _ in range(CHURN_LOOPS + 1):
         async_to_sync(layer.group_send)("nobody", {"type": "churn"})
-    async_to_sync(_exercise)(layer)
+    async_to_sync(within_deadline)(_exercise(layer))
+
+
+async def within_deadline(work: Coroutine[Any, Any, None]) -> None:
+    """Await ``work``; after ``DEADLINE_S`` cancel it and fail with the stack of every task
+    of the running loop (where a hang waits)."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=DEADLINE_S)
+    if task in done:
+        return task.result()
+    stacks = io.StringIO()
+    for other in asyncio.all_tasks():
+        stacks.write(f"--- {other!r}\n")
+        other.print_stack(file=stacks)
+    task.cancel()
+    await asyncio.wait({task}, timeout=5)
+    raise AssertionError(
+        f"the workload pass did not end within {DEADLINE_S} s; its loop's tasks:\n"
+        f"{stacks.getvalue()}"
+    )
 
 
 async def _exercise(layer: RedisChannelLayer) -> None:
