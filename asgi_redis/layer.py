@@ -37,6 +37,7 @@ OPTIONS = (
     "symmetric_encryption_keys",
     "serializer",
     "heartbeat",
+    "max_message_size",
 )
 T = TypeVar("T")
 
@@ -61,6 +62,8 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             ``dumps(dict) -> bytes`` and ``loads(bytes) -> dict``.
         heartbeat: seconds (int or float above 0) between the liveness marks of a client
             that owns process-local channels; a client unseen for 3 heartbeats is dead.
+        max_message_size: bytes a message may take once serialized (and encrypted); a larger
+            one raises ``MessageTooLarge`` before anything is written (default 16 MiB).
         serializer_format, random_prefix_length: channels_redis's options, accepted so its
             CONFIG moves over unchanged: the first is another name for ``serializer``
             (``"msgpack"`` or ``"json"``), the second is not needed here and ignored.
@@ -87,6 +90,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         symmetric_encryption_keys: object = None,
         serializer: object = codec.DEFAULT_SERIALIZER,
         heartbeat: object = config.DEFAULT_HEARTBEAT_S,
+        max_message_size: object = codec.DEFAULT_MAX_MESSAGE_BYTES,
         **unknown: object,
     ) -> None:
         serializer, unknown = channels_redis_options(serializer, unknown)
@@ -105,9 +109,14 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             symmetric_encryption_keys,
             serializer,
             heartbeat,
+            max_message_size,
         )
         enc_keys = self.config.encryption_keys
-        self._codec = codec.Codec(self.config.serializer, Encryptor(enc_keys) if enc_keys else None)
+        self._codec = codec.Codec(
+            self.config.serializer,
+            Encryptor(enc_keys) if enc_keys else None,
+            self.config.max_message_bytes,
+        )
         self._dropped_closed = 0  # drops counted by receivers of loops that are gone
         # In-process message counts (metrics.py); shared by every loop's receivers.
         self.counters = Counters()
@@ -141,6 +150,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         Raises:
             ChannelFull: the channel holds ``capacity`` messages already.
             TypeError: invalid channel name, or a message that is not a serializable dict.
+            MessageTooLarge: the serialized message is above ``max_message_size``.
         """
         names.check_channel(channel)
         payload = self._codec.dumps(message, f"channel {channel!r}")
