@@ -77,6 +77,7 @@ def test_bench_help_lists_the_options() -> None:
     )
     assert "--hosts" in done.stdout
     assert "--scale" in done.stdout
+    assert "A short benchmark" in done.stdout  # a description, not only the usage line
 
 
 def test_python_m_asgi_redis_prints_the_version() -> None:
