@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -101,3 +102,38 @@ def test_make_test_installs_chromium_without_recommended_packages(tmp_path: Path
         "update -q",
         "install -y --no-install-recommends -q chromium",
     ]
+
+
+def test_make_demo_ends_without_a_make_error_on_ctrl_c() -> None:
+    """Ctrl-C (SIGINT to the terminal's process group) stops the served chat demo cleanly:
+    the demo exits 0, so make prints no ``make: *** [...] Error 130``."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASGI_REDIS_") and k != "CI"}
+    make = subprocess.Popen(
+        ["make", "demo"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert make.stdout is not None
+    lines: list[str] = []
+    try:
+        while not lines or "Press Ctrl-C" not in lines[-1]:
+            line = make.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        os.killpg(make.pid, signal.SIGINT)
+        rest = make.stdout.read()
+        make.wait(timeout=30)
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+            make.wait()
+        make.stdout.close()
+    output = "".join(lines) + rest
+    assert "Done: every process stopped" in rest, output
+    assert "make: ***" not in output and "Error 130" not in output, output
