@@ -24,9 +24,12 @@ class Item:
     suffix: str
     payload: bytes
     queue: str
+    counted: bool = True  # False for a group copy: no count in Redis holds it
 
     def entry(self) -> bytes:
         """The queue entry for this item alone (a group entry is split per channel)."""
+        if not self.counted:
+            return keys.make_group_entry(self.deadline_ms, [self.suffix], self.payload)
         return keys.make_entry(self.deadline_ms, self.suffix, self.payload)
 
 
@@ -100,6 +103,9 @@ class Buffers:
         """The earliest deadline among the heads of the FIFOs, or None when empty."""
         heads = [items[0].deadline_ms for items in self._items.values() if items]
         return min(heads) if heads else None
+
+    def __len__(self) -> int:
+        return sum(len(items) for items in self._items.values())
 
     def drain(self) -> dict[str, list[bytes]]:
         """Empty the buffers; returns the live entries by queue, oldest first."""

@@ -14,7 +14,7 @@ Redirections are answered here, never by resending something that may have run:
 - ``ASK``: the slot is being migrated and the key is already on the target; the command is
   resent there with ``ASKING`` on the same connection (``AskingRedis``).
 - ``TRYAGAIN``: a multi-key command found its keys split by a migration, or a script's own
-  check found a derived key moving (``group_send.lua``); nothing ran, so it is retried after
+  check found a derived key moving (the group_send scripts); nothing ran, so it is retried after
   a short pause, for at most ``REDIRECT_DEADLINE_S``.
 - ``CLUSTERDOWN`` / ``MASTERDOWN`` and connection errors: the map is read again. A node that
   refuses the connection was sent nothing: the call waits (within ``REDIRECT_DEADLINE_S``) for

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from . import keys
 from .errors import SEND_QUEUED
-from .pipelining import run_batched
+from .pipelining import run_batched, run_many
 from .scripts import Arg, ScriptCall, run
 
 
@@ -52,6 +52,41 @@ async def receive(
     return [(int(flat[pos]) - 1, flat[pos + 1]) for pos in range(0, len(flat), 2)]
 
 
+async def reserve(
+    client: Redis, *, counts: str, ttl_s: int, wanted: Sequence[tuple[str, int, int]]
+) -> list[int]:
+    """Run lua/reserve.lua: set the slots reserved for group copies of local channels.
+
+    ``wanted`` holds ``(suffix, slots wanted, capacity)``; returns the slots granted, in
+    order. Absolute values: running it twice sets the same slots (safe to retry).
+    """
+    args: list[Arg] = [ttl_s]
+    for suffix, slots, capacity in wanted:
+        args += [suffix, slots, capacity]
+    return [int(slots) for slots in await run(client, "reserve", [counts], args)]
+
+
+async def release(
+    client: Redis,
+    *,
+    mark_key: str,
+    batch: int,
+    mark_s: int,
+    counts: Sequence[str],
+    releases: Sequence[tuple[int, str]],
+) -> bool:
+    """Run lua/release.lua: lower the counts of delivered or dropped process-local messages.
+
+    ``releases`` are ``(index into counts, suffix)`` pairs, one per message. Safe to retry
+    with the same ``batch`` number: the script records it in ``mark_key`` (for ``mark_s``)
+    and a second run changes nothing. Returns False for such a repeat.
+    """
+    args: list[str | bytes | int] = [batch, mark_s]
+    for index, suffix in releases:
+        args += [index + 1, suffix]
+    return bool(await run(client, "release", [mark_key, *counts], args))
+
+
 async def group_add(
     client: Redis,
     *,
@@ -61,28 +96,48 @@ async def group_add(
     now_ms: int,
     ttl_s: int,
     capacity: int | None,
-    heartbeat_ttl_ms: int,
+    beat_ms: int,
     with_directory: bool = True,
 ) -> bool:
     """Run lua/group_add.lua; True when the channel was not a member before.
 
-    For a process-local channel it also creates its client's liveness key with a TTL of
-    ``heartbeat_ttl_ms`` unless the key exists, so a member is never judged dead before its
-    process's first heartbeat. ``with_directory`` adds the channel's tag to the group's
-    directory in the same script (one server); on Redis Cluster the directory is in another
-    slot, so the caller runs ``add_group_tag`` first instead.
+    For a process-local channel it also creates its client's liveness key ("seen now" on the
+    tag's uptime clock; ``beat_ms`` is the heartbeat) unless the key exists, so a member is
+    never judged dead before its process's first heartbeat. ``capacity`` (None for the
+    default) is stored for a named channel only: a process-local channel's capacity is
+    checked by its receiving process. ``with_directory`` adds the channel's tag to the
+    group's directory in the same script (one server); on Redis Cluster the directory is in
+    another slot, so the caller runs ``add_group_tag`` first instead.
     """
-    tag = keys.tag_of(keys.split_channel(channel)[0])
+    head, suffix = keys.split_channel(channel)
+    tag = keys.tag_of(head)
     group_keys = [
-        keys.group_key(prefix, group, tag),
-        keys.group_capacity_key(prefix, group, tag),
+        *membership_keys(prefix, group, channel)[:2],
         keys.heartbeat_key(prefix, channel),
+        keys.joined_key(prefix, group, head),
     ]
     if with_directory:
         group_keys.append(keys.directory_key(prefix, group))
-    override = "" if capacity is None else capacity
-    args: list[str | bytes | int] = [channel, now_ms, ttl_s, override, heartbeat_ttl_ms, tag]
+    override = "" if capacity is None or suffix else capacity
+    member = suffix or channel
+    local_head = head if suffix else ""
+    args: list[Arg] = [member, now_ms, ttl_s, override, beat_ms, tag, local_head]
     return bool(await run_batched(client, "group_add", group_keys, args))
+
+
+def membership_keys(prefix: str, group: str, channel: str) -> list[str]:
+    """Where ``channel``'s membership of ``group`` lives: for a named channel its tag's
+    members and capacity overrides, for a process-local one its client's members, the tag's
+    list of clients and the cache of the client's joined member list."""
+    head, suffix = keys.split_channel(channel)
+    tag = keys.tag_of(head)
+    if suffix:
+        return [
+            keys.local_members_key(prefix, group, head),
+            keys.clients_key(prefix, group, tag),
+            keys.joined_key(prefix, group, head),
+        ]
+    return [keys.group_key(prefix, group, tag), keys.group_capacity_key(prefix, group, tag)]
 
 
 async def add_group_tag(client: Redis, *, prefix: str, group: str, tag: str, ttl_s: int) -> None:
@@ -101,12 +156,13 @@ async def group_tags(client: Redis, *, prefix: str, group: str) -> list[str]:
 
 async def group_discard(client: Redis, *, prefix: str, group: str, channel: str) -> bool:
     """Run lua/group_discard.lua; True when the channel was a member."""
-    tag = keys.tag_of(keys.split_channel(channel)[0])
-    group_keys = [keys.group_key(prefix, group, tag), keys.group_capacity_key(prefix, group, tag)]
-    return bool(await run_batched(client, "group_discard", group_keys, [channel]))
+    head, suffix = keys.split_channel(channel)
+    args: list[Arg] = [suffix or channel, head if suffix else ""]
+    group_keys = membership_keys(prefix, group, channel)
+    return bool(await run_batched(client, "group_discard", group_keys, args))
 
 
-def group_send_call(
+def group_send_calls(
     *,
     prefix: str,
     group: str,
@@ -116,59 +172,74 @@ def group_send_call(
     payload: bytes,
     capacity: int,
     ttl_s: int,
+    queue_max: int,
+    beat_ms: int,
     tag: str = "",
     asking: bool = False,
-) -> ScriptCall:
-    """The lua/group_send.lua call (name, KEYS, ARGV); ``group_send_counts`` reads its reply.
+) -> list[ScriptCall]:
+    """The two script calls of a group_send: lua/group_send_named.lua (named members) and
+    lua/group_send_local.lua (one group entry per client queue); ``group_send_counts`` reads
+    their replies.
 
-    With ``tag`` it delivers to that tag's members only (Redis Cluster: one call per tag);
-    without, to the members of every tag the group's directory lists (one server).
-    On a cluster the script first checks that every key it derives is on this node (on an
-    ASK target, ``asking``: that it already exists here) and otherwise answers TRYAGAIN
-    before writing anything, so a slot migration never splits one delivery.
+    With ``tag`` they deliver to that tag's members only (Redis Cluster: two calls per tag);
+    without, to the members of every tag the group's directory lists (one server). On a
+    cluster each script first checks that every key it derives is on this node (on an ASK
+    target, ``asking``: that it already exists here) and otherwise answers TRYAGAIN before
+    writing anything, so a slot migration never splits one delivery. ``beat_ms`` is the
+    heartbeat, the unit of the dead-client rule.
     """
-    if tag:
-        group_keys = [keys.group_key(prefix, group, tag)]
-    else:
-        group_keys = [keys.directory_key(prefix, group)]
+    directory = keys.directory_key(prefix, group)
     header = keys.deadline_text(deadline_ms)
-    args: list[Arg] = [
-        now_ms,
-        prefix,
-        group_ttl_s,
-        header,
-        payload,
-        capacity,
-        ttl_s,
-        group,
-        tag,
-        "a" if asking else "c" if tag else "",
+    check = "a" if asking else "c" if tag else ""
+    named_key = keys.group_key(prefix, group, tag) if tag else directory
+    local_key = keys.clients_key(prefix, group, tag) if tag else directory
+    named: list[Arg] = [now_ms, prefix, group_ttl_s, header, payload, capacity, ttl_s, group]
+    local: list[Arg] = [now_ms, prefix, group_ttl_s, header, payload, ttl_s, group]
+    return [
+        ("group_send_named", [named_key], [*named, tag, check]),
+        ("group_send_local", [local_key], [*local, tag, check, queue_max, beat_ms]),
     ]
-    return "group_send", group_keys, args
 
 
-def group_send_counts(reply: Any) -> tuple[int, int, int]:
-    """(delivered, skipped because full, dropped dead) from a group_send.lua reply.
+def group_send_counts(replies: Sequence[Any]) -> tuple[int, int, int]:
+    """(queued, refused, dropped dead) summed over group_send_named/_local replies (in the
+    order ``group_send_calls`` gives them, repeated).
 
-    The third number counts process-local members dropped from the group because their
-    client's liveness key was gone; their queues, counts and liveness keys were deleted too.
+    ``queued`` counts entries of named members and copies written to client queues (each
+    receiving process then checks its channels' capacity); ``refused`` named members that
+    were full and members of clients whose queue was at ``queue_max``; ``dropped dead``
+    process-local members dropped from the group because their client was dead
+    (lua/_helpers.lua, client_is_dead): their queues and counts were deleted and their
+    liveness keys say so.
     """
-    delivered, full, dropped_dead = reply
-    return int(delivered), int(full), int(dropped_dead)
+    queued = refused = dropped_dead = 0
+    for named, local in zip(replies[::2], replies[1::2], strict=True):
+        queued += int(named[0]) + int(local[0])
+        refused += int(named[1]) + int(local[1])
+        dropped_dead += int(local[2])
+    return queued, refused, dropped_dead
 
 
-async def heartbeat(client: Redis, *, prefix: str, heads: Sequence[str], ttl_ms: int) -> None:
+async def heartbeat(client: Redis, *, prefix: str, heads: Sequence[str], beat_ms: int) -> list[str]:
     """Mark the clients owning ``heads`` (``a.b!`` or any of their channels) alive.
 
-    One pipelined round trip of ``SET key 1 PX ttl_ms``; no script, since each key stands
-    alone. A client whose mark expires is dropped from its groups by the next group_send.
+    One pipelined round trip of lua/heartbeat.lua per head (each writes the mark with the
+    tag's uptime and ticks that clock; a lost reply is harmless, a second beat is a beat).
+    Returns the heads whose mark was gone or said dead: a group_send may have dropped their
+    members, so the caller adds them again.
     """
     if not heads:
-        return
-    async with client.pipeline(transaction=False) as pipe:
-        for head in heads:
-            pipe.set(keys.heartbeat_key(prefix, head), 1, px=ttl_ms)
-        await pipe.execute()
+        return []
+    calls: list[ScriptCall] = []
+    for head in heads:
+        tag = keys.tag_of(keys.split_channel(head)[0])
+        mark = keys.heartbeat_key(prefix, head)
+        calls.append(("heartbeat", [keys.clock_key(prefix, tag), mark], [beat_ms]))
+    replies = await run_many(client, calls)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return [head for head, reply in zip(heads, replies, strict=True) if int(reply) == 1]
 
 
 async def requeue(

@@ -15,6 +15,8 @@ from . import codec, crypto, redis_options
 DEFAULT_HOST = "redis://localhost:6379"
 DEFAULT_SENTINEL_PORT = 26379
 DEFAULT_HEARTBEAT_S = 5
+# Entries a client queue may hold before group_send writes no more group entries to it.
+DEFAULT_CLIENT_QUEUE_CAPACITY = 1000
 SENTINEL_KEYS = ("sentinels", "master_name", "sentinel_kwargs")
 # Keys that make no sense next to ``sentinels``: the sentinels say where the master is.
 _NOT_WITH_SENTINELS = ("address", "host", "port", "path", "unix_socket_path")
@@ -99,6 +101,7 @@ class Config:
     encryption_keys: tuple[str, ...] | None = field(default=None, repr=False)  # secrets
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     max_message_bytes: int = codec.DEFAULT_MAX_MESSAGE_BYTES
+    client_queue_capacity: int = DEFAULT_CLIENT_QUEUE_CAPACITY
 
     def capacity_for(self, channel: str) -> int:
         """The capacity of ``channel``: the first matching rule, else the default."""
@@ -350,6 +353,7 @@ def parse(
     serializer: object = codec.DEFAULT_SERIALIZER,
     heartbeat: object = DEFAULT_HEARTBEAT_S,
     max_message_size: object = codec.DEFAULT_MAX_MESSAGE_BYTES,
+    client_queue_capacity: object = DEFAULT_CLIENT_QUEUE_CAPACITY,
 ) -> Config:
     """Validate the layer's options; raises TypeError/ValueError naming the bad one."""
     if not isinstance(prefix, str):
@@ -372,4 +376,5 @@ def parse(
         encryption_keys=crypto.parse_keys(symmetric_encryption_keys),
         heartbeat_s=_positive_seconds("heartbeat", heartbeat),
         max_message_bytes=_positive_int("max_message_size", max_message_size),
+        client_queue_capacity=_positive_int("client_queue_capacity", client_queue_capacity),
     )

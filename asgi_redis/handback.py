@@ -2,31 +2,67 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 from . import commands, keys
-from .buffers import now_ms
 from .routes import Route
-from .sidetask import SideTask
+from .sidetask import BACKOFF_MIN_S, SideTask
+
+logger = logging.getLogger(__name__)
+
+
+# close() retries a failed hand-back for this long (pauses from BACKOFF_MIN_S doubling up to
+# CLOSE_BACKOFF_MAX_S) before it gives up and raises; the messages then stay in the process.
+CLOSE_RETRY_S = 5.0
+CLOSE_BACKOFF_MAX_S = 1.0
+
+# A count-release batch is marked applied for this many times the layer's expiry; one not
+# acknowledged by then is given up (see Releases).
+RELEASE_MARK_EXPIRIES = 10
+
+
+@dataclass
+class _ReleaseBatch:
+    """One numbered batch of releases, resent unchanged until Redis acknowledges it."""
+
+    number: int
+    mark_key: str
+    counts: list[str]
+    pairs: list[tuple[int, str]]
+    first_sent_s: float
 
 
 class Releases:
     """Process-local messages that left this process (delivered, dropped, expired).
 
     They count against their channel's capacity until the counts hash hears of it, which a
-    side task does soon after, in one script call for everything released meanwhile.
+    side task does soon after, in one script call for everything released meanwhile. Batches
+    are numbered and sent one at a time; the script records the last number applied, so a
+    batch retried after a lost reply never lowers a count twice (a channel would then admit
+    more than its capacity). A batch still unacknowledged ``RELEASE_MARK_EXPIRIES`` x
+    ``expiry`` after its first try is given up, since its mark may have expired: its messages
+    keep counting until their counts key expires, ``expiry`` after the client's last send.
     """
 
-    def __init__(self, route: Route, prefix: str) -> None:
+    def __init__(self, route: Route, prefix: str, expiry_s: int) -> None:
         self._route = route
         self._prefix = prefix
+        self._mark_s = expiry_s * RELEASE_MARK_EXPIRIES
+        self._releaser = secrets.token_hex(8)
+        self._numbered = 0
         self._pending: list[tuple[str, str]] = []  # (queue key, suffix)
+        self._batch: _ReleaseBatch | None = None  # sent, not acknowledged yet
+        self.given_up = 0  # messages whose release was abandoned
         self._task = SideTask("update channel counts", self._write)
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + (len(self._batch.pairs) if self._batch else 0)
 
     def add(self, queue: str, suffix: str) -> None:
         """One message of the local channel ``suffix`` of ``queue`` no longer counts."""
@@ -36,36 +72,60 @@ class Releases:
     def clear(self) -> None:
         """Forget pending releases (their keys were flushed)."""
         self._pending.clear()
+        self._batch = None
 
     async def close(self) -> None:
         """Stop the side task and write what is left once; raises if Redis refuses."""
         await self._task.stop()
-        await self._write()
+        while await self._write():
+            pass
 
-    async def _write(self) -> bool:
-        """Send the pending releases; False when there were none."""
+    def _seal(self) -> _ReleaseBatch | None:
+        """Number the pending releases as the next batch (None when there are none)."""
         batch, self._pending = self._pending, []
         if not batch:
-            return False
-        queues: list[tuple[str, str, int]] = []
+            return None
+        counts: list[str] = []
         index: dict[str, int] = {}
         pairs = []
         for queue, suffix in batch:
             if queue not in index:
-                index[queue] = len(queues)
-                counts = keys.counts_key(self._prefix, keys.queue_part(self._prefix, queue))
-                queues.append((queue, counts, 0))
+                index[queue] = len(counts)
+                counts.append(keys.counts_key(self._prefix, keys.queue_part(self._prefix, queue)))
             pairs.append((index[queue], suffix))
-        try:
-            await self._route.run(
-                "update channel counts",
-                lambda client: commands.receive(
-                    client, now_ms=now_ms(), queues=queues, releases=pairs
-                ),
+        self._numbered += 1
+        mark_key = keys.release_mark_key(self._prefix, batch[0][0], self._releaser)
+        return _ReleaseBatch(self._numbered, mark_key, counts, pairs, time.monotonic())
+
+    async def _write(self) -> bool:
+        """Send the unacknowledged batch, or else the pending releases; False when none."""
+        if self._batch is None:
+            self._batch = self._seal()
+        batch = self._batch
+        if batch is None:
+            return False
+        if time.monotonic() - batch.first_sent_s > self._mark_s:
+            self.given_up += len(batch.pairs)
+            logger.error(
+                "Gave up updating channel counts for %d delivered messages after %.0f s: "
+                "their channels count them until their counts expire",
+                len(batch.pairs),
+                self._mark_s,
             )
-        except BaseException:
-            self._pending[:0] = batch
-            raise
+            self._batch = None
+            return True
+        await self._route.run(
+            "update channel counts",
+            partial(
+                commands.release,
+                mark_key=batch.mark_key,
+                batch=batch.number,
+                mark_s=self._mark_s,
+                counts=batch.counts,
+                releases=batch.pairs,
+            ),
+        )
+        self._batch = None
         return True
 
 
@@ -117,14 +177,31 @@ class Returns:
         self._batches.clear()
 
     async def close(self, remaining: dict[str, list[bytes]]) -> None:
-        """Return ``remaining`` and anything pending now; raises if Redis refuses.
+        """Return ``remaining`` and anything pending now, retrying with backoff for up to
+        ``CLOSE_RETRY_S``; then raises the last error.
 
         What could not be written stays pending, so a later ``close`` tries again.
         """
         await self._task.stop()
         self.add(remaining)
-        while await self._write():
-            pass
+        deadline = time.monotonic() + CLOSE_RETRY_S
+        pause_s = BACKOFF_MIN_S
+        while True:
+            try:
+                while await self._write():
+                    pass
+                return
+            except Exception as exc:
+                if time.monotonic() + pause_s > deadline:
+                    raise
+                logger.warning(
+                    "Could not return %d messages to Redis on close (%r); retrying in %.1f s",
+                    len(self),
+                    exc,
+                    pause_s,
+                )
+            await asyncio.sleep(pause_s)
+            pause_s = min(pause_s * 2, CLOSE_BACKOFF_MAX_S)
 
     async def _write(self) -> bool:
         """Write every pending batch; False when there was nothing to write."""

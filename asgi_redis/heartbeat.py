@@ -12,30 +12,26 @@ from collections.abc import Awaitable, Callable
 
 logger = logging.getLogger(__name__)
 
-# A client unseen for this many heartbeats is dead.
+# A client unseen for this many heartbeats of its server's uptime is dead (lua/_helpers.lua).
 BEATS_TO_DEATH = 3
+# A liveness mark's wall-time lifetime, in heartbeats (lua/_helpers.lua MARK_BEATS): a mark
+# that runs out means nothing by itself, it only frees the memory of clients that are gone.
+MARK_BEATS = 12
 
 
 class Heartbeat:
     """Refreshes the marks of ``heads`` (queue parts such as ``specific.ab12!``) every beat.
 
     Args:
-        beat: writes the marks of the given heads with the given lifetime in ms.
+        beat: writes the marks of the given heads (and rejoins what was dropped).
         interval_s: seconds between beats (the layer's ``heartbeat`` option).
     """
 
-    def __init__(
-        self, beat: Callable[[list[str], int], Awaitable[None]], interval_s: float
-    ) -> None:
+    def __init__(self, beat: Callable[[list[str]], Awaitable[None]], interval_s: float) -> None:
         self._beat = beat
         self._interval_s = interval_s
         self._heads: set[str] = set()
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def ttl_ms(self) -> int:
-        """How long one mark lives."""
-        return int(self._interval_s * BEATS_TO_DEATH * 1000)
 
     def add(self, head: str) -> None:
         """Keep ``head`` alive from now on (the first beat comes on the next loop turn)."""
@@ -56,7 +52,7 @@ class Heartbeat:
         """Beat until closed; a failed beat is retried at the next one."""
         while True:
             try:
-                await self._beat(sorted(self._heads), self.ttl_ms)
+                await self._beat(sorted(self._heads))
             except Exception as exc:
                 logger.warning(
                     "Could not refresh liveness marks (%r); next try in %.1f s",

@@ -11,30 +11,52 @@ Key kinds (after the prefix and tag, one letter and a colon):
 - ``q:<channel>``         list, the queue of a named channel.
 - ``q:<prefix>!``         list, the queue shared by all process-local channels
                           ``<prefix>!<suffix>`` of one client.
-- ``n:<prefix>!``         hash, per-suffix count of messages queued (in Redis or in a
-                          receiving process's buffer) for those process-local channels.
-- ``g:<group>``           sorted set, member = channel, score = last group_add in ms; one
-                          per tag that has members, holding the members of that tag.
-- ``c:<group>``           hash, member = channel, value = capacity, only where it differs
-                          from the layer's default capacity; one per tag like ``g:``.
+- ``n:<prefix>!``         hash, per-suffix count of direct messages queued (in Redis or in a
+                          receiving process's buffer) for those process-local channels, and
+                          per ``+<suffix>`` the slots the receiving process reserved for
+                          group copies it holds for that channel (a send counts both).
+- ``g:<group>``           sorted set, member = named channel, score = last group_add in ms;
+                          one per tag that has named members, holding those of that tag.
+- ``c:<group>``           hash, member = named channel, value = capacity, only where it
+                          differs from the layer's default capacity; one per tag like ``g:``.
+- ``l:<group>``           sorted set, member = a client's queue part ``a.b!``, score = the
+                          latest group_add of one of its channels in ms; one per tag, holding
+                          the clients of that tag with process-local members in the group.
+- ``m:<prefix>!<group>``  sorted set, member = suffix, score = last group_add in ms: the
+                          process-local members of one client in one group (same tag as the
+                          client's queue), so group_send reads them with one command.
+- ``j:<prefix>!<group>``  string, cache of those members for group_send: their count, ``|``,
+                          then the suffixes joined with ``,`` in chunks joined with ``;``;
+                          deleted by group_add of a new member and by group_discard, and
+                          expires when its oldest member would go stale.
 - ``d:<group>``           set of the tags holding members of the group (the group's tag).
 - ``w:<client>``          list, wake-up tokens for one process's blocked reader (one per
                           tag the reader blocks on).
 - ``r:<queue part>/<id>`` string, marks a hand-back of popped entries to that queue as done,
-                          so a retried hand-back never pushes them twice.
+                          so a retried hand-back never pushes them twice; with a ``n.`` id,
+                          the number of the last count release a process applied there.
 - ``h:<prefix>!``         string, liveness mark of the client owning the process-local
-                          channels ``<prefix>!<suffix>``; its process refreshes it every
-                          heartbeat with a TTL of 3 heartbeats, and group_add creates it
-                          (only if missing) for a new member. group_send drops the members
-                          of a client whose mark is gone, and deletes its keys.
+                          channels ``<prefix>!<suffix>``: the tag clock's ``up`` at its last
+                          beat (or ``dead``); its process refreshes it every heartbeat with
+                          a TTL of 12 heartbeats, and group_add creates it (only if missing)
+                          for a new member. group_send drops the members of a client whose
+                          mark is 3 heartbeats of uptime old, deletes its queue and counts,
+                          and sets the mark to ``dead``.
+- ``u:clock``             hash, the tag's uptime clock (``up``: ms of server uptime seen,
+                          ``at``: server time of the last tick); liveness marks hold a value
+                          of ``up``, and a client is dead 3 heartbeats of uptime after its
+                          last beat (see ``lua/_helpers.lua``).
 
 Queue entry: ``DEADLINE`` (13 ASCII digits, ms since the epoch) ``NN`` (2 ASCII digits,
 length of the suffix) ``SUFFIX`` (the process-local part after ``!``, empty for named
-channels) then the serialized message. A group_send to several process-local channels of one
-client writes a single entry for all of them: ``NN`` is then ``99``, followed by a 6-digit
-byte length and the suffixes joined with ``,``. Suffixes use the characters Channels allows
-after ``!`` (ASCII letters, digits, ``-``, ``_``, ``.``). Anything else is a malformed entry:
-``parse_entry`` raises ``ValueError`` and the scripts drop it (see ``lua/_helpers.lua``).
+channels) then the serialized message. A group_send to the process-local channels of one
+client writes a single *group entry* for all of them: ``G`` instead of ``NN``, a 6-digit byte
+length and the suffixes joined with ``,``, then the message. Its copies are not counted in
+Redis: the receiving process checks each channel's capacity. (``NN`` = ``99`` with the same
+list is the counted form earlier versions wrote; it is still read.) Suffixes use the
+characters Channels allows after ``!`` (ASCII letters, digits, ``-``, ``_``, ``.``).
+Anything else is a malformed entry: ``parse_entry`` raises ``ValueError`` and the scripts
+drop it (see ``lua/_helpers.lua``).
 """
 
 from __future__ import annotations
@@ -47,7 +69,7 @@ from functools import lru_cache
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-KINDS = "qncgdwrh"
+KINDS = "qncgdwrhulmj"
 TAG_COUNT = 64
 DEADLINE_DIGITS = 13
 SUFFIX_LEN_DIGITS = 2
@@ -56,6 +78,8 @@ HEADER_LEN = DEADLINE_DIGITS + SUFFIX_LEN_DIGITS
 # one client: a 6-digit byte length and the suffixes joined with ',' follow.
 MULTI = 99
 LIST_LEN_DIGITS = 6
+# In place of the suffix length: a group entry, whose copies are counted by the receiver.
+GROUP_MARK = b"G"
 _DIGITS = re.compile(rb"[0-9]+")
 _SUFFIX = re.compile(rb"[A-Za-z0-9_.\-]+")
 _SUFFIX_LIST = re.compile(rb"[A-Za-z0-9_.\-]+(?:,[A-Za-z0-9_.\-]+)*")
@@ -125,6 +149,27 @@ def group_capacity_key(prefix: str, group: str, tag: str) -> str:
     return f"{prefix}{{{tag}}}c:{group}"
 
 
+def clients_key(prefix: str, group: str, tag: str) -> str:
+    """The sorted set of the clients (``a.b!``) of ``tag`` with process-local members in
+    ``group``."""
+    return f"{prefix}{{{tag}}}l:{group}"
+
+
+def local_members_key(prefix: str, group: str, head: str) -> str:
+    """The sorted set of the suffixes of client ``head``'s members of ``group``."""
+    return f"{prefix}{{{tag_of(head)}}}m:{head}{group}"
+
+
+def joined_key(prefix: str, group: str, head: str) -> str:
+    """The cached, joined member list of client ``head`` in ``group`` (group_send's read)."""
+    return f"{prefix}{{{tag_of(head)}}}j:{head}{group}"
+
+
+def reserved_field(suffix: str) -> str:
+    """The counts-hash field holding the slots reserved for group copies of ``suffix``."""
+    return f"+{suffix}"
+
+
 def directory_key(prefix: str, group: str) -> str:
     """The set of tags that hold members of ``group``."""
     return f"{prefix}{{{tag_of(group)}}}d:{group}"
@@ -149,6 +194,16 @@ def requeue_token_key(prefix: str, queue: str, token: str) -> str:
     """The marker of one hand-back of entries to ``queue`` (a queue key), in its slot."""
     close = queue.index("}", len(prefix))
     return f"{queue[: close + 1]}r:{queue[close + 3 :]}/{token}"
+
+
+def release_mark_key(prefix: str, queue: str, releaser: str) -> str:
+    """The number of the last count-release batch ``releaser`` applied, in ``queue``'s slot."""
+    return requeue_token_key(prefix, queue, f"n.{releaser}")
+
+
+def clock_key(prefix: str, tag: str) -> str:
+    """The uptime clock of one tag (liveness is judged on it, see ``lua/_helpers.lua``)."""
+    return f"{prefix}{{{tag}}}u:clock"
 
 
 def heartbeat_key(prefix: str, channel_or_head: str) -> str:
@@ -191,6 +246,18 @@ def make_entry(deadline_ms: int, suffix: str, payload: bytes) -> bytes:
     return header.encode("ascii") + payload
 
 
+def make_group_entry(deadline_ms: int, suffixes: list[str], payload: bytes) -> bytes:
+    """Build a group entry for process-local channels of one client (not counted in Redis)."""
+    listed = ",".join(suffixes)
+    header = f"{deadline_text(deadline_ms)}G{len(listed):0{LIST_LEN_DIGITS}d}{listed}"
+    return header.encode("ascii") + payload
+
+
+def is_group_entry(entry: bytes) -> bool:
+    """Whether ``entry`` is a group entry (its copies are not counted in Redis)."""
+    return entry[DEADLINE_DIGITS : DEADLINE_DIGITS + 1] == GROUP_MARK
+
+
 def parse_entry(entry: bytes) -> tuple[int, list[str], bytes]:
     """Split an entry into (deadline_ms, suffixes, payload); no suffix for a named channel.
 
@@ -198,6 +265,8 @@ def parse_entry(entry: bytes) -> tuple[int, list[str], bytes]:
         ValueError: the header is malformed (the same rule the Lua scripts apply).
     """
     deadline_ms = _digits(entry, 0, DEADLINE_DIGITS)
+    if is_group_entry(entry):
+        return (deadline_ms, *_suffix_list(entry, DEADLINE_DIGITS + 1))
     suffix_len = _digits(entry, DEADLINE_DIGITS, HEADER_LEN)
     if suffix_len == 0:
         return deadline_ms, [], entry[HEADER_LEN:]
@@ -207,12 +276,17 @@ def parse_entry(entry: bytes) -> tuple[int, list[str], bytes]:
         if len(suffix) != suffix_len or not _SUFFIX.fullmatch(suffix):
             raise ValueError("malformed queue entry: bad suffix")
         return deadline_ms, [suffix.decode("ascii")], entry[suffix_end:]
-    list_start = HEADER_LEN + LIST_LEN_DIGITS
-    list_end = list_start + _digits(entry, HEADER_LEN, list_start)
+    return (deadline_ms, *_suffix_list(entry, HEADER_LEN))
+
+
+def _suffix_list(entry: bytes, start: int) -> tuple[list[str], bytes]:
+    """(suffixes, payload) of a suffix list whose 6-digit length starts at ``start``."""
+    list_start = start + LIST_LEN_DIGITS
+    list_end = list_start + _digits(entry, start, list_start)
     listed = entry[list_start:list_end]
     if len(listed) != list_end - list_start or not _SUFFIX_LIST.fullmatch(listed):
         raise ValueError("malformed queue entry: bad suffix list")
-    return deadline_ms, listed.decode("ascii").split(","), entry[list_end:]
+    return listed.decode("ascii").split(","), entry[list_end:]
 
 
 def _digits(entry: bytes, start: int, end: int) -> int:

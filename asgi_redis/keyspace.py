@@ -79,7 +79,14 @@ async def channel_statistics(
 
 
 async def group_statistics(
-    client: Redis, *, prefix: str, group: str, now_ms: int, group_ttl_s: int, tag: str = ""
+    client: Redis,
+    *,
+    prefix: str,
+    group: str,
+    now_ms: int,
+    group_ttl_s: int,
+    beat_ms: int,
+    tag: str = "",
 ) -> dict[str, int]:
     """Run lua/group_statistics.lua: one group's members on one server; reads only.
 
@@ -87,19 +94,25 @@ async def group_statistics(
     (Redis Cluster), else those of every tag the group's directory lists.
     """
     call = group_statistics_call(
-        prefix=prefix, group=group, now_ms=now_ms, group_ttl_s=group_ttl_s, tag=tag
+        prefix=prefix,
+        group=group,
+        now_ms=now_ms,
+        group_ttl_s=group_ttl_s,
+        beat_ms=beat_ms,
+        tag=tag,
     )
     return group_statistics_counts(await run(client, *call))
 
 
 def group_statistics_call(
-    *, prefix: str, group: str, now_ms: int, group_ttl_s: int, tag: str = ""
+    *, prefix: str, group: str, now_ms: int, group_ttl_s: int, beat_ms: int, tag: str = ""
 ) -> ScriptCall:
-    """The lua/group_statistics.lua call (name, KEYS, ARGV)."""
+    """The lua/group_statistics.lua call (name, KEYS, ARGV); ``beat_ms`` is the heartbeat,
+    the unit of the dead-client rule."""
     return (
         "group_statistics",
         [_group_statistics_key(prefix, group, tag)],
-        [now_ms, prefix, group_ttl_s, group, tag],
+        [now_ms, prefix, group_ttl_s, group, tag, beat_ms],
     )
 
 
@@ -107,7 +120,7 @@ def group_statistics_counts(reply: Any) -> dict[str, int]:
     """A group_statistics.lua reply as a dict.
 
     ``members`` (all live memberships), ``named`` and ``local`` (process-local) members,
-    ``local_dead`` (process-local members whose client's liveness key is gone), ``clients``
+    ``local_dead`` (process-local members of clients judged dead), ``clients``
     (distinct clients of the local members) and ``dead_clients``. Members older than
     ``group_ttl_s`` are not counted.
     """
@@ -138,11 +151,12 @@ async def server_statistics(client: Redis, prefix: str) -> dict[str, int]:
         totals["queues"] += len(lengths)
         totals["messages"] += sum(lengths)
     groups: set[str] = set()
-    async for copies in own_key_batches(client, prefix, "g"):
+    # Named members in g:<group>, process-local ones in m:<client>!<group> (one per client).
+    async for copies in own_key_batches(client, prefix, "gm"):
         for key, size in zip(copies, await _sizes(client, "ZCARD", copies), strict=True):
             if size > 0:
                 totals["memberships"] += size
-                groups.add(keys.split_key(prefix, key)[1])
+                groups.add(keys.split_key(prefix, key)[1].split("!", 1)[-1])
     totals["groups"] = len(groups)
     return totals
 
@@ -229,23 +243,37 @@ def _head_deadline_ms(entry: bytes | None) -> int | None:
 
 
 async def group_summaries(
-    client: Redis, prefix: str, group_keys: list[bytes], now_ms: int, group_ttl_s: int
+    client: Redis,
+    prefix: str,
+    group_keys: list[bytes],
+    now_ms: int,
+    group_ttl_s: int,
+    beat_ms: int,
 ) -> list[dict[str, Any]]:
-    """``group_statistics`` of each group with member copies (``g:`` keys) on this server.
+    """``group_statistics`` of each group with members on this server (``g:`` keys of named
+    members, ``l:`` keys of clients with process-local members).
 
-    Each copy is counted on its own (one tag, one slot: this works on a cluster node too),
-    pipelined in batches of EVALSHA, and the copies of one group are summed.
+    Each tag's copy is counted on its own (one tag, one slot: this works on a cluster node
+    too), pipelined in batches of EVALSHA, and the copies of one group are summed.
     """
     if not group_keys:
         return []
-    copies = [
-        (keys.split_key(prefix, key)[1], keys.tag_of_key(prefix, key.decode()))
-        for key in group_keys
-    ]
+    copies = list(
+        dict.fromkeys(
+            (keys.split_key(prefix, key)[1], keys.tag_of_key(prefix, key.decode()))
+            for key in group_keys
+        )
+    )
     # The first call goes through run(), which loads the script on NOSCRIPT.
     name, tag = copies[0]
     first = await group_statistics(
-        client, prefix=prefix, group=name, now_ms=now_ms, group_ttl_s=group_ttl_s, tag=tag
+        client,
+        prefix=prefix,
+        group=name,
+        now_ms=now_ms,
+        group_ttl_s=group_ttl_s,
+        beat_ms=beat_ms,
+        tag=tag,
     )
     totals: dict[str, dict[str, int]] = {name: first}
     sha = SCRIPTS["group_statistics"].sha
@@ -254,7 +282,7 @@ async def group_summaries(
         async with client.pipeline(transaction=False) as pipe:
             for name, tag in batch:
                 key = keys.group_key(prefix, name, tag)
-                pipe.evalsha(sha, 1, key, now_ms, prefix, group_ttl_s, name, tag)
+                pipe.evalsha(sha, 1, key, now_ms, prefix, group_ttl_s, name, tag, beat_ms)
             replies = await pipe.execute()
         for (name, _), reply in zip(batch, replies, strict=True):
             counts = group_statistics_counts(reply)

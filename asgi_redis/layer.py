@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -18,14 +19,17 @@ from .compat import ChannelsRedisCompatMixin, channels_redis_options
 from .connections import Connections
 from .crypto import Encryptor
 from .errors import ChannelFull
-from .heartbeat import BEATS_TO_DEATH
 from .loopstate import LoopState
+from .memberships import Memberships
 from .metrics import Counters
-from .pipelining import run_batched, run_many
+from .offload import Offload, forwardable
+from .pipelining import run_all, run_many
 from .receiver import Receiver, receive_from
 from .routes import Route, ServerRoute, TagRoute
 from .scripts import ScriptCall, run
 from .statistics import StatisticsMixin
+
+logger = logging.getLogger(__name__)
 
 OPTIONS = (
     "hosts",
@@ -38,6 +42,7 @@ OPTIONS = (
     "serializer",
     "heartbeat",
     "max_message_size",
+    "client_queue_capacity",
 )
 T = TypeVar("T")
 
@@ -64,6 +69,9 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             that owns process-local channels; a client unseen for 3 heartbeats is dead.
         max_message_size: bytes a message may take once serialized (and encrypted); a larger
             one raises ``MessageTooLarge`` before anything is written (default 16 MiB).
+        client_queue_capacity: entries a process's queue (shared by its process-local
+            channels) may hold; a group_send finding it that long writes no group entry there
+            and counts its members as ``channel_full``.
         serializer_format, random_prefix_length: channels_redis's options, accepted so its
             CONFIG moves over unchanged: the first is another name for ``serializer``
             (``"msgpack"`` or ``"json"``), the second is not needed here and ignored.
@@ -91,6 +99,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         serializer: object = codec.DEFAULT_SERIALIZER,
         heartbeat: object = config.DEFAULT_HEARTBEAT_S,
         max_message_size: object = codec.DEFAULT_MAX_MESSAGE_BYTES,
+        client_queue_capacity: object = config.DEFAULT_CLIENT_QUEUE_CAPACITY,
         **unknown: object,
     ) -> None:
         serializer, unknown = channels_redis_options(serializer, unknown)
@@ -110,6 +119,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             serializer,
             heartbeat,
             max_message_size,
+            client_queue_capacity,
         )
         enc_keys = self.config.encryption_keys
         self._codec = codec.Codec(
@@ -125,25 +135,34 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         self.group_expiry = self.config.group_expiry_s
         self.capacity = self.config.capacity
         self.heartbeat = self.config.heartbeat_s
+        self.client_queue_capacity = self.config.client_queue_capacity
         self._labels = tuple(host.label() for host in self.config.hosts)
         self._cluster: ClusterNodes | None = None
         self._routes: list[Route]
         if self.config.hosts[0].cluster is not None:
             # A Redis Cluster: one route per tag, on whichever primary owns the tag's slot.
             self._shards: list[Connections] = []
-            self._cluster = ClusterNodes(self.config.hosts[0], self.close)
+            self._cluster = ClusterNodes(self.config.hosts[0], self._close_with_loop)
             self._routes = [TagRoute(self._cluster, index) for index in range(keys.TAG_COUNT)]
         else:
             # One connection set per server; a channel's server is picked by rendezvous hashing.
-            self._shards = [Connections(host, self.close) for host in self.config.hosts]
+            self._shards = [Connections(host, self._close_with_loop) for host in self.config.hosts]
             self._routes = [
                 ServerRoute(shard, label)
                 for shard, label in zip(self._shards, self._labels, strict=True)
             ]
         self._loops: dict[asyncio.AbstractEventLoop, LoopState] = {}
+        # Process-local channels of this process, and their memberships, to rejoin groups.
+        self._own_heads: set[str] = set()
+        self._memberships = Memberships()
+        self._rejoining: set[str] = set()  # clients found dropped, not yet back in every group
+        self._beaten: set[str] = set()  # clients whose mark a beat of this layer has written
+        # Calls from short-lived loops (async_to_sync) run on a loop of our own (offload.py).
+        self._offload = Offload(self._close_loop)
 
     # -- channels --------------------------------------------------------------------
 
+    @forwardable
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         """Queue ``message`` on ``channel``.
 
@@ -175,6 +194,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             raise ChannelFull(f"channel {channel!r} is full")
         self.counters.sent += 1
 
+    @forwardable
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for the next message on ``channel``; safe to cancel."""
         names.check_channel(channel)
@@ -186,6 +206,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         receiver = state.receiver(self._shard_of_unit(head))
         return (await receiver.receive_many([channel]))[1]
 
+    @forwardable
     async def receive_many(self, channels: Sequence[str]) -> tuple[str, dict[str, Any]]:
         """Wait for the next message on any of ``channels``; returns (channel, message)."""
         if isinstance(channels, str) or not channels:
@@ -201,6 +222,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             [(self._receiver(shard), shard_channels) for shard, shard_channels in by_shard.items()]
         )
 
+    @forwardable
     async def new_channel(self, prefix: str = "specific.") -> str:
         """A new process-local channel name: ``prefix`` + client id + ``!`` + random.
 
@@ -215,10 +237,18 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
 
     # -- groups ----------------------------------------------------------------------
 
+    @forwardable
     async def group_add(self, group: str, channel: str) -> None:
         """Add ``channel`` to ``group`` (or refresh it); idempotent."""
         names.check_group(group)
         names.check_channel(channel)
+        added_ms = now_ms()
+        await self._add_member(group, channel, added_ms)
+        if keys.split_channel(channel)[0] in self._own_heads:
+            self._memberships.added(group, channel, added_ms)
+
+    async def _add_member(self, group: str, channel: str, added_ms: int) -> None:
+        """Store the membership (``added_ms``: the time group_expiry counts from)."""
         capacity = self.config.capacity_for(channel)
         operation = f"group_add of {channel!r} to {group!r}"
         on_cluster = self._cluster is not None
@@ -239,18 +269,20 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 prefix=self.prefix,
                 group=group,
                 channel=channel,
-                now_ms=now_ms(),
+                now_ms=added_ms,
                 ttl_s=self.group_expiry,
                 capacity=None if capacity == self.capacity else capacity,
-                heartbeat_ttl_ms=int(self.heartbeat * BEATS_TO_DEATH * 1000),
+                beat_ms=int(self.heartbeat * 1000),
                 with_directory=not on_cluster,
             ),
         )
 
+    @forwardable
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``; a no-op for non-members."""
         names.check_group(group)
         names.check_channel(channel)
+        self._memberships.discarded(group, channel)
         await self._routes[self._shard_of(channel)].run(
             f"group_discard of {channel!r} from {group!r}",
             lambda client: commands.group_discard(
@@ -258,6 +290,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             ),
         )
 
+    @forwardable
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """Queue ``message`` on every live member of ``group``; full members are skipped.
 
@@ -270,8 +303,8 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         now = now_ms()
         operation = f"group_send to group {group!r}"
 
-        def script_for(tag: str, asking: bool = False) -> ScriptCall:
-            return commands.group_send_call(
+        def calls_for(tag: str, asking: bool = False) -> list[ScriptCall]:
+            return commands.group_send_calls(
                 prefix=self.prefix,
                 group=group,
                 now_ms=now,
@@ -280,20 +313,23 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 payload=payload,
                 capacity=self.capacity,
                 ttl_s=self.expiry,
+                queue_max=self.client_queue_capacity,
+                beat_ms=int(self.heartbeat * 1000),
                 tag=tag,
                 asking=asking,
             )
 
         if self._cluster is None:
-            call = script_for("")
-            replies = await self._on_every_server(
-                operation, lambda client: run_batched(client, *call)
+            calls = calls_for("")
+            per_server = await self._on_every_server(
+                operation, lambda client: run_all(client, calls)
             )
+            replies = [reply for replies in per_server for reply in replies]
         else:
-            replies = await self._on_every_tag(group, operation, script_for)
-        for delivered, full, _ in map(commands.group_send_counts, replies):
-            self.counters.sent += delivered
-            self.counters.channel_full += full
+            replies = await self._on_every_tag(group, operation, calls_for)
+        queued, refused, _ = commands.group_send_counts(replies)
+        self.counters.sent += queued
+        self.counters.channel_full += refused
 
     @property
     def dropped_undecodable(self) -> int:
@@ -303,6 +339,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
 
     # -- lifecycle -------------------------------------------------------------------
 
+    @forwardable
     async def flush(self) -> None:
         """Delete every key under this layer's prefix (and nothing else), on every server."""
         await self._on_every_server(
@@ -315,18 +352,25 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 receiver.clear()
 
     async def close(self) -> None:
-        """Stop reading, return unreceived messages to Redis, close this loop's connections.
+        """Stop reading, return unreceived messages to Redis, close this loop's connections
+        and those of the layer's background loop (which then stops; see offload.py).
 
         Every server is dealt with even when one fails; then the first failure is raised.
         Messages that could not be returned stay in this process, and calling ``close``
         again retries (the connections are only closed once nothing is left to return).
         """
+        await self._offload.stop()
+        await self._close_loop()
+
+    async def _close_loop(self) -> None:
+        """``close`` for the running loop only; also run by a loop about to close."""
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is not None:
             await state.close()
             del self._loops[loop]
             self._dropped_closed += state.dropped_undecodable
+            self._forget_client(state.client_id)
         errors: list[Exception] = []
         closers = [shard.close for shard in self._shards]
         if self._cluster is not None:
@@ -338,6 +382,22 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+    async def _close_with_loop(self) -> None:
+        """``close`` for an event loop about to close: nothing can retry after it, so what
+        could not be handed back is lost; counted (``lost_at_close``) and logged."""
+        try:
+            await self._close_loop()
+        except Exception:
+            state = self._loops.pop(asyncio.get_running_loop(), None)
+            if state is not None and state.held:
+                self.counters.lost_at_close += state.held
+                logger.error(
+                    "Lost %d popped messages: their event loop closed while Redis refused to "
+                    "take them back",
+                    state.held,
+                )
+            raise
 
     async def __aenter__(self) -> RedisChannelLayer:
         return self
@@ -389,10 +449,10 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         return [f"{self._cluster.label} (node {address})" for address in self._cluster.primaries()]
 
     async def _on_every_tag(
-        self, group: str, operation: str, script_for: Callable[[str, bool], ScriptCall]
+        self, group: str, operation: str, calls_for: Callable[[str, bool], list[ScriptCall]]
     ) -> list[Any]:
-        """On a cluster: the script ``script_for(tag, asking)`` on every tag ``group``'s
-        directory lists; returns their replies.
+        """On a cluster: the scripts ``calls_for(tag, asking)`` on every tag ``group``'s
+        directory lists; returns their replies, tag after tag.
 
         Phase one reads the directory; phase two sends each node one pipeline of its tags'
         scripts, the nodes in parallel. A script answered by a redirection did not run: it
@@ -410,7 +470,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 by_node.setdefault(cluster.owner(keys.TAG_INDEX[tag]), []).append(tag)
         parts = await asyncio.gather(
             *(
-                self._on_node(address, node_tags, operation, script_for)
+                self._on_node(address, node_tags, operation, calls_for)
                 for address, node_tags in by_node.items()
             )
         )
@@ -421,31 +481,33 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         address: str,
         tags: list[str],
         operation: str,
-        script_for: Callable[[str, bool], ScriptCall],
+        calls_for: Callable[[str, bool], list[ScriptCall]],
     ) -> list[Any]:
-        """``script_for(tag)`` of several tags one node owns, in one pipeline."""
+        """``calls_for(tag)`` of several tags one node owns, in one pipeline."""
         cluster = self._cluster
         if cluster is None:
             raise RuntimeError("_on_node is for a Redis Cluster")
         label = f"{cluster.label} (node {address})"
-        calls = [script_for(tag, False) for tag in tags]
+        calls = [
+            (tag, index, call) for tag in tags for index, call in enumerate(calls_for(tag, False))
+        ]
         try:
-            replies = await run_many(cluster.client_at(address), calls)
+            replies = await run_many(cluster.client_at(address), [call for _, _, call in calls])
         except Exception as exc:
             cluster.failed(exc)
             if not did_not_run(exc):
                 with failures.naming(operation, label):
                     raise
-            replies = [exc] * len(tags)  # nothing was sent: each tag waits for its new owner
+            replies = [exc] * len(calls)  # nothing was sent: each call waits for the new owner
         results = []
-        for tag, reply in zip(tags, replies, strict=True):
+        for (tag, index, _), reply in zip(calls, replies, strict=True):
             if isinstance(reply, Exception) and did_not_run(reply):
-                # This tag's script did not run: it alone follows the redirection (or waits).
+                # This script did not run: it alone follows the redirection (or waits).
                 cluster.failed(reply)
                 reply = await self._routes[keys.TAG_INDEX[tag]].run(
                     operation,
-                    lambda client, tag=tag: run(  # type: ignore[misc]
-                        client, *script_for(tag, isinstance(client, AskingRedis))
+                    lambda client, tag=tag, index=index: run(  # type: ignore[misc]
+                        client, *calls_for(tag, isinstance(client, AskingRedis))[index]
                     ),
                 )
             elif isinstance(reply, Exception):
@@ -468,24 +530,51 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
     def _keep_alive(self, channel: str) -> None:
         """Keep the liveness mark of a process-local channel's client fresh from this loop."""
         if "!" in channel:
-            self._loop_state().keep_alive(keys.split_channel(channel)[0])
+            head = keys.split_channel(channel)[0]
+            self._own_heads.add(head)
+            self._loop_state().keep_alive(head)
 
-    async def _beat(self, heads: list[str], ttl_ms: int) -> None:
-        """Write the liveness marks of ``heads``, each on its own server."""
+    async def _beat(self, heads: list[str]) -> None:
+        """Write the liveness marks of ``heads``, each on its own server; a client whose mark
+        was gone (judged dead while cut off) adds its memberships again (``memberships``)."""
         by_shard: dict[int, list[str]] = {}
         for head in heads:
             by_shard.setdefault(self._shard_of(head), []).append(head)
-        await asyncio.gather(
+        gone = await asyncio.gather(
             *(
                 self._routes[shard].run(
                     "heartbeat",
                     partial(
-                        commands.heartbeat, prefix=self.prefix, heads=shard_heads, ttl_ms=ttl_ms
+                        commands.heartbeat,
+                        prefix=self.prefix,
+                        heads=shard_heads,
+                        beat_ms=int(self.heartbeat * 1000),
                     ),
                 )
                 for shard, shard_heads in by_shard.items()
             )
         )
+        # A client's first beat may find no mark (its group_add may not have written it yet):
+        # only a mark that this process's beats had written and that is gone now means more.
+        self._rejoining.update(
+            head for shard_gone in gone for head in shard_gone if head in self._beaten
+        )
+        self._beaten.update(heads)
+        for head in sorted(self._rejoining):
+            rejoined = await self._memberships.rejoin(
+                head, now_ms(), self.group_expiry, self._add_member
+            )
+            self._rejoining.discard(head)  # only once every membership is back
+            if rejoined:
+                self.counters.rejoins += 1
+
+    def _forget_client(self, client_id: str) -> None:
+        """A loop's client id is gone with it: nothing of its channels is kept to rejoin."""
+        heads = {head for head in self._own_heads if head.endswith(f".{client_id}!")}
+        self._own_heads -= heads
+        self._beaten -= heads
+        self._rejoining -= heads
+        self._memberships.forget(heads)
 
     def _loop_state(self) -> LoopState:
         """The running loop's part of the layer (made on first use)."""
@@ -493,7 +582,9 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         state = self._loops.get(loop)
         if state is None:
             for closed in [other for other in self._loops if other.is_closed()]:
-                self._dropped_closed += self._loops.pop(closed).dropped_undecodable
+                gone = self._loops.pop(closed)
+                self._dropped_closed += gone.dropped_undecodable
+                self._forget_client(gone.client_id)
             state = self._loops[loop] = LoopState(self._make_receiver, self._beat, self.heartbeat)
         return state
 
@@ -508,5 +599,11 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
     def _make_receiver(self, shard: int, client_id: str) -> Receiver:
         """A new receiver for server ``shard`` in the running loop."""
         return Receiver(
-            self._routes[shard], self.prefix, client_id, self.expiry, self._codec, self.counters
+            self._routes[shard],
+            self.prefix,
+            client_id,
+            self.expiry,
+            self._codec,
+            self.counters,
+            self.config.capacity_for,
         )

@@ -21,14 +21,14 @@ class LoopState:
 
     Args:
         make_receiver: builds the receiver of one server index for a client id.
-        beat: writes liveness marks (heads, lifetime in ms), see ``Heartbeat``.
+        beat: writes liveness marks of the given heads, see ``Heartbeat``.
         heartbeat_s: seconds between beats.
     """
 
     def __init__(
         self,
         make_receiver: Callable[[int, str], Receiver],
-        beat: Callable[[list[str], int], Awaitable[None]],
+        beat: Callable[[list[str]], Awaitable[None]],
         heartbeat_s: float,
     ) -> None:
         self.client_id = secrets.token_hex(6)
@@ -54,6 +54,11 @@ class LoopState:
             receiver = self._receivers[shard] = self._make_receiver(shard, self.client_id)
         return receiver
 
+    @property
+    def held(self) -> int:
+        """Popped messages still in this loop's receivers (buffered or on their way back)."""
+        return sum(receiver.held for receiver in self._receivers.values())
+
     def keep_alive(self, head: str) -> None:
         """Refresh the liveness mark of the client queue ``head`` from now on."""
         self._heartbeat.add(head)
@@ -69,7 +74,12 @@ class LoopState:
             try:
                 await receiver.close()
             except Exception as exc:
-                logger.error("Could not return buffered messages to Redis: %r", exc)
+                logger.error(
+                    "Could not return %d buffered messages to Redis (%r): they stay in this "
+                    "process, and are lost if it ends before close() succeeds",
+                    receiver.held,
+                    exc,
+                )
                 errors.append(exc)
                 continue
             del self._receivers[shard]

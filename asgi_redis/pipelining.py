@@ -12,7 +12,9 @@ error.
 Nothing changes about what runs: each EVALSHA is still atomic on its own (a pipeline is
 not a transaction), a NOSCRIPT reply means that script did not run, so only those calls
 are re-sent with EVAL, and a connection error during the pipeline reaches every caller in
-it, never retried, exactly as it would reach one lone call whose reply was lost.
+it, never retried, exactly as it would reach one lone call whose reply was lost. A
+connection error of the EVAL re-send reaches only the re-sent calls: the others ran, and
+get their own replies.
 
 Cancelling a caller whose call is already in a flushed batch does not touch the batch:
 the others get their replies and the cancelled call may still run, as a lone EVALSHA
@@ -34,7 +36,7 @@ from redis.exceptions import NoScriptError
 
 from .scripts import SCRIPTS, Arg, Script, ScriptCall, run
 
-__all__ = ["run_batched", "run_many"]
+__all__ = ["run_all", "run_batched", "run_many"]
 
 # For benchmarks only: False sends every call on its own, as before auto-pipelining, so
 # one run can compare both paths.
@@ -142,11 +144,21 @@ async def run_many(client: Redis, calls: list[ScriptCall]) -> list[Any]:
     """Several script calls in one pipeline, for a caller that has them all at hand.
 
     Returns each call's reply, or its error reply as an exception, in order (calls answered
-    NOSCRIPT did not run and are sent once more with their text); a connection error raises.
+    NOSCRIPT did not run and are sent once more with their text; if that re-send fails, its
+    error is their reply); a connection error of the first pipeline raises.
     """
     return await _replies(
         client, [_Script(SCRIPTS[name], keys, args) for name, keys, args in calls]
     )
+
+
+async def run_all(client: Redis, calls: list[ScriptCall]) -> list[Any]:
+    """``run_many``, raising the first error reply instead of returning it."""
+    replies = await run_many(client, calls)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 async def _replies(client: Redis, calls: Sequence[_Script]) -> list[Any]:
@@ -156,8 +168,13 @@ async def _replies(client: Redis, calls: Sequence[_Script]) -> list[Any]:
         call for call, reply in zip(calls, replies, strict=True) if isinstance(reply, NoScriptError)
     ]
     if missing:
-        # These did not run (the server lost its script cache): send their text once.
-        retried = await _pipeline(client, [(None, call) for call in missing])
+        # These did not run (the server lost its script cache): send their text once. If that
+        # pipeline fails, only these calls get its error: the others ran and keep their
+        # replies (an error there would make a caller that retries run them twice).
+        try:
+            retried = await _pipeline(client, [(None, call) for call in missing])
+        except Exception as exc:
+            retried = [_own_copy(exc) for _ in missing]
         replies = _merge(calls, replies, dict(zip(map(id, missing), retried, strict=True)))
     return replies
 

@@ -13,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from . import keys
 from .buffers import Buffers, Item, now_ms
 from .codec import Codec, MsgpackSerializer
+from .copies import HeldCopies
 from .handback import Releases, Returns
 from .metrics import Counters
+from .offload import gate
 from .reader import Reader
 from .routes import Route
 
@@ -42,6 +45,7 @@ class Receiver:
         expiry_s: int,
         codec: Codec | None = None,
         counters: Counters | None = None,
+        capacity_for: Callable[[str], int] = lambda channel: 100,
     ) -> None:
         self.counters = counters or Counters()  # the layer's, shared by all its receivers
         self.dropped_undecodable = 0  # messages that failed to decrypt or deserialize
@@ -50,9 +54,10 @@ class Receiver:
         self._prefix = prefix
         self._label = label = route.label
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._releases = Releases(route, prefix)
-        self._buffers = Buffers(
-            lambda item: self._releases.add(item.queue, item.suffix), self.counters
+        self._releases = Releases(route, prefix, expiry_s)
+        self._buffers = Buffers(self._left, self.counters)
+        self._copies = HeldCopies(
+            route, prefix, expiry_s, capacity_for, self._idle, self._deliver, self.counters
         )
         self._returns = Returns(route, prefix, expiry_s, self._unwanted, self._returned)
         wake_tag = route.wake_tag or keys.tag_of(client_id)
@@ -126,6 +131,24 @@ class Receiver:
             self.counters.delivered += 1
             return message
         return None
+
+    def _left(self, item: Item) -> None:
+        """A process-local item left the buffer: release its count or its reserved slot."""
+        if item.counted:
+            self._releases.add(item.queue, item.suffix)
+        else:
+            self._copies.left(item)
+
+    def _idle(self, channel: str) -> bool:
+        """Whether ``channel`` has a waiting receive and nothing buffered for it."""
+        if self._buffers.count(channel):
+            return False
+        return any(not waiter.done() for waiter in self._waiters.get(channel, ()))
+
+    def _deliver(self, channel: str, item: Item) -> None:
+        """Buffer a process-local item and wake a receive of its channel."""
+        self._buffers.add(channel, item)
+        self._notify(channel)
 
     def _notify(self, channel: str) -> bool:
         """Wake the first waiter of ``channel`` that is not woken yet; False if none."""
@@ -210,16 +233,19 @@ class Receiver:
             logger.warning("Dropped a malformed entry from the queue of %s", head)
             return
         expired = deadline_ms <= now_ms()
+        counted = not keys.is_group_entry(entry)
         for suffix in suffixes or [""]:
-            item = Item(deadline_ms, suffix, payload, queue)
+            item = Item(deadline_ms, suffix, payload, queue, counted)
             if expired:
                 self.counters.expired += 1
-                if suffix:
+                if suffix and counted:
                     self._releases.add(queue, suffix)
-                continue
-            self._buffers.add(head + suffix, item)
-            if not self._notify(head + suffix) and not suffix:
-                self._returns.request()  # its receive gave up while the pop was under way
+            elif suffix:
+                self._copies.offer(head + suffix, item)  # capacity of group copies, FIFO
+            else:
+                self._buffers.add(head, item)
+                if not self._notify(head):
+                    self._returns.request()  # its receive gave up while the pop was under way
 
     # -- housekeeping ------------------------------------------------------------------
 
@@ -263,16 +289,24 @@ class Receiver:
                     )
         await self._reader.stop()
         self._cancel_sweep()
+        self._copies.release_all()
         await self._returns.close(self._buffers.drain())
         try:
             await self._releases.close()
+            await self._copies.close()
         except Exception as exc:  # the counts key expires with the queue: a leak heals
             logger.warning("Could not update channel counts on close: %r", exc)
+
+    @property
+    def held(self) -> int:
+        """Popped messages still in this process (buffered, or on their way back)."""
+        return len(self._buffers) + len(self._returns)
 
     def clear(self) -> None:
         """Forget buffered messages and pending writes (after a flush)."""
         self._buffers.clear()
         self._releases.clear()
+        self._copies.clear()
         self._returns.clear()
         self._cancel_sweep()
 
@@ -292,8 +326,11 @@ async def receive_from(
     whatever was popped for it and not taken goes to another waiter or back to Redis.
     """
     loop = asyncio.get_running_loop()
+    # A receive run for a caller on another loop (offload.py) takes only while that caller waits.
+    call = gate.get()
+    take = partial(_take_from, parts) if call is None else partial(call.take, _take_from, parts)
     while True:
-        got = _take_from(parts)
+        got = take()
         if got is not None:
             return got
         woken: asyncio.Future[None] = loop.create_future()
@@ -302,7 +339,7 @@ async def receive_from(
             for receiver, channels in parts:
                 receiver.wait_on(channels, woken)
             await woken
-            got = _take_from(parts)  # before stop_waiting, which would pass it on
+            got = take()  # before stop_waiting, which would pass it on
         finally:
             for receiver, channels in parts:
                 receiver.stop_waiting(channels, woken)

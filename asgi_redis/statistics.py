@@ -12,6 +12,7 @@ from .buffers import now_ms
 from .cluster import ClusterNodes
 from .config import Config
 from .metrics import Counters
+from .offload import Offload, forwardable
 from .routes import Route
 from .scripts import ScriptCall, run
 
@@ -25,9 +26,11 @@ class StatisticsMixin:
     prefix: str
     expiry: int
     group_expiry: int
+    heartbeat: float
     _routes: list[Route]
     _cluster: ClusterNodes | None
     counters: Counters
+    _offload: Offload
 
     @property
     def dropped_undecodable(self) -> int:
@@ -43,13 +46,14 @@ class StatisticsMixin:
         raise NotImplementedError
 
     async def _on_every_tag(
-        self, group: str, operation: str, script_for: Callable[[str, bool], ScriptCall]
+        self, group: str, operation: str, calls_for: Callable[[str, bool], list[ScriptCall]]
     ) -> list[Any]:
         raise NotImplementedError
 
     def _server_labels(self) -> list[str]:
         raise NotImplementedError
 
+    @forwardable
     async def channel_statistics(self, channel: str) -> dict[str, Any]:
         """How full one channel is.
 
@@ -72,32 +76,42 @@ class StatisticsMixin:
         )
         return {"channel": channel, "capacity": self.config.capacity_for(channel), **stats}
 
+    @forwardable
     async def group_statistics(self, group: str) -> dict[str, Any]:
         """Who is in ``group``, summed over the servers; reads only.
 
         Returns:
             ``members`` (live memberships), ``named`` and ``local`` (process-local) members,
-            ``local_dead`` (process-local members of clients unseen for 3 heartbeats: the next
+            ``local_dead`` (process-local members of clients unseen for 3 heartbeats of their
+            server's uptime: the next
             ``group_send`` drops them), ``clients`` and ``dead_clients``.
         """
         names.check_group(group)
         now = now_ms()
         operation = f"group_statistics of {group!r}"
 
-        def script_for(tag: str, asking: bool = False) -> ScriptCall:
-            return keyspace.group_statistics_call(
-                prefix=self.prefix, group=group, now_ms=now, group_ttl_s=self.group_expiry, tag=tag
-            )
+        def calls_for(tag: str, asking: bool = False) -> list[ScriptCall]:
+            return [
+                keyspace.group_statistics_call(
+                    prefix=self.prefix,
+                    group=group,
+                    now_ms=now,
+                    group_ttl_s=self.group_expiry,
+                    beat_ms=int(self.heartbeat * 1000),
+                    tag=tag,
+                )
+            ]
 
         if self._cluster is None:
-            call = script_for("")
+            call = calls_for("")[0]
             replies = await self._on_every_server(operation, lambda client: run(client, *call))
         else:
-            replies = await self._on_every_tag(group, operation, script_for)
+            replies = await self._on_every_tag(group, operation, calls_for)
         per_server = [keyspace.group_statistics_counts(reply) for reply in replies]
         totals = {name: sum(stats[name] for stats in per_server) for name in keyspace.GROUP_FIELDS}
         return {"group": group, **totals}
 
+    @forwardable
     async def global_statistics(self) -> dict[str, Any]:
         """Totals for this prefix: queues, messages, groups, memberships, per server.
 

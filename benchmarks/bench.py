@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/bench.py            # 3 repetitions, about 17 minutes on 2 cores
     python benchmarks/bench.py --quick    # 1 repetition, smaller sizes, under a minute
     python benchmarks/bench.py --hosts redis://127.0.0.1:6379
+    python benchmarks/bench.py --only broadcast --reps 1   # one family of workloads
 
 Without ``--hosts`` the script starts its own ``redis-server`` (no persistence) on a free
 port of 127.0.0.1 and stops it at the end. With ``--hosts`` it only deletes keys under its
@@ -39,7 +40,14 @@ import report
 import targets
 
 from asgi_redis import __version__
-from asgi_redis.cli import bench, bench_baselines, bench_groups, bench_scale
+from asgi_redis.cli import (
+    bench,
+    bench_baselines,
+    bench_broadcast,
+    bench_groups,
+    bench_scale,
+    bench_sync,
+)
 from asgi_redis.cli import main as cli
 from asgi_redis.cli.bench import OURS, THEIRS, THEIRS_PUBSUB, LayerSpec, Sizes, Workload
 
@@ -49,12 +57,14 @@ QUICK = Sizes(
     round_trips=300,
     group_calls=((1, 300), (10, 200), (100, 100), (1000, 20), (10000, 3)),
     local_group_calls=((1, 100), (100, 50), (10000, 3)),
+    broadcast_shapes=((4, 250, 20), (8, 25, 20), (2, 2500, 20), (1, 10000, 10)),
     many_messages=3,
     waiting_channels=(100, 1000, 4000),
     waiting_receives=10000,
     memory_messages=3000,
     script_keys=(1000,),
     script_calls=5,
+    sync_calls=100,
 )
 BIG_POOL = (("max_connections", 2500),)
 BENCH_KEY = "benchmark-only-secret-0123456789abcdef"
@@ -71,11 +81,14 @@ def workloads_for(sizes: Sizes) -> list[Workload]:
         bench_baselines.pipelined_writes(sizes),
         bench.ping_pong(sizes),
         bench_baselines.raw_ping_pong(sizes),
+        bench_sync.sync_calls(sizes),
+        bench_sync.sync_floor(sizes),
     ]
     result += [bench_groups.group_send_named(size, calls) for size, calls in sizes.group_calls]
     result += [
         bench_groups.group_send_local(size, calls) for size, calls in sizes.local_group_calls
     ]
+    result += [bench_broadcast.broadcast(*shape) for shape in sizes.broadcast_shapes]
     result += [bench_baselines.script_keys(sizes, count) for count in sizes.script_keys]
     result += [
         bench.memory_per_message(sizes),
@@ -176,20 +189,24 @@ def benchmark(url: str, args: argparse.Namespace) -> None:
     header = header_lines(url, reps, args.quick)
     print("\n".join(header))
     started = time.perf_counter()
-    workloads = workloads_for(sizes)
+    workloads = [w for w in workloads_for(sizes) if w.name.startswith(tuple(args.only or [""]))]
     progress = cli.Progress(cli.steps(workloads, reps))
     results = asyncio.run(cli.run_workloads(workloads, cli.layer_specs(url, True), reps, progress))
     keys = table_order(workloads)
     cli.print_table(results, keys)
     group_sizes = [members for members, _ in sizes.group_calls]
-    verdicts = targets.verdicts(results, group_sizes, list(sizes.waiting_channels))
-    targets.print_verdicts(verdicts)
+    shapes = [f"{processes}x{members}" for processes, members, _ in sizes.broadcast_shapes]
+    verdicts = targets.verdicts(results, group_sizes, list(sizes.waiting_channels), shapes)
+    if args.only:  # only the targets of the workloads that ran
+        verdicts = [v for v in verdicts if any(name in v.target for name in args.only)]
+    if verdicts:
+        targets.print_verdicts(verdicts)
     extra = [] if args.no_encryption else encryption_section(url, sizes, reps)
     if not args.no_hiredis:
         extra += ["", *parsers.section(url, args.quick, reps)]
     elapsed = f"total {time.perf_counter() - started:.0f} s"
     print(elapsed)
-    if not args.quick and not args.no_write:
+    if not args.quick and not args.no_write and not args.only:
         report.write_chart(results, group_sizes)
         report.write_results([*header, elapsed], results, keys, verdicts, ["\n".join(extra)])
         print(f"wrote {report.RESULTS_MD.name} and {report.CHART_PNG.name}")
@@ -202,6 +219,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--hosts", metavar="URL", help="use this Redis server instead")
     parser.add_argument("--reps", type=int, help="repetitions (default 3, 1 with --quick)")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite RESULTS.md")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only the workloads whose name starts with NAME (repeatable; no report)",
+    )
     parser.add_argument("--no-encryption", action="store_true", help="skip the encryption table")
     parser.add_argument(
         "--no-hiredis", action="store_true", help="skip the hiredis / pure-Python comparison"

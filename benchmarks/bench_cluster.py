@@ -664,8 +664,9 @@ def verdicts(results: Results, sizes: Sizes) -> list[Verdict]:
             f"{fmt(scripts, 'x')} scripts)",
         ),
         Verdict(
-            f"group_send {sizes.local_members:,} local: at most one script per client queue",
-            len(queues) > 0 and local_scripts <= len(queues),
+            f"group_send {sizes.local_members:,} local: per tag one script for its named "
+            "members and one for its clients' entries, not one per member",
+            len(queues) > 0 and local_scripts <= 2 * len(tags),
             f"{fmt(local_scripts, 'x')} scripts per call for {len(queues)} client queues "
             f"({len(tags)} distinct tags)",
         ),

@@ -163,8 +163,85 @@ def bytes_flat_target(sizes: list[int]) -> Check:
     return check
 
 
-def checks(group_sizes: list[int], waiting_sizes: list[int]) -> list[Check]:
-    """Every target of the issues, in the order issue 10 lists them."""
+def sync_floor_target(key: str, floor_key: str, label: str, maximum: float) -> Check:
+    """Issue 20: a sync caller's calls/s within ``maximum`` times the floor's (async_to_sync
+    of a no-op plus one sync redis-py command)."""
+
+    def check(results: Results) -> Verdict:
+        ours, floor = results.median(key, OURS), results.median(floor_key, RAW)
+        value = floor / ours if ours > 0 and not math.isnan(floor) else math.nan
+        measured = f"{fmt(value)}x ({fmt(ours, 'n')} vs {fmt(floor, 'n')} calls/s)"
+        met = not math.isnan(value) and value <= maximum
+        return Verdict(f"{label} within {maximum:g}x of the floor", measured, met)
+
+    return check
+
+
+def broadcast_cpu_target(shape: str, maximum_us: float | None = None) -> Check:
+    """Redis CPU per broadcast delivery <= channels_redis's (met when theirs did not finish),
+    or with ``maximum_us`` below that many µs."""
+    key = f"broadcast_cpu_{shape}"
+
+    def check(results: Results) -> Verdict:
+        ours, theirs = results.median(key, OURS), results.median(key, THEIRS)
+        measured = f"{fmt(ours, 'µs')} vs {fmt(theirs, 'µs')} µs"
+        if maximum_us is not None:
+            label = f"Redis CPU per delivery, broadcast {shape} < {maximum_us:g} µs"
+            return Verdict(label, measured, not math.isnan(ours) and ours < maximum_us)
+        met = not math.isnan(ours) and (math.isnan(theirs) or ours <= theirs)
+        if math.isnan(theirs):
+            measured += " (channels_redis did not finish)"
+        label = f"Redis CPU per delivery, broadcast {shape} <= channels_redis"
+        return Verdict(label, measured, met)
+
+    return check
+
+
+SYNC_TARGETS = (
+    ratio_target("sync_group_send_10", "sync group_send 10 named", 3),
+    ratio_target("sync_send", "sync send", 3),
+    sync_floor_target("sync_group_send_10", "raw_sync_floor", "sync group_send 10 named", 1.5),
+    sync_floor_target("sync_send", "raw_sync_floor", "sync send", 1.5),
+    ratio_target("sync_group_send_10_x8", "sync group_send 10 named, 8 threads", 3),
+    ratio_target("sync_send_x8", "sync send, 8 threads", 3),
+)
+
+
+def broadcast_completes(shape: str) -> Check:
+    """The broadcast of this shape finished for asgi_redis."""
+
+    def check(results: Results) -> Verdict:
+        ours = results.median(f"broadcast_{shape}", OURS)
+        measured = f"{fmt(ours, 'n')} deliveries/s"
+        return Verdict(f"broadcast {shape} completes", measured, not math.isnan(ours))
+
+    return check
+
+
+def broadcast_checks(shapes: list[str]) -> list[Check]:
+    """Issue 17's targets: Redis CPU per delivery, end-to-end rate, idle-process group_send."""
+    minimum_rate = {"4x250": 2, "8x25": 2, "2x2500": 5}
+    result: list[Check] = [broadcast_cpu_target(shape) for shape in shapes]
+    if "2x2500" in shapes:
+        result.append(broadcast_cpu_target("2x2500", 0.5))
+    for shape in shapes:
+        if shape in minimum_rate:
+            label = f"broadcast {shape} deliveries/s"
+            result.append(ratio_target(f"broadcast_{shape}", label, minimum_rate[shape]))
+        else:
+            result.append(broadcast_completes(shape))
+    result += [
+        ratio_target("group_send_local_1000", "group_send 1,000 process-local", 2),
+        ratio_target("group_send_named_1000", "group_send 1,000 named", 8),
+        ratio_target("group_send_named_10000", "group_send 10,000 named", 8),
+    ]
+    return result
+
+
+def checks(
+    group_sizes: list[int], waiting_sizes: list[int], shapes: list[str] | None = None
+) -> list[Check]:
+    """Every target of the issues, in the order issue 10 lists them, then issue 17's."""
     base, larger = waiting_sizes[0], [size for size in waiting_sizes if size >= 4000]
     return [
         raw_fraction_target("send_receive_named", "send_receive named", 0.9),
@@ -181,12 +258,19 @@ def checks(group_sizes: list[int], waiting_sizes: list[int]) -> list[Check]:
         ratio_target("group_send_local_10000", "group_send 10,000 process-local", 4),
         memory_target,
         bytes_flat_target(group_sizes),
+        *SYNC_TARGETS,
+        *broadcast_checks(shapes or []),
     ]
 
 
-def verdicts(results: Results, group_sizes: list[int], waiting_sizes: list[int]) -> list[Verdict]:
-    """Evaluate every target."""
-    return [check(results) for check in checks(group_sizes, waiting_sizes)]
+def verdicts(
+    results: Results,
+    group_sizes: list[int],
+    waiting_sizes: list[int],
+    shapes: list[str] | None = None,
+) -> list[Verdict]:
+    """Evaluate every target (``shapes``: the broadcast shapes run, ``"4x250"`` ...)."""
+    return [check(results) for check in checks(group_sizes, waiting_sizes, shapes)]
 
 
 def print_verdicts(items: list[Verdict]) -> None:

@@ -31,8 +31,8 @@ LAYER_COMMANDS = (
     "+llen +zcard +scard +lindex +hvals +pttl +ping +hello +select"
 )
 SCRIPT_COMMANDS = (
-    "+del +exists +hdel +hget +hincrby +hmget +hset +lpop +lpush +lrange +rpop "
-    "+sadd +smembers +zadd +zrangebyscore +zrem +zremrangebyscore"
+    "+del +exists +get +hdel +hget +hincrby +hmget +hset +lpop +lpush +lrange +rpop "
+    "+sadd +smembers +zadd +zcount +zrangebyscore +zrem +zremrangebyscore +time"
 )
 SHORT_RULE = "~asgi:* resetchannels +@all -@dangerous"
 STRICT_RULE = f"~asgi:* resetchannels -@all {LAYER_COMMANDS} {SCRIPT_COMMANDS}"

@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from asgi_redis import __version__
-from asgi_redis.cli import bench, bench_baselines, bench_scale, main
+from asgi_redis.cli import bench, bench_baselines, bench_scale, bench_sync, main
 from asgi_redis.cli.bench import (
     OURS,
     THEIRS,
@@ -51,6 +51,9 @@ def test_bench_command_prints_the_table(redis_url: str) -> None:
         "many_channels, channels_redis PubSub layer",
         "many waiting channels, N=",
         "client memory per waiting receive, ",
+        "sync: async_to_sync(group_send), 10 named",
+        "sync, 8 threads: send",
+        "raw: async_to_sync(no-op) + 1 sync command",
     ):
         assert any(line.startswith(row) for line in lines), done.stdout
     # The floors and asgi_redis's new rows are numbers, not n/a.
@@ -219,6 +222,20 @@ async def test_many_waiting_delivers_one_message_to_each_channel(redis_url: str,
     spec = LayerSpec(kind, kind, redis_url, "benchwait:")
     metrics = await bench_scale.many_waiting(30).run(spec)
     assert metrics["many_waiting_30"] > 0
+
+
+@pytest.mark.parametrize("kind", [OURS, THEIRS])
+async def test_sync_rows_call_through_async_to_sync_from_threads(redis_url: str, kind: str) -> None:
+    spec = LayerSpec(kind, kind, redis_url, "benchsync:")
+    metrics = await bench_sync.sync_calls(Sizes(sync_calls=5)).run(spec)
+    assert sorted(metrics) == sorted(bench_sync.KEYS)
+    assert all(value > 0 for value in metrics.values())
+
+
+async def test_sync_floor_is_measured_for_one_and_eight_threads(redis_url: str) -> None:
+    spec = LayerSpec(bench_baselines.RAW, OURS, redis_url, bench.RAW_PREFIX)
+    metrics = await bench_sync.sync_floor(Sizes(sync_calls=5)).run(spec)
+    assert metrics["raw_sync_floor"] > 0 and metrics["raw_sync_floor_x8"] > 0
 
 
 async def test_client_memory_is_measured_per_waiting_receive(redis_url: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from asgi_redis import RedisChannelLayer, keys
+from asgi_redis import RedisChannelLayer, keys, pipelining, scripts
 from asgi_redis.cli import inspect
 from asgi_redis.cli.main import parse_args
 from asgi_redis.cluster import owners
@@ -26,7 +26,7 @@ from tests.layer_helpers import names_in_tag, receive_n, receive_within
 from tests.servers import RedisServerError
 from tests.test_acl import PASSWORD, SHORT_RULE, STRICT_RULE, USER
 from tests.tls import make_tls_files
-from tests.workload import exercise
+from tests.workload import exercise, exercise_from_sync_code
 
 CLUSTER_COMMANDS = "+cluster|slots +asking"
 
@@ -174,10 +174,50 @@ async def test_group_send_is_a_directory_read_then_one_script_per_tag(
             redis_cluster.client(node).config_resetstat()
         await layer.group_send("big", {"type": "all"})
         assert command_calls(redis_cluster, "smembers") == 1
-        assert command_calls(redis_cluster, "evalsha") == len(tags)
-        assert len(tags) < len(members)  # one script per tag, not per member
+        # Per tag one script for its named members and one for its clients' entries.
+        assert command_calls(redis_cluster, "evalsha") == 2 * len(tags)
+        assert len(tags) < len(members)  # per tag, not per member
         for channel in [*members, *local]:
             assert await receive_within(layer, channel) == {"type": "all"}
+
+
+async def test_group_send_whose_noscript_retry_cannot_connect_runs_no_tag_twice(
+    redis_cluster: RedisClusterServers, cluster_urls: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SCRIPT FLUSH lands in the middle of a node's pipeline (its first tags ran, the rest
+    meet NOSCRIPT), then the EVAL re-send cannot connect: only the tags that did not run are
+    sent again, so every member gets the message once."""
+    real = pipelining._pipeline
+    refused = [0]
+
+    async def pipeline(client: Any, sends: list[Any]) -> list[Any]:
+        if all(sha is None for sha, _ in sends):
+            if refused[0] == 0:
+                refused[0] += 1
+                raise redis.exceptions.ConnectionError(
+                    "Error 111 connecting to 127.0.0.1:1. Connection refused."
+                )
+            return await real(client, sends)
+        half = len(sends) // 2
+        first = await real(client, sends[:half])
+        await client.script_flush()
+        return first + await real(client, sends[half:])
+
+    async with RedisChannelLayer(hosts=cluster_hosts(redis_cluster)) as layer:
+        members = [f"member{n}" for n in range(60)]
+        for channel in members:
+            await layer.group_add("room", channel)
+        for node in redis_cluster.primaries():
+            for name in ("group_send_named", "group_send_local"):
+                redis_cluster.client(node).script_load(scripts.source(name))
+        monkeypatch.setattr(pipelining, "_pipeline", pipeline)
+        await layer.group_send("room", {"type": "once"})
+        monkeypatch.setattr(pipelining, "_pipeline", real)
+        assert refused[0] == 1
+        for channel in members:
+            assert await receive_within(layer, channel) == {"type": "once"}
+        stats = [await layer.channel_statistics(channel) for channel in members]
+        assert [stat["depth"] for stat in stats] == [0] * len(members)  # no second copy
 
 
 # -- TLS and ACLs --------------------------------------------------------------------------
@@ -211,6 +251,15 @@ def refusals(cluster: RedisClusterServers) -> list[Any]:
     for node in cluster.nodes:
         found += cluster.client(node).execute_command("ACL", "LOG")
     return found
+
+
+def test_sync_callers_on_a_tls_cluster_with_a_user(tls_cluster: RedisClusterServers) -> None:
+    tls_cluster.flush()
+    set_user_everywhere(tls_cluster, SHORT_RULE)
+    assert tls_cluster.tls is not None
+    options = {"username": USER, "password": PASSWORD, **tls_cluster.tls.client_options()}
+    exercise_from_sync_code(cluster_hosts(tls_cluster, **options))
+    assert refusals(tls_cluster) == []
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from asgi_redis import commands, keys
+from asgi_redis import RedisChannelLayer, commands, handback, keys
 from tests.layer_helpers import (
     blocked_clients,
     cancel,
@@ -22,6 +22,8 @@ from tests.layer_helpers import (
     wait_until,
 )
 from tests.test_layer_receive import queue_length
+
+REAL_REQUEUE = commands.requeue
 
 
 @pytest.fixture
@@ -123,10 +125,8 @@ async def test_entry_claimed_by_a_cancelled_receive_goes_to_the_next_waiter(
         assert await asyncio.wait_for(second, 5) == {"type": "job"}
 
 
-async def test_close_returns_entries_when_redis_fails_first_then_works(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A hand-back that fails keeps the messages; closing again returns them, once."""
+async def buffered_local_message(redis_url: str) -> tuple[RedisChannelLayer, str]:
+    """A layer holding one popped message of a process-local channel in its buffer."""
     layer = make_layer(redis_url)
     channel, sibling = await layer.new_channel(), await layer.new_channel()
     pending = asyncio.create_task(layer.receive(sibling))
@@ -135,22 +135,67 @@ async def test_close_returns_entries_when_redis_fails_first_then_works(
         await sender.send(channel, {"type": "kept"})
     await wait_until(lambda: queue_length(redis_url, channel) == 0)  # buffered here
     await cancel(pending)
-    real_requeue = commands.requeue
-    failures = [redis.exceptions.ConnectionError("simulated outage")]
+    return layer, channel
+
+
+def failing_requeue(monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
+    """``commands.requeue`` fails ``times`` times (an outage), then works; counts the calls."""
+    calls = [0]
 
     async def flaky_requeue(*args: Any, **kwargs: Any) -> int:
-        if failures:
-            raise failures.pop()
-        return await real_requeue(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] <= times:
+            raise redis.exceptions.ConnectionError("simulated outage")
+        return await REAL_REQUEUE(*args, **kwargs)
 
     monkeypatch.setattr(commands, "requeue", flaky_requeue)
-    with pytest.raises(redis.exceptions.ConnectionError):
-        await layer.close()
-    assert queue_length(redis_url, channel) == 0
+    return calls
+
+
+async def test_close_retries_a_failed_hand_back_with_backoff(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand-back that fails at close is tried again inside close(), and returned once."""
+    layer, channel = await buffered_local_message(redis_url)
+    calls = failing_requeue(monkeypatch, times=3)
     await layer.close()
+    assert calls[0] == 4
     assert queue_length(redis_url, channel) == 1
     async with make_layer(redis_url) as second:
         assert await receive_within(second, channel, 5) == {"type": "kept"}
+
+
+async def test_close_gives_up_after_its_retries_and_keeps_the_messages(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Still refused after CLOSE_RETRY_S: close() raises, the message stays in the process,
+    and closing again returns it, once."""
+    monkeypatch.setattr(handback, "CLOSE_RETRY_S", 0.5)
+    layer, channel = await buffered_local_message(redis_url)
+    failing_requeue(monkeypatch, times=1_000_000)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await layer.close()
+    assert queue_length(redis_url, channel) == 0
+    failing_requeue(monkeypatch, times=0)
+    await layer.close()
+    assert queue_length(redis_url, channel) == 1
+    assert layer.counters.lost_at_close == 0
+
+
+def test_a_loop_closing_while_redis_refuses_counts_and_logs_what_it_lost(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The loop-close path cannot retry later: the held messages are counted as lost."""
+    monkeypatch.setattr(handback, "CLOSE_RETRY_S", 0.3)
+
+    async def hold_one() -> RedisChannelLayer:
+        layer, _ = await buffered_local_message(redis_url)
+        failing_requeue(monkeypatch, times=1_000_000)
+        return layer
+
+    layer = asyncio.run(hold_one())  # the loop closes with the message still held
+    assert layer.counters.lost_at_close == 1
+    assert "Lost 1 popped messages" in caplog.text
 
 
 async def test_a_retried_hand_back_whose_reply_was_lost_pushes_nothing_twice(

@@ -34,14 +34,22 @@ async def build_known_state(url: str) -> str:
         await layer.group_add("lobby", "mail")
         await layer.send(local, {"secret": SECRET})
     with sync_client(url) as client:
-        client.delete(keys.heartbeat_key("asgi:", DEAD_CLIENT))  # its process was killed
+        # Its process was killed: its last beat is long past on its tag's uptime clock.
+        client.set(keys.heartbeat_key("asgi:", DEAD_CLIENT), -(10**9))
     return keys.split_channel(local)[0]
 
 
-def known_group_copies(head: str) -> int:
-    """How many per-tag copies (``g:`` keys) the groups of the known state have."""
-    room = {keys.tag_of(unit) for unit in (head, "jobs", DEAD_CLIENT)}
-    return len(room) + 1  # lobby has one member, so one copy
+def known_group_keys(head: str) -> dict[str, int]:
+    """How many ``g:`` (named members per tag), ``l:`` (clients per tag) and ``m:`` (one per
+    client) keys the groups of the known state have."""
+    clients = {keys.tag_of(unit) for unit in (head, DEAD_CLIENT)}
+    # room's jobs and lobby's mail; two clients; no group_send, so no cached member list
+    return {"g": 2, "l": len(clients), "m": 2, "j": 0}
+
+
+def known_clocks(head: str) -> int:
+    """How many tag uptime clocks (``u:`` keys) the known state ticked: its clients' tags."""
+    return len({keys.tag_of(head), keys.tag_of(DEAD_CLIENT)})
 
 
 def run_inspect(capsys: pytest.CaptureFixture[str], *args: str) -> str:
@@ -66,8 +74,12 @@ def test_json_on_a_known_state(redis_url: str, capsys: pytest.CaptureFixture[str
     assert (report["schema"], report["prefix"], report["capacity_note"]) == (1, "asgi:", None)
     (server,) = report["servers"]
     assert server["drops"] is None and "not recorded" in report["drops_note"]
-    copies = known_group_copies(head)
-    assert server["keys"] == {"q": 3, "n": 1, "g": copies, "c": 0, "d": 2, "w": 0, "r": 0, "h": 1}
+    group_keys = known_group_keys(head)
+    clocks = known_clocks(head)
+    assert server["keys"] == {
+        **{"q": 3, "n": 1, "c": 0, "d": 2, "w": 0, "r": 0, "h": 2, "u": clocks},
+        **group_keys,
+    }
     assert server["queues"]["total"] == 3
     assert without_times(server["queues"]["rows"]) == [
         {"queue": "jobs", "local": False, "depth": 3, "counted": 3, "capacity": 100},
@@ -87,10 +99,10 @@ def test_json_on_a_known_state(redis_url: str, capsys: pytest.CaptureFixture[str
         "dead_clients": 1,
     }
     assert (lobby["group"], lobby["members"], lobby["named"]) == ("lobby", 1, 1)
-    (client,) = server["clients"]["rows"]
+    (client,) = [row for row in server["clients"]["rows"] if row["client"] == head]
     assert without_times([client]) == [{"client": head, "queue_depth": 1}]
     assert 0 <= client["last_heartbeat_age_s"] <= 15
-    assert 0 < client["expires_in_s"] <= 15
+    assert 0 < client["expires_in_s"] <= 60  # a mark lives 12 heartbeats
 
 
 def test_table_on_a_known_state(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,8 +137,8 @@ class FakeTerminal(io.StringIO):
 
 def test_progress_goes_to_stderr_only_on_a_terminal(redis_url: str) -> None:
     head = asyncio.run(build_known_state(redis_url))
-    # Queues, counts, the groups' copies and directories, liveness marks.
-    found = 3 + 1 + known_group_copies(head) + 2 + 1
+    # Queues, counts, the groups' keys and directories, liveness marks, uptime clocks.
+    found = 3 + 1 + sum(known_group_keys(head).values()) + 2 + 2 + known_clocks(head)
     layer_config = config.parse(hosts=[redis_url])
     settings = Settings("asgi:", 60, 86400, 5.0, None, 20)
     terminal, pipe = FakeTerminal(), io.StringIO()

@@ -154,6 +154,10 @@ def every_key(prefix: str) -> dict[str, tuple[str, str]]:
         keys.wake_key(prefix, "specific.abc", "k"): ("w", "specific.abc"),
         keys.requeue_token_key(prefix, queue, "t1"): ("r", "specific.abc!/t1"),
         keys.heartbeat_key(prefix, "specific.abc!x"): ("h", "specific.abc!"),
+        keys.clients_key(prefix, "room", "x"): ("l", "room"),
+        keys.local_members_key(prefix, "room", "specific.abc!"): ("m", "specific.abc!room"),
+        keys.joined_key(prefix, "room", "specific.abc!"): ("j", "specific.abc!room"),
+        keys.clock_key(prefix, "k"): ("u", "clock"),
     }
     assert {kind for kind, _ in found.values()} == set(keys.KINDS)
     return found

@@ -184,11 +184,18 @@ async def test_channel_capacity_rules_for_group_send(layer_hosts: list[Any]) -> 
     async with make_layer(layer_hosts, capacity=4, channel_capacity=RULES_NARROW_FIRST) as layer:
         tiny = await layer.new_channel("tiny.")
         default_local = await layer.new_channel()
+        triggers = [await layer.new_channel("tiny."), await layer.new_channel()]
         expected = {"over.lap.x": 2, "rx.7": 3, "plain": 4, "a.huge": 6, tiny: 2, default_local: 4}
         for channel in expected:
             await layer.group_add("ruled", channel)
         for index in range(6):
             await layer.group_send("ruled", {"type": "g", "i": index})
+        # The receiving process checks its channels' capacity as it pops their copies: a
+        # receive on another channel of the same client queue pops them while nobody reads
+        # these (a receive on the channel itself would take a copy at once, making room).
+        for trigger in triggers:
+            await layer.send(trigger, {"type": "trigger"})
+            assert await layer.receive(trigger) == {"type": "trigger"}
         for channel, count in expected.items():
             got = await drain_then_marker(layer, layer, channel, count)
             assert [message["i"] for message in got] == list(range(count)), channel

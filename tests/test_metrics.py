@@ -13,7 +13,15 @@ from asgi_redis.receiver import Receiver
 from asgi_redis.routes import ServerRoute
 from tests.layer_helpers import make_layer, receive_within, sync_client
 
-ZERO = {"sent": 0, "delivered": 0, "channel_full": 0, "expired": 0, "dropped": 0}
+ZERO = {
+    "sent": 0,
+    "delivered": 0,
+    "channel_full": 0,
+    "expired": 0,
+    "dropped": 0,
+    "lost_at_close": 0,
+    "rejoins": 0,
+}
 
 
 async def test_send_receive_full_and_group_send_move_the_counters(redis_url: str) -> None:
@@ -35,6 +43,8 @@ async def test_send_receive_full_and_group_send_move_the_counters(redis_url: str
             "channel_full": 2,
             "expired": 0,
             "dropped": 0,
+            "lost_at_close": 0,
+            "rejoins": 0,
         }
         stats = await layer.global_statistics()
         assert stats["counters"] == layer.counters.snapshot()

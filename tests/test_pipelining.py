@@ -138,6 +138,57 @@ async def test_noscript_in_a_batch_reruns_only_those_calls_once(
     await layer.close()
 
 
+def refuse_the_eval_retry(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pipeline that re-sends NOSCRIPT calls with EVAL cannot connect (a node died or
+    failed over between the two pipelines): nothing of it ran. Counts those refusals."""
+    real = pipelining._pipeline
+    refused = [0]
+
+    async def pipeline(client: Redis, sends: list[Any]) -> list[Any]:
+        if all(sha is None for sha, _ in sends):
+            refused[0] += 1
+            raise redis.exceptions.ConnectionError(
+                "Error 111 connecting to 127.0.0.1:1. Connection refused."
+            )
+        return await real(client, sends)
+
+    monkeypatch.setattr(pipelining, "_pipeline", pipeline)
+    return refused
+
+
+async def test_a_failed_noscript_retry_fails_only_the_calls_that_did_not_run(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sends ran in the first pipeline: they get their replies, not the retry's error
+    (on a cluster that error, a refused connection, would have them sent a second time)."""
+    layer = make_layer(redis_url)
+    with sync_client(redis_url) as client:
+        client.script_flush()
+        client.script_load(scripts.source("send"))  # sends run; group_adds meet NOSCRIPT
+    refused = refuse_the_eval_retry(monkeypatch)
+
+    async def add_outcome(channel: str) -> str:
+        try:
+            await layer.group_add("room", channel)
+        except redis.RedisError as exc:
+            return type(exc).__name__
+        return "added"
+
+    channels = [f"chan.{index}" for index in range(TASKS)]
+    calls = [
+        add_outcome(name) if index % 10 == 0 else send_outcome(layer, name)
+        for index, name in enumerate(channels)
+    ]
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls), BOUND_S)
+    assert refused[0] >= 1
+    assert [outcome for index, outcome in enumerate(outcomes) if index % 10] == ["sent"] * 90
+    assert set(outcomes[::10]) <= {"ConnectionError", "added"}  # a lone add re-sent alone
+    assert [queued(redis_url, name) for name in channels] == [
+        0 if index % 10 == 0 else 1 for index in range(TASKS)
+    ]
+    await layer.close()
+
+
 async def test_noscript_for_every_call_of_a_batch(redis_url: str) -> None:
     layer = make_layer(redis_url)
     with sync_client(redis_url) as client:

@@ -22,6 +22,7 @@ from tests.conftest import no_redis, start_server
 from tests.layer_helpers import blocked_clients, receive_within, sync_client, wait_until
 from tests.servers import HOST, RedisServer, RedisServerError, start_sentinel
 from tests.tls import TlsFiles
+from tests.workload import exercise_from_sync_code
 
 MASTER_NAME = "mymaster"
 # Bounds that stop a broken test from hanging; a healthy failover takes a few seconds.
@@ -148,6 +149,12 @@ async def test_send_receive_group_send(monitored: SentinelSet) -> None:
             assert master.llen(keys.queue_key("asgi:", "left")) == 1
         stats = await layer.global_statistics()
         assert stats["shards"][0]["host"] == f"sentinel://{HOST}:{monitored.sentinel.port}/mymaster"
+
+
+def test_sync_callers_through_a_sentinel(monitored: SentinelSet) -> None:
+    exercise_from_sync_code([monitored.host()])
+    assert client_count(monitored.master) == 0
+    assert client_count(monitored.sentinel) == 0
 
 
 async def test_other_keys_are_options_of_the_master(monitored: SentinelSet) -> None:

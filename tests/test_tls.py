@@ -18,7 +18,7 @@ from asgi_redis import RedisChannelLayer
 from tests.conftest import no_redis
 from tests.servers import RedisServer, RedisServerError
 from tests.tls import TlsFiles, make_ca, make_tls_files
-from tests.workload import exercise
+from tests.workload import exercise, exercise_from_sync_code
 
 # Bounds a hang; a refused handshake fails at once.
 FAIL_WITHIN_S = 10.0
@@ -61,6 +61,10 @@ def mutual_tls_server(tls_files: TlsFiles) -> Iterator[RedisServer]:
 async def test_everything_works_over_tls(tls_server: RedisServer, tls_files: TlsFiles) -> None:
     host = {"address": tls_server.url, **tls_files.client_options()}
     await exercise([host])
+
+
+def test_sync_callers_over_tls(tls_server: RedisServer, tls_files: TlsFiles) -> None:
+    exercise_from_sync_code([{"address": tls_server.url, **tls_files.client_options()}])
 
 
 async def test_the_ca_can_be_given_in_the_url(tls_server: RedisServer, tls_files: TlsFiles) -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from asgiref.sync import async_to_sync
+
 from asgi_redis import RedisChannelLayer
+from asgi_redis.offload import CHURN_LOOPS
 from tests.layer_helpers import receive_within
 
 # Short, so the heartbeat writes its mark at least once during the pass.
@@ -19,7 +22,20 @@ HEARTBEAT_S = 0.2
 
 async def exercise(hosts: list[Any], **options: Any) -> None:
     """Run every kind of layer call against ``hosts``; raises on the first failure."""
+    await _exercise(RedisChannelLayer(hosts=hosts, heartbeat=HEARTBEAT_S, **options))
+
+
+def exercise_from_sync_code(hosts: list[Any], **options: Any) -> None:
+    """``exercise`` as sync code runs it (through ``async_to_sync`` where no loop runs), after
+    the layer has seen short-lived loops: every call runs on the layer's background loop."""
     layer = RedisChannelLayer(hosts=hosts, heartbeat=HEARTBEAT_S, **options)
+    for _ in range(CHURN_LOOPS + 1):
+        async_to_sync(layer.group_send)("nobody", {"type": "churn"})
+    async_to_sync(_exercise)(layer)
+
+
+async def _exercise(layer: RedisChannelLayer) -> None:
+    """Every kind of layer call on ``layer``, then close it."""
     try:
         await layer.send("named", {"type": "hello"})
         assert await receive_within(layer, "named") == {"type": "hello"}

@@ -110,6 +110,13 @@ class Sizes:
         (1000, 60),
         (10000, 10),
     )
+    # (processes, members per process, group_sends) of the broadcast workload.
+    broadcast_shapes: tuple[tuple[int, int, int], ...] = (
+        (4, 250, 100),
+        (8, 25, 100),
+        (2, 2500, 100),
+        (1, 10000, 100),
+    )
     many_channels: int = 1000
     many_messages: int = 10
     waiting_channels: tuple[int, ...] = (100, 1000, 4000, 10000)
@@ -117,6 +124,7 @@ class Sizes:
     memory_messages: int = 10000
     script_keys: tuple[int, ...] = (1000, 10000)
     script_calls: int = 20
+    sync_calls: int = 300  # async_to_sync calls per thread (bench_sync.py)
 
     def scaled(self, factor: float) -> Sizes:
         """The same shape with every count multiplied by ``factor`` (at least 1 each)."""
@@ -133,11 +141,13 @@ class Sizes:
             round_trips=scale(self.round_trips),
             group_calls=pairs(self.group_calls),
             local_group_calls=pairs(self.local_group_calls),
+            broadcast_shapes=tuple((p, m, scale(n)) for p, m, n in self.broadcast_shapes),
             many_messages=scale(self.many_messages),
             waiting_channels=tuple(sorted({scale(count) for count in self.waiting_channels})),
             waiting_receives=scale(self.waiting_receives),
             memory_messages=scale(self.memory_messages),
             script_calls=scale(self.script_calls),
+            sync_calls=scale(self.sync_calls),
         )
 
 

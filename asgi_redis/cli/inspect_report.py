@@ -14,7 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from asgi_redis import keyspace
-from asgi_redis.heartbeat import BEATS_TO_DEATH
+from asgi_redis.heartbeat import MARK_BEATS
 
 SCHEMA_VERSION = 1
 DROPS_NOTE = (
@@ -48,7 +48,12 @@ async def server_report(
     found = await keyspace.keys_by_kind(client, prefix, on_progress)
     queues = await keyspace.queue_summaries(client, prefix, found["q"])
     groups = await keyspace.group_summaries(
-        client, prefix, found["g"], now_ms, settings.group_expiry_s
+        client,
+        prefix,
+        found["g"] + found["l"],
+        now_ms,
+        settings.group_expiry_s,
+        int(settings.heartbeat_s * 1000),
     )
     marks = await keyspace.liveness_ttls_ms(client, prefix, found["h"])
     depth_of = {queue["queue"]: queue["depth"] for queue in queues}
@@ -87,9 +92,9 @@ def _client_row(
     """A liveness mark: when its process last beat, estimated from the remaining TTL.
 
     Every heartbeat (and group_add for a new client) sets the mark with a lifetime of
-    ``BEATS_TO_DEATH`` heartbeats, so the time since then is that lifetime minus what is left.
+    ``MARK_BEATS`` heartbeats, so the time since then is that lifetime minus what is left.
     """
-    lifetime_ms = settings.heartbeat_s * BEATS_TO_DEATH * 1000
+    lifetime_ms = settings.heartbeat_s * MARK_BEATS * 1000
     age_s = None if ttl_ms < 0 else round(max(0.0, (lifetime_ms - ttl_ms) / 1000), 3)
     expires_in_s = None if ttl_ms < 0 else round(ttl_ms / 1000, 3)
     return {

@@ -23,7 +23,15 @@ from typing import TextIO
 
 from asgi_redis import __version__
 
-from . import bench, bench_baselines, bench_groups, bench_scale, inspect
+from . import (
+    bench,
+    bench_baselines,
+    bench_broadcast,
+    bench_groups,
+    bench_scale,
+    bench_sync,
+    inspect,
+)
 from .args import positive_float, positive_int
 from .bench import OURS, THEIRS, THEIRS_PUBSUB, LayerSpec, Sizes, Workload
 from .server import private_redis_server
@@ -36,6 +44,7 @@ SHORT = Sizes(
     round_trips=300,
     group_calls=((10, 300), (1000, 30)),
     local_group_calls=((1000, 20),),
+    broadcast_shapes=((4, 250, 20), (2, 2500, 10)),
     many_channels=1000,
     many_messages=2,
     waiting_channels=(100, 1000),
@@ -188,6 +197,13 @@ def describe(key: str) -> tuple[str, str, bool]:
         return f"group_send {int(size):,} named", "calls/s", True
     if kind == "group_send_local":
         return f"group_send {int(size):,} local (other process)", "calls/s", True
+    if kind == "broadcast":
+        processes, _, members = size.partition("x")
+        return f"broadcast {processes} processes x {int(members):,}", "deliveries/s", True
+    if kind == "broadcast_cpu":
+        processes, _, members = size.partition("x")
+        label = f"Redis CPU per delivery, broadcast {processes} x {int(members):,}"
+        return label, "µs", False
     if kind == "group_bytes":
         return f"bytes sent per group_send {int(size):,}", "B", False
     if kind == "raw_script":
@@ -210,6 +226,12 @@ def describe(key: str) -> tuple[str, str, bool]:
         "many_channels_pool": ("many_channels, larger pool", "msgs/s", True),
         "many_channels_pubsub": ("many_channels, channels_redis PubSub layer", "msgs/s", True),
         "memory_per_message": ("Redis memory per queued message", "B", False),
+        "sync_group_send_10": ("sync: async_to_sync(group_send), 10 named", "calls/s", True),
+        "sync_send": ("sync: async_to_sync(send)", "calls/s", True),
+        "sync_group_send_10_x8": ("sync, 8 threads: group_send, 10 named", "calls/s", True),
+        "sync_send_x8": ("sync, 8 threads: send", "calls/s", True),
+        "raw_sync_floor": ("raw: async_to_sync(no-op) + 1 sync command", "calls/s", True),
+        "raw_sync_floor_x8": ("raw, 8 threads: async_to_sync(no-op) + 1 command", "calls/s", True),
     }
     return fixed.get(key, (key, "", True))
 
@@ -228,7 +250,7 @@ def fmt(value: float, unit: str = "x") -> str:
     """A number for the table: 2 decimals for ms and ratios, thousands otherwise."""
     if math.isnan(value):
         return "n/a"
-    return f"{value:.2f}" if unit in ("ms", "x") else f"{value:,.0f}"
+    return f"{value:.2f}" if unit in ("ms", "x", "µs") else f"{value:,.0f}"
 
 
 def table_rows(results: Results, keys: Sequence[str]) -> list[list[str]]:
@@ -303,8 +325,10 @@ def short_workloads(sizes: Sizes) -> list[Workload]:
         bench.ping_pong(sizes),
         bench_baselines.raw_ping_pong(sizes),
     ]
+    workloads += [bench_sync.sync_calls(sizes), bench_sync.sync_floor(sizes)]
     workloads += [bench_groups.group_send_named(m, c) for m, c in sizes.group_calls]
     workloads += [bench_groups.group_send_local(m, c) for m, c in sizes.local_group_calls]
+    workloads += [bench_broadcast.broadcast(*shape) for shape in sizes.broadcast_shapes]
     workloads += [
         bench_scale.many_channels(sizes),
         bench_scale.many_channels(sizes, "many_channels_pubsub", (THEIRS_PUBSUB,)),

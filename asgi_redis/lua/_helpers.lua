@@ -1,12 +1,17 @@
 --[[ _helpers: shared functions, prepended to every script by scripts.py (not a script).
   Entry layout: 13-digit deadline (ms) | 2-digit suffix length | suffix | payload.
-  A group_send to several process-local channels of one client writes one entry for all of
-  them: the suffix length is then 99 (no suffix is that long), followed by a 6-digit byte
-  length and the suffixes joined with ',' - then the payload.
-  An entry whose header does not parse that way is malformed: scripts drop it when they meet
-  it (never delivered, never counted) and log a warning naming its queue.
+  A group_send to process-local channels of one client writes one group entry for all of
+  them: 'G' instead of the suffix length, a 6-digit byte length and the suffixes joined with
+  ',' - then the payload. Its copies are not counted here (the receiving process checks each
+  channel's capacity). Suffix length 99 with the same list is the counted form of earlier
+  versions, still read. An entry whose header does not parse that way is malformed: scripts
+  drop it when they meet it (never delivered, never counted) and log a warning naming its
+  queue.
+  Keys: every key is <prefix>{<tag>}<kind>:<name> (keys.py); scripts derive keys only with
+  key_in, from a tag's base <prefix>{<tag>}.
 ]]
 local MULTI = 99
+local GROUP_MARK = 'G'
 -- At most this many expired or malformed entries leave a full queue's head per purge.
 local PURGE_MAX = 100
 
@@ -22,30 +27,14 @@ local function valid_list(text)
     and string.find(text, ',,', 1, true) == nil
 end
 
--- Parse an entry's header: (deadline_ms, suffixes) with {} for a named channel, or nil when
--- the header is malformed. Mirrors keys.parse_entry.
-local function parse_entry(entry)
-  local deadline, suffix_len = string.match(entry, '^(%d%d%d%d%d%d%d%d%d%d%d%d%d)(%d%d)')
-  if not deadline then
-    return nil
-  end
-  suffix_len = tonumber(suffix_len)
-  if suffix_len == 0 then
-    return tonumber(deadline), {}
-  end
-  if suffix_len ~= MULTI then
-    local suffix = string.sub(entry, 16, 15 + suffix_len)
-    if #suffix ~= suffix_len or not valid_suffix(suffix) then
-      return nil
-    end
-    return tonumber(deadline), {suffix}
-  end
-  local list_len = string.match(entry, '^(%d%d%d%d%d%d)', 16)
+-- The suffixes of a list whose 6-digit length starts at byte ``start``, or nil.
+local function parse_list(entry, start)
+  local list_len = string.match(entry, '^(%d%d%d%d%d%d)', start)
   if not list_len then
     return nil
   end
   list_len = tonumber(list_len)
-  local list = string.sub(entry, 22, 21 + list_len)
+  local list = string.sub(entry, start + 6, start + 5 + list_len)
   if list_len == 0 or #list ~= list_len or not valid_list(list) then
     return nil
   end
@@ -53,22 +42,68 @@ local function parse_entry(entry)
   for suffix in string.gmatch(list, '[^,]+') do
     suffixes[#suffixes + 1] = suffix
   end
-  return tonumber(deadline), suffixes
+  return suffixes
 end
 
--- Build an entry (the layout above; mirrors keys.make_entry): ``deadline`` is the 13-digit
--- text, ``suffixes`` a list with no suffix for a named channel, one for a process-local
--- channel, several for the multi-channel form.
-local function make_entry(deadline, suffixes, payload)
-  if #suffixes == 0 then
-    return deadline .. '00' .. payload
+-- Parse an entry's header: (deadline_ms, suffixes, counted) with {} for a named channel, or
+-- nil when the header is malformed; ``counted`` is false for a group entry (its copies are
+-- not in any count). Mirrors keys.parse_entry.
+local function parse_entry(entry)
+  local deadline = string.match(entry, '^(%d%d%d%d%d%d%d%d%d%d%d%d%d)')
+  if not deadline then
+    return nil
   end
-  if #suffixes == 1 then
-    return deadline .. string.format('%02d', #suffixes[1]) .. suffixes[1] .. payload
+  if string.sub(entry, 14, 14) == GROUP_MARK then
+    local suffixes = parse_list(entry, 15)
+    if not suffixes then
+      return nil
+    end
+    return tonumber(deadline), suffixes, false
   end
-  local list = table.concat(suffixes, ',')
-  return deadline .. MULTI .. string.format('%06d', #list) .. list .. payload
+  local suffix_len = string.match(entry, '^(%d%d)', 14)
+  if not suffix_len then
+    return nil
+  end
+  suffix_len = tonumber(suffix_len)
+  if suffix_len == 0 then
+    return tonumber(deadline), {}, true
+  end
+  if suffix_len ~= MULTI then
+    local suffix = string.sub(entry, 16, 15 + suffix_len)
+    if #suffix ~= suffix_len or not valid_suffix(suffix) then
+      return nil
+    end
+    return tonumber(deadline), {suffix}, true
+  end
+  local suffixes = parse_list(entry, 16)
+  if not suffixes then
+    return nil
+  end
+  return tonumber(deadline), suffixes, true
 end
+
+-- A named channel's entry (mirrors keys.make_entry); ``deadline`` is the 13-digit text.
+local function make_named_entry(deadline, payload)
+  return deadline .. '00' .. payload
+end
+
+-- A group entry for process-local channels of one client, ``list`` their suffixes joined
+-- with ',' (mirrors keys.make_group_entry).
+local function make_group_entry(deadline, list, payload)
+  return deadline .. GROUP_MARK .. string.format('%06d', #list) .. list .. payload
+end
+
+-- The key of ``kind`` (one letter) and ``name`` in the tag whose base is ``base``
+-- (<prefix>{<tag>}); mirrors keys.py, the only place scripts build key names.
+local function key_in(base, kind, name)
+  return base .. kind .. ':' .. name
+end
+
+-- The base <prefix>{<tag>} of every key of one tag.
+local function tag_base(prefix, tag)
+  return prefix .. '{' .. tag .. '}'
+end
+
 
 -- Name the queue that held a malformed entry in the server log (a bug or a foreign writer).
 local function warn_malformed(queue)
@@ -147,9 +182,10 @@ local function release_many(counts_key, taken)
 end
 
 -- An entry left its queue without being delivered: release the counts of its channels.
--- A named queue has no counts key ('') and nothing to release.
-local function release_suffixes(counts_key, suffixes)
-  if counts_key == '' or #suffixes == 0 then
+-- A named queue has no counts key ('') and nothing to release; a group entry (``counted``
+-- false) was never counted.
+local function release_suffixes(counts_key, suffixes, counted)
+  if counts_key == '' or #suffixes == 0 or not counted then
     return
   end
   local taken = {}
@@ -169,13 +205,13 @@ local function purge_head(queue, counts_key, now_ms)
     if not entry then
       break
     end
-    local deadline, suffixes = parse_entry(entry)
+    local deadline, suffixes, counted = parse_entry(entry)
     if deadline and deadline > now_ms then
       break
     end
     redis.call('LPOP', queue)
     if deadline then
-      release_suffixes(counts_key, suffixes)
+      release_suffixes(counts_key, suffixes, counted)
     else
       warn_malformed(queue)
     end
@@ -185,8 +221,9 @@ local function purge_head(queue, counts_key, now_ms)
 end
 
 -- Append an entry if its channel has room. The write itself returns the new count (the list
--- length for a named channel, the suffix's count for a process-local one), so a send costs
--- one command, two for a process-local channel; a write past capacity is undone at once.
+-- length for a named channel, the suffix's count plus its reserved slots for a process-local
+-- one), so a send costs one command, three for a process-local channel; a write past
+-- capacity is undone at once.
 local function push_if_room(queue, counts_key, suffix, entry, capacity)
   if suffix == '' then
     if redis.call('RPUSH', queue, entry) <= capacity then
@@ -195,7 +232,9 @@ local function push_if_room(queue, counts_key, suffix, entry, capacity)
     redis.call('RPOP', queue)
     return false
   end
-  if redis.call('HINCRBY', counts_key, suffix, 1) <= capacity then
+  -- The slots its receiving process reserved for group copies it holds count too.
+  local reserved = tonumber(redis.call('HGET', counts_key, '+' .. suffix)) or 0
+  if redis.call('HINCRBY', counts_key, suffix, 1) + reserved <= capacity then
     redis.call('RPUSH', queue, entry)
     return true
   end
@@ -220,4 +259,116 @@ local function enqueue(queue, counts_key, suffix, entry, now_ms, capacity, purge
     return false
   end
   return push_if_room(queue, counts_key, suffix, entry, capacity)
+end
+
+-- The tags one group call covers: ``tag``, or when it is '' every tag the group's directory
+-- ``directory`` lists (one server walks them all; a cluster calls once per tag).
+local function tags_of_call(directory, tag)
+  if tag == '' then
+    return redis.call('SMEMBERS', directory)
+  end
+  return {tag}
+end
+
+-- Cluster only: whether a key derived from stored data may be written here. ``check`` 'c':
+-- this node must serve its slot; 'a' (after ASKING, on a slot's import target): it must
+-- already exist here. A key failing it means a migration is moving the keys: the caller
+-- answers TRYAGAIN before writing anything.
+local function key_here(key, check)
+  local found = redis.pcall('EXISTS', key)
+  if type(found) == 'table' then
+    return false
+  end
+  return check ~= 'a' or found == 1
+end
+
+-- Liveness (guarantee 12): is a client dead? Judged on the server's own uptime, never on
+-- wall time, so a restart or a failover does not count against clients.
+-- Each tag has an uptime clock <prefix>{T}u:clock (hash: 'up' = ms of uptime seen, 'at' = server
+-- TIME of the last tick). A tick adds the time since the previous one, but at most one
+-- heartbeat: every heartbeat and group_send ticks, so while the server is up and used ticks
+-- are less than a heartbeat apart, and a restart, a failover or a quiet spell adds at most one
+-- heartbeat however long it lasted. A client's liveness mark <prefix>{T}h:<head> holds the
+-- clock's 'up' at its last beat (or 'dead' once a group_send dropped the client). A client is
+-- dead when the clock has run BEATS_TO_DEATH heartbeats past its mark. A mark that is missing
+-- (its wall-time lifetime ran out, e.g. during a long outage) says nothing: a group_send
+-- records it as seen now, so its client gets BEATS_TO_DEATH more heartbeats of uptime.
+local BEATS_TO_DEATH = 3
+-- A mark's wall-time lifetime, in heartbeats (it only frees the memory of gone clients).
+local MARK_BEATS = 12
+local DEAD_MARK = 'dead'
+-- The clock's key after <prefix>{T}.
+local CLOCK = 'u:clock'
+
+-- The server's clock, ms.
+local function server_ms()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+
+-- The uptime (ms) of tag clock ``clock_key`` now, one heartbeat ``beat_ms`` at most since its
+-- last tick; and the server time. Reads only.
+local function read_clock(clock_key, beat_ms)
+  local state = redis.call('HMGET', clock_key, 'up', 'at')
+  local now = server_ms()
+  local up, at = tonumber(state[1]) or 0, tonumber(state[2])
+  if at and now > at then
+    up = up + math.min(now - at, beat_ms)
+  end
+  return up, now
+end
+
+-- Advance the tag clock to now (see above); returns its uptime, ms.
+local function tick_clock(clock_key, beat_ms)
+  local up, now = read_clock(clock_key, beat_ms)
+  redis.call('HSET', clock_key, 'up', up, 'at', now)
+  return up
+end
+
+-- Write a client's mark: seen at uptime ``up`` (or DEAD_MARK), for MARK_BEATS heartbeats.
+local function set_mark(mark_key, value, beat_ms, only_if_missing)
+  if only_if_missing then
+    return redis.call('SET', mark_key, value, 'PX', MARK_BEATS * beat_ms, 'NX')
+  end
+  return redis.call('SET', mark_key, value, 'PX', MARK_BEATS * beat_ms)
+end
+
+-- THE rule: whether the client with mark ``mark_key`` is dead at tag uptime ``up``. With
+-- ``record``, a missing mark is written as seen now (so it counts from now); without, the
+-- call only reads. A mark that is not a number (an older layer's '1' is one) counts as seen
+-- at that uptime.
+local function client_is_dead(mark_key, up, beat_ms, record)
+  local seen = redis.call('GET', mark_key)
+  if not seen then
+    if record then
+      set_mark(mark_key, up, beat_ms, true)
+    end
+    return false
+  end
+  if seen == DEAD_MARK then
+    return true
+  end
+  return up - (tonumber(seen) or 0) >= BEATS_TO_DEATH * beat_ms
+end
+
+local uptimes = {}
+-- The uptime of the tag whose keys start with ``base`` (<prefix>{T}), ticked once per script
+-- run (``tick`` false: read without writing).
+local function tag_uptime(base, beat_ms, tick)
+  if not uptimes[base] then
+    if tick then
+      uptimes[base] = tick_clock(base .. CLOCK, beat_ms)
+    else
+      uptimes[base] = read_clock(base .. CLOCK, beat_ms)
+    end
+  end
+  return uptimes[base]
+end
+
+-- Whether the client owning the process-local queue part ``head`` (a.b!) of the tag whose
+-- keys start with ``base`` is alive, by the rule above (client_is_dead). ``record``: tick the
+-- tag clock and record a missing mark (group_send); without, read only (statistics).
+local function client_is_alive(base, head, beat_ms, record)
+  local mark = key_in(base, 'h', head)
+  return not client_is_dead(mark, tag_uptime(base, beat_ms, record), beat_ms, record)
 end

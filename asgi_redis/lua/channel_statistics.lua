@@ -5,8 +5,9 @@
   ARGV[2]  suffix      process-local part after '!', '' for a named channel
   Returns  {live, oldest_deadline_ms, counted}: live unexpired entries of the channel in the
            queue, the deadline of the first of them (-1 when none), and the count held against
-           capacity (the list length for a named channel, the counts field for a local one,
-           which includes messages popped but not yet delivered by a process)
+           capacity (the list length for a named channel; for a local one its count of direct
+           messages, popped but undelivered ones included, plus the slots its process
+           reserved for group copies it holds)
            Malformed entries are skipped (statistics read only; send and receive drop them)
   Cost     O(queue length), reads only; payloads never leave the server
 ]]
@@ -40,6 +41,7 @@ local counted
 if suffix == '' then
   counted = redis.call('LLEN', queue)
 else
-  counted = tonumber(redis.call('HGET', counts_key, suffix) or '0')
+  local direct, reserved = unpack(redis.call('HMGET', counts_key, suffix, '+' .. suffix))
+  counted = (tonumber(direct) or 0) + (tonumber(reserved) or 0)
 end
 return {live, oldest, counted}

@@ -1,5 +1,5 @@
 --[[ group_statistics: count one group's members, and which clients are dead.
-  KEYS[1]  first       with ARGV[5] = a tag: that tag's group key (<prefix>{T}g:<group>); with
+  KEYS[1]  first       with ARGV[5] = a tag: that tag's g: key (<prefix>{T}g:<group>); with
                        ARGV[5] = '': the group's directory <prefix>{G}d:<group>, every tag it
                        lists is read
   ARGV[1]  now_ms      caller clock, ms
@@ -7,44 +7,32 @@
   ARGV[3]  group_ttl_s group_expiry: members added longer ago than this are not counted
   ARGV[4]  group       the group's name
   ARGV[5]  tag         the one tag to read, or '' for every tag in the directory
-  Derived  for a process-local member of tag T with queue part H (up to and including '!'):
-           its client's liveness key <prefix>{T}h:H, read once per client
+  ARGV[6]  beat_ms     the caller's heartbeat, ms (the unit of the dead-client rule)
+  Derived  for tag T: <prefix>{T}l:<group> and the uptime clock <prefix>{T}u:clock (read,
+           not ticked); for each client H listed there, its members <prefix>{T}m:H<group>
+           and its liveness key <prefix>{T}h:H
   Returns  {named, local, local_dead, clients, dead_clients}: named members, process-local
-           members, process-local members whose client's liveness key is gone, distinct
-           clients of the process-local members, and how many of those are dead
-  Cost     O(members) plus one EXISTS per client; reads only, drops nothing
+           members, process-local members whose client is dead (client_is_alive), clients
+           with process-local members, and how many of those are dead
+  Cost     O(named members + clients); reads only, drops nothing
 ]]
 local now_ms, prefix, group_name = tonumber(ARGV[1]), ARGV[2], ARGV[4]
-local cutoff = now_ms - tonumber(ARGV[3]) * 1000
-local tags = {ARGV[5]}
-if ARGV[5] == '' then
-  tags = redis.call('SMEMBERS', KEYS[1])
-end
+local beat_ms = tonumber(ARGV[6])
+local cutoff = '(' .. (now_ms - tonumber(ARGV[3]) * 1000)
 
-local alive_of = {}
 local named, local_members, local_dead, clients, dead_clients = 0, 0, 0, 0, 0
-for _, tag in ipairs(tags) do
-  local base = prefix .. '{' .. tag .. '}'
-  -- group_send removes scores <= cutoff, so those members no longer count.
-  local members = redis.call('ZRANGEBYSCORE', base .. 'g:' .. group_name, '(' .. cutoff, '+inf')
-  for _, member in ipairs(members) do
-    local bang = string.find(member, '!', 1, true)
-    if not bang then
-      named = named + 1
-    else
-      local head = string.sub(member, 1, bang)
-      local alive = alive_of[head]
-      if alive == nil then
-        alive = redis.call('EXISTS', base .. 'h:' .. head) == 1
-        alive_of[head] = alive
-        clients = clients + 1
-        if not alive then
-          dead_clients = dead_clients + 1
-        end
-      end
-      local_members = local_members + 1
-      if not alive then
-        local_dead = local_dead + 1
+for _, tag in ipairs(tags_of_call(KEYS[1], ARGV[5])) do
+  local base = tag_base(prefix, tag)
+  named = named + redis.call('ZCOUNT', key_in(base, 'g', group_name), cutoff, '+inf')
+  local heads = redis.call('ZRANGEBYSCORE', key_in(base, 'l', group_name), cutoff, '+inf')
+  for _, head in ipairs(heads) do
+    local count = redis.call('ZCOUNT', key_in(base, 'm', head .. group_name), cutoff, '+inf')
+    if count > 0 then
+      clients = clients + 1
+      local_members = local_members + count
+      if not client_is_alive(base, head, beat_ms, false) then
+        dead_clients = dead_clients + 1
+        local_dead = local_dead + count
       end
     end
   end

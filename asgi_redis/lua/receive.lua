@@ -39,12 +39,12 @@ for i = 1, queues do
     if not entry then
       break
     end
-    local deadline, suffixes = parse_entry(entry)
+    local deadline, suffixes, counted = parse_entry(entry)
     if not deadline then
       warn_malformed(queue)
       dropped = dropped + 1
     elseif deadline <= now_ms then
-      release_suffixes(counts_key, suffixes)
+      release_suffixes(counts_key, suffixes, counted)
       dropped = dropped + 1
     else
       popped[#popped + 1] = i

@@ -1,10 +1,14 @@
 """A TCP proxy in the test's event loop that can stall: it keeps connections open but holds
-every byte until it resumes, like a network path that stops passing packets for a while."""
+every byte until it resumes, like a network path that stops passing packets for a while.
+
+It can also lose replies: with ``cut_replies``, each chunk the server sends is, at random,
+dropped and the client's connection reset, so the command ran but its caller never hears."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 
 from tests.servers import HOST
 
@@ -26,6 +30,9 @@ class StallProxy:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
+        self._cut_probability = 0.0
+        self._random = random.Random(0)
+        self.cuts = 0  # replies dropped with their connection
 
     async def start(self) -> StallProxy:
         """Listen on a free port of 127.0.0.1."""
@@ -45,6 +52,12 @@ class StallProxy:
     def resume(self) -> None:
         """Forward again, starting with what was held."""
         self._flowing.set()
+
+    def cut_replies(self, probability: float, seed: int = 0) -> None:
+        """From now on drop each chunk of server replies with ``probability``, resetting the
+        client's connection instead (after the server ran the command); 0 stops it."""
+        self._cut_probability = probability
+        self._random = random.Random(seed)
 
     async def close(self) -> None:
         """Stop listening and cut every connection."""
@@ -73,18 +86,26 @@ class StallProxy:
             return
         try:
             await asyncio.gather(
-                self._pipe(client_in, server_out), self._pipe(server_in, client_out)
+                self._pipe(client_in, server_out),
+                self._pipe(server_in, client_out, replies=True),
             )
         finally:
             for writer in (client_out, server_out):
                 writer.close()
             self._tasks.discard(task)
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        """Copy bytes, waiting while stalled; close the sink when the source ends."""
+    async def _pipe(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, replies: bool = False
+    ) -> None:
+        """Copy bytes, waiting while stalled; close the sink when the source ends. For the
+        server's replies, maybe lose a chunk and reset the client's connection instead."""
         with contextlib.suppress(OSError):
             while data := await source.read(CHUNK_BYTES):
                 await self._flowing.wait()
+                if replies and self._random.random() < self._cut_probability:
+                    self.cuts += 1
+                    sink.transport.abort()
+                    return
                 sink.write(data)
                 await sink.drain()
         await self._flowing.wait()

@@ -643,24 +643,28 @@ async def test_liveness_mark_is_refreshed_while_its_slot_is_half_migrated(
     redis_cluster: RedisClusterServers, cluster_urls: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(asgi_redis.cluster, "REDIRECT_DEADLINE_S", SHORT_DEADLINE_S)
-    heartbeat_s = 0.3  # the mark lives 3 beats: 0.9 s
+    heartbeat_s = 0.3
+    # The beat writes the mark with its tag's uptime clock: both moved (a batch of MIGRATE
+    # that splits them makes the beat wait for TRYAGAIN, and a mark missing meanwhile is not
+    # death: the next group_send takes it as seen then).
     async with cluster_layer(cluster_urls, heartbeat=heartbeat_s) as layer:
         local = await layer.new_channel()
         await layer.send(local, {"type": "job", "id": 0})
         assert (await receive_within(layer, local))["id"] == 0
         mark = keys.heartbeat_key(layer.prefix, local)
+        clock = keys.clock_key(layer.prefix, keys.tag_of(keys.split_channel(local)[0]))
         slot = redis_cluster.slot_of(mark)
         target = redis_cluster.other_primary(slot)
-        migration = await asyncio.to_thread(move_only, redis_cluster, slot, target, [mark])
+        migration = await asyncio.to_thread(move_only, redis_cluster, slot, target, [mark, clock])
         try:
             before = error_counts(redis_cluster)
-            await asyncio.sleep(5 * heartbeat_s)
+            await asyncio.sleep(13 * heartbeat_s)  # longer than a mark's lifetime
             # A live process's mark must still be there (else group_send drops its members).
             remaining_ms = int(asking(redis_cluster, target, "PTTL", mark))
             redirects = redirects_since(redis_cluster, before)
             print(
                 "[faults] cluster: liveness mark on the import target after "
-                f"{5 * heartbeat_s:.1f} s of beats: PTTL {remaining_ms} ms, {redirects}"
+                f"{13 * heartbeat_s:.1f} s of beats: PTTL {remaining_ms} ms, {redirects}"
             )
         finally:
             await asyncio.to_thread(redis_cluster.finish_migration, migration)
@@ -793,7 +797,9 @@ async def test_failover_of_a_primary_under_traffic(
 ) -> None:
     cluster = cluster_with_replicas
     urls = cluster.startup_urls
-    async with cluster_layer(urls) as sender, cluster_layer(urls) as receiver:
+    # The receiver beats every 0.3 s: the failover (about 4 s) lasts many heartbeats, and
+    # its process-local member must stay in the group (guarantee 12).
+    async with cluster_layer(urls) as sender, cluster_layer(urls, heartbeat=0.3) as receiver:
         named = channels_on_every_primary(cluster, sender.prefix, "faults.cluster.failover", 2)
         local = await receiver.new_channel()
         traffic = Traffic(
@@ -808,12 +814,16 @@ async def test_failover_of_a_primary_under_traffic(
         failover = Failover(cluster, traffic, cluster.node_for_slot(queue_slot(sender, named[0])))
         await failover.run()
         await traffic.finish()
+        local_members = (await sender.group_statistics("faults.cluster.failover.room"))["local"]
+        rejoins = receiver.counters.rejoins
     tally = traffic.tally(
         "cluster: failover of a primary (kill -9, replica promoted)",
         f"duplicates = 0; lost only on the killed primary, acked in its last {LAST_MOMENT_S} s",
     )
     tally.extra.update(failover.report())
+    tally.extra.update({"local_members_after": local_members, "rejoins": rejoins})
     record(tally)
+    assert local_members == 1 and rejoins == 0
     lost = traffic.lost_keys()
     assert tally.duplicates == 0
     assert lost <= failover.at_risk(), sorted(lost - failover.at_risk())[:20]

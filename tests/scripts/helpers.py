@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from asgi_redis import keys, scripts
+from asgi_redis import commands, keys, scripts
 
 PREFIX = "asgi:"
 NOW_MS = 1_700_000_000_000
@@ -17,7 +17,8 @@ TTL_S = 60
 GROUP_TTL_S = 86_400
 LIVE_MS = NOW_MS + 60_000
 EXPIRED_MS = NOW_MS - 1
-HEARTBEAT_TTL_MS = 15_000
+BEAT_MS = 5_000  # the heartbeat the scripts are told (the unit of the dead-client rule)
+MARK_TTL_MS = 12 * BEAT_MS  # a liveness mark's wall lifetime (MARK_BEATS heartbeats)
 PURGE_MAX = 100  # expired entries a full queue's head loses per call (_helpers.lua)
 
 Arg = str | bytes | int
@@ -81,6 +82,16 @@ def ckey(group: str, channel: str) -> str:
     return keys.group_capacity_key(PREFIX, group, channel_tag(channel))
 
 
+def mkey(group: str, channel: str) -> str:
+    """The set of local members of ``group`` of the client owning ``channel``."""
+    return keys.local_members_key(PREFIX, group, keys.split_channel(channel)[0])
+
+
+def lkey(group: str, channel: str) -> str:
+    """The clients of ``group`` in the tag of ``channel``."""
+    return keys.clients_key(PREFIX, group, channel_tag(channel))
+
+
 def dkey(group: str) -> str:
     """The directory of ``group``: the set of tags holding its members."""
     return keys.directory_key(PREFIX, group)
@@ -89,6 +100,17 @@ def dkey(group: str) -> str:
 def hkey(channel: str) -> str:
     """The liveness key of the client owning process-local ``channel``."""
     return keys.heartbeat_key(PREFIX, channel)
+
+
+def ukey(channel: str) -> str:
+    """The uptime clock of the tag of ``channel``'s queue part."""
+    return keys.clock_key(PREFIX, channel_tag(channel))
+
+
+def silence(client: Any, *channels: str) -> None:
+    """The clients owning ``channels`` last beat long ago in their tag's uptime: dead."""
+    for channel in channels:
+        client.set(hkey(channel), -10 * BEAT_MS, px=MARK_TTL_MS)
 
 
 def entry(channel: str, payload: bytes, deadline_ms: int = LIVE_MS) -> bytes:
@@ -147,24 +169,38 @@ def group_add(
     now_ms: int = NOW_MS,
     ttl_s: int = GROUP_TTL_S,
     capacity: int | str = "",
-    heartbeat_ttl_ms: int = HEARTBEAT_TTL_MS,
+    beat_ms: int = BEAT_MS,
     directory: bool = True,
 ) -> Any:
-    """Run group_add.lua on the copy of ``channel``'s tag; ``capacity`` '' means the default.
+    """Run group_add.lua the way the layer does; ``capacity`` '' means the default.
 
-    With ``directory`` (the layer on one server) KEYS[4] is the group's directory, so the
+    With ``directory`` (the layer on one server) KEYS[5] is the group's directory, so the
     script records the tag there too; without, the directory is left to the caller.
     """
-    script_keys = [gkey(group, channel), ckey(group, channel), hkey(channel)]
+    head, suffix = keys.split_channel(channel)
+    script_keys = [
+        *commands.membership_keys(PREFIX, group, channel)[:2],
+        hkey(channel),
+        keys.joined_key(PREFIX, group, head),
+    ]
     if directory:
         script_keys.append(dkey(group))
-    args: list[Arg] = [channel, now_ms, ttl_s, capacity, heartbeat_ttl_ms, channel_tag(channel)]
+    args: list[Arg] = [
+        *(suffix or channel, now_ms, ttl_s, capacity, beat_ms, channel_tag(channel)),
+        head if suffix else "",
+    ]
     return run(client, "group_add", script_keys, args)
 
 
 def group_discard(client: Any, group: str, channel: str) -> Any:
-    """Run group_discard.lua on the copy of ``channel``'s tag."""
-    return run(client, "group_discard", [gkey(group, channel), ckey(group, channel)], [channel])
+    """Run group_discard.lua the way the layer does."""
+    head, suffix = keys.split_channel(channel)
+    script_keys = commands.membership_keys(PREFIX, group, channel)
+    return run(client, "group_discard", script_keys, [suffix or channel, head if suffix else ""])
+
+
+# Where the cluster check ('' / 'c' / 'a') sits in each group_send script's ARGV (0-based).
+CHECK_ARG = {"group_send_named": 9, "group_send_local": 8}
 
 
 def group_send(
@@ -179,25 +215,36 @@ def group_send(
     ttl_s: int = TTL_S,
     tag: str = "",
     check: str = "",
-) -> Any:
-    """Run group_send.lua with a 13-digit header for ``deadline_ms``.
+    queue_max: int = 1000,
+    beat_ms: int = BEAT_MS,
+) -> list[int]:
+    """Run group_send_named.lua then group_send_local.lua, the layer's two calls.
 
-    Without ``tag`` it walks every tag the group's directory lists (the layer on one server);
-    with one it delivers to that tag's copy only (one call of a Redis Cluster group_send).
-    ``check`` is the cluster's check of derived keys: '' none, 'c' or 'a' (after ASKING).
+    Returns [queued, refused, dropped_dead] summed over both (see
+    ``commands.group_send_counts``). Without ``tag`` they walk every tag the group's
+    directory lists (the layer on one server); with one they deliver to that tag only (a
+    Redis Cluster group_send). ``check`` is the cluster's check of derived keys: '' none,
+    'c' or 'a' (after ASKING).
     """
-    header = f"{deadline_ms:013d}"
-    args: list[Arg] = [
-        *(now_ms, PREFIX, group_ttl_s, header, payload, capacity, ttl_s, group, tag, check)
-    ]
-    return run(client, "group_send", send_keys(group, tag), args)
-
-
-def send_keys(group: str, tag: str) -> list[str]:
-    """KEYS of group_send.lua: that tag's members, or the group's directory."""
-    if not tag:
-        return [dkey(group)]
-    return [keys.group_key(PREFIX, group, tag)]
+    calls = commands.group_send_calls(
+        prefix=PREFIX,
+        group=group,
+        now_ms=now_ms,
+        group_ttl_s=group_ttl_s,
+        deadline_ms=deadline_ms,
+        payload=payload,
+        capacity=capacity,
+        ttl_s=ttl_s,
+        queue_max=queue_max,
+        beat_ms=beat_ms,
+        tag=tag,
+        asking=check == "a",
+    )
+    replies = []
+    for name, script_keys, args in calls:
+        at = CHECK_ARG[name]  # the calls carry the layer's check; use the test's
+        replies.append(run(client, name, script_keys, [*args[:at], check, *args[at + 1 :]]))
+    return list(commands.group_send_counts(replies))
 
 
 def group_statistics(
@@ -214,23 +261,26 @@ def group_statistics(
     of that tag's copy.
     """
     script_keys = [keys.group_key(PREFIX, group, tag) if tag else dkey(group)]
-    args: list[Arg] = [now_ms, PREFIX, group_ttl_s, group, tag]
+    args: list[Arg] = [now_ms, PREFIX, group_ttl_s, group, tag, BEAT_MS]
     reply = run(client, "group_statistics", script_keys, args)
     return [int(value) for value in reply]
 
 
 def plant_members(client: Any, group: str, scores: dict[str, int]) -> None:
-    """Store members with their scores straight in their tags' copies, no script.
+    """Store memberships with their scores straight where the scripts read them, no script.
 
     Each tag is added to the group's directory, as group_add does on one server; no TTL is
     set and no liveness key is made.
     """
-    by_tag: dict[str, dict[str, int]] = {}
-    for channel, score in scores.items():
-        by_tag.setdefault(channel_tag(channel), {})[channel] = score
     pipe = client.pipeline(transaction=False)
-    for tag, tag_scores in by_tag.items():
-        pipe.zadd(keys.group_key(PREFIX, group, tag), tag_scores)
+    for channel, score in scores.items():
+        head, suffix = keys.split_channel(channel)
+        tag = channel_tag(channel)
+        if suffix:
+            pipe.zadd(keys.local_members_key(PREFIX, group, head), {suffix: score})
+            pipe.zadd(keys.clients_key(PREFIX, group, tag), {head: score}, gt=True)
+        else:
+            pipe.zadd(keys.group_key(PREFIX, group, tag), {channel: score})
         pipe.sadd(dkey(group), tag)
     pipe.execute()
 
@@ -244,13 +294,29 @@ def plant_overrides(client: Any, group: str, capacities: dict[str, int]) -> None
 
 
 def members(client: Any, group: str) -> dict[str, float]:
-    """Every member of ``group`` with its score, read from the copies of all tags."""
+    """Every member of ``group`` with its score: named ones from every tag's copy, local ones
+    from the member sets of the clients every tag lists."""
     found: dict[str, float] = {}
     pipe = client.pipeline(transaction=False)
     for tag in keys.TAGS:
         pipe.zrange(keys.group_key(PREFIX, group, tag), 0, -1, withscores=True)
-    for copy in pipe.execute():
+        pipe.zrange(keys.clients_key(PREFIX, group, tag), 0, -1)
+    replies = pipe.execute()
+    heads = [head.decode() for listed in replies[1::2] for head in listed]
+    for copy in replies[::2]:
         found.update({channel.decode(): score for channel, score in copy})
+    for head in heads:
+        local = client.zrange(keys.local_members_key(PREFIX, group, head), 0, -1, withscores=True)
+        found.update({head + suffix.decode(): score for suffix, score in local})
+    return found
+
+
+def clients(client: Any, group: str) -> dict[str, float]:
+    """Every client listed for ``group`` (``a.b!``) with its score, from every tag."""
+    found: dict[str, float] = {}
+    for tag in keys.TAGS:
+        listed = client.zrange(keys.clients_key(PREFIX, group, tag), 0, -1, withscores=True)
+        found.update({head.decode(): score for head, score in listed})
     return found
 
 
@@ -332,10 +398,30 @@ def receive_raw(
 def push_group_entry(
     client: Any, queue_part: str, suffixes: list[str], payload: bytes, deadline_ms: int = LIVE_MS
 ) -> bytes:
-    """Append a group entry for several local channels of one client, counting each one."""
+    """Append a group entry for several local channels of one client in the counted form of
+    earlier versions (suffix length 99), counting each one."""
     listed = ",".join(suffixes).encode()
     item = b"%013d99%06d" % (deadline_ms, len(listed)) + listed + payload
     client.rpush(qkey(queue_part), item)
     for suffix in suffixes:
         client.hincrby(nkey(queue_part), suffix, 1)
     return item
+
+
+def push_copies(
+    client: Any, queue_part: str, suffixes: list[str], payload: bytes, deadline_ms: int = LIVE_MS
+) -> bytes:
+    """Append a group entry (copies not counted in Redis) for local channels of one client."""
+    item = keys.make_group_entry(deadline_ms, suffixes, payload)
+    client.rpush(qkey(queue_part), item)
+    return item
+
+
+def reserve(
+    client: Any, queue_part: str, wanted: list[tuple[str, int, int]], *, ttl_s: int = TTL_S
+) -> list[int]:
+    """Run reserve.lua on ``queue_part``'s counts: (suffix, slots wanted, capacity) triples."""
+    args: list[Arg] = [ttl_s]
+    for suffix, slots, capacity in wanted:
+        args += [suffix, slots, capacity]
+    return [int(slots) for slots in run(client, "reserve", [nkey(queue_part)], args)]

@@ -16,8 +16,10 @@ from tests.scripts.helpers import (
     layout,
     nkey,
     push,
+    push_copies,
     push_group_entry,
     qkey,
+    reserve,
     run,
     send,
 )
@@ -75,6 +77,16 @@ def test_a_group_entry_counts_for_each_of_its_channels(script_client: Any) -> No
     send(script_client, LOCAL_B, b"b2", deadline_ms=LIVE_MS + 4)
     assert stats(script_client, LOCAL_A) == [1, LIVE_MS + 3, 1]
     assert stats(script_client, LOCAL_B) == [2, LIVE_MS + 3, 2]
+
+
+def test_copies_are_live_for_their_channels_and_counted_once_reserved(
+    script_client: Any,
+) -> None:
+    push_copies(script_client, "specific.client!", ["a", "b"], b"g", deadline_ms=LIVE_MS + 3)
+    # Waiting in the client queue, a copy is not counted yet: its receiving process decides.
+    assert stats(script_client, LOCAL_A) == [1, LIVE_MS + 3, 0]
+    assert reserve(script_client, "specific.client!", [("a", 1, 5)]) == [1]
+    assert stats(script_client, LOCAL_A) == [1, LIVE_MS + 3, 1]
 
 
 @pytest.mark.parametrize("position", POSITIONS)

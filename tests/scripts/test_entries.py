@@ -20,7 +20,7 @@ suffixes = st.text(alphabet=SUFFIX_CHARS, min_size=1, max_size=keys.MULTI - 1)
 
 
 def multi_entry(deadline_ms: int, names: list[str], payload: bytes) -> bytes:
-    """A group entry for several channels of one client, as group_send.lua writes it."""
+    """A group entry for several channels of one client (the counted form of earlier versions)."""
     listed = ",".join(names).encode()
     return b"%013d%02d%06d" % (deadline_ms, keys.MULTI, len(listed)) + listed + payload
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgi_redis import keys
 from tests.scripts.helpers import (
     NOW_MS,
+    PREFIX,
+    channel_tag,
     ckey,
+    clients,
     copies,
     dkey,
     gkey,
     group_add,
     group_discard,
+    hkey,
     members,
     overrides,
 )
@@ -42,11 +47,21 @@ def test_discard_member_returns_one_and_removes_it(script_client: Any) -> None:
 
 def test_discard_removes_the_capacity_override(script_client: Any) -> None:
     assert group_add(script_client, GROUP, NAMED, capacity=5) == 1
-    assert group_add(script_client, GROUP, LOCAL, capacity=8) == 1
     assert group_discard(script_client, GROUP, NAMED) == 1
-    assert overrides(script_client, GROUP) == {LOCAL: 8}
-    assert group_discard(script_client, GROUP, LOCAL) == 1
+    assert overrides(script_client, GROUP) == {}
     assert copies(script_client, GROUP) == []
+
+
+def test_the_last_local_member_takes_its_client_off_the_list(script_client: Any) -> None:
+    assert group_add(script_client, GROUP, LOCAL) == 1
+    assert group_add(script_client, GROUP, "specific.client!y") == 1
+    assert group_discard(script_client, GROUP, LOCAL) == 1
+    assert clients(script_client, GROUP) == {"specific.client!": NOW_MS}
+    assert group_discard(script_client, GROUP, "specific.client!y") == 1
+    assert clients(script_client, GROUP) == {}
+    # Left: the directory, the client's liveness mark and its tag's uptime clock.
+    left = {dkey(GROUP), hkey(LOCAL), keys.clock_key(PREFIX, channel_tag(LOCAL))}
+    assert set(script_client.keys()) <= {key.encode() for key in left}
 
 
 def test_discard_non_member_returns_zero_and_changes_nothing(script_client: Any) -> None:

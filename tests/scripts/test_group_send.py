@@ -1,4 +1,6 @@
-"""Contract tests for group_send.lua: fan-out, capacity, stale members, expiry and TTLs."""
+"""Contract tests for group_send_named.lua and group_send_local.lua (run together, as the
+layer does): fan-out, named members' capacity, group entries of clients, stale members,
+dead clients, the client queue bound, expiry and TTLs."""
 
 from __future__ import annotations
 
@@ -15,19 +17,21 @@ from tests.scripts.helpers import (
     NOW_MS,
     POSITIONS,
     PREFIX,
-    PURGE_MAX,
     channel_tag,
     ckey,
+    clients,
     copies,
     counts,
     directory,
     entry,
     gkey,
     group_add,
+    group_discard,
     group_send,
     hkey,
     layout,
     members,
+    mkey,
     names_with_tag,
     nkey,
     overrides,
@@ -38,6 +42,7 @@ from tests.scripts.helpers import (
     qkey,
     queued,
     send,
+    silence,
 )
 
 GROUP = "room"
@@ -64,10 +69,10 @@ def test_delivers_exact_entries_to_named_and_local_members(script_client: Any) -
     add_all(script_client, NAMED, LOCAL_1, LOCAL_22)
     assert group_send(script_client, GROUP, b"\x00payload\xff") == [3, 0, 0]
     assert queued(script_client, NAMED) == [HEADER + b"00" + b"\x00payload\xff"]
-    # One entry for both process-local members of the client: suffix length 99, then the
-    # 6-digit length of the suffix list.
-    assert queued(script_client, LOCAL) == [HEADER + b"99000006s1,s22" + b"\x00payload\xff"]
-    assert counts(script_client, LOCAL) == {"s1": 1, "s22": 1}
+    # One group entry for both process-local members of the client: 'G', the 6-digit length
+    # of the suffix list, the list. Nothing is counted: the receiving process checks capacity.
+    assert queued(script_client, LOCAL) == [HEADER + b"G000006s1,s22" + b"\x00payload\xff"]
+    assert not script_client.exists(nkey(LOCAL))
     assert not script_client.exists(nkey(NAMED))
     assert script_client.exists(f"{PREFIX}{{{channel_tag(NAMED)}}}q:{NAMED}")
 
@@ -78,27 +83,27 @@ def test_empty_or_missing_group_returns_zeros(script_client: Any) -> None:
     assert script_client.dbsize() == 0
 
 
-def test_skips_full_members_at_default_capacity(script_client: Any) -> None:
+def test_skips_full_named_members_at_default_capacity(script_client: Any) -> None:
     add_all(script_client, NAMED, OTHER, LOCAL_1, LOCAL_22)
     assert send(script_client, NAMED, b"old") == 1
     assert send(script_client, LOCAL_1, b"old") == 1
-    assert group_send(script_client, GROUP, b"new", capacity=1) == [2, 2, 0]
+    assert group_send(script_client, GROUP, b"new", capacity=1) == [3, 1, 0]
     assert payloads(queued(script_client, NAMED)) == [b"old"]
     assert payloads(queued(script_client, OTHER)) == [b"new"]
+    # A full process-local channel is still listed: its receiving process drops the copy.
     assert payloads(queued(script_client, LOCAL)) == [b"old", b"new"]
-    assert counts(script_client, LOCAL) == {"s1": 1, "s22": 1}
+    assert keys.parse_entry(queued(script_client, LOCAL)[1])[1] == ["s1", "s22"]
+    assert counts(script_client, LOCAL) == {"s1": 1}
 
 
 def test_capacity_overrides_replace_the_default(script_client: Any) -> None:
     assert group_add(script_client, GROUP, NAMED, capacity=3) == 1
     assert group_add(script_client, GROUP, OTHER, capacity=1) == 1
-    assert group_add(script_client, GROUP, LOCAL_1, capacity=2) == 1
-    for channel in (NAMED, NAMED, OTHER, LOCAL_1):
+    for channel in (NAMED, NAMED, OTHER):
         assert send(script_client, channel, b"old") == 1
-    assert group_send(script_client, GROUP, b"new", capacity=2) == [2, 1, 0]
+    assert group_send(script_client, GROUP, b"new", capacity=2) == [1, 1, 0]
     assert payloads(queued(script_client, NAMED)) == [b"old", b"old", b"new"]
     assert payloads(queued(script_client, OTHER)) == [b"old"]
-    assert counts(script_client, LOCAL) == {"s1": 2}
 
 
 def test_skips_stale_members_and_leaves_their_removal_to_group_add(script_client: Any) -> None:
@@ -129,16 +134,11 @@ def test_a_group_of_only_stale_members_gets_nothing(script_client: Any) -> None:
 
 
 def test_expired_queue_heads_do_not_count(script_client: Any) -> None:
-    add_all(script_client, NAMED, LOCAL_1)
+    add_all(script_client, NAMED)
     push(script_client, NAMED, b"dead", deadline_ms=NOW_MS - 1)
-    assert send(script_client, LOCAL_1, b"dead", deadline_ms=NOW_MS + 5) == 1
-    assert send(script_client, LOCAL_22, b"dead", deadline_ms=NOW_MS + 5) == 1
     later = NOW_MS + 10
-    assert group_send(script_client, GROUP, b"new", capacity=1, now_ms=later) == [2, 0, 0]
+    assert group_send(script_client, GROUP, b"new", capacity=1, now_ms=later) == [1, 0, 0]
     assert payloads(queued(script_client, NAMED)) == [b"new"]
-    assert payloads(queued(script_client, LOCAL)) == [b"new"]
-    # The expired entry of s22 (not a member) was dropped too and released its count.
-    assert counts(script_client, LOCAL) == {"s1": 1}
 
 
 def test_expired_named_entry_behind_a_live_head_counts_until_the_head_leaves(
@@ -160,7 +160,7 @@ def test_refreshes_queue_and_counts_ttls(script_client: Any) -> None:
     assert group_send(script_client, GROUP, b"new", ttl_s=300) == [2, 0, 0]
     assert_ttl_ms(script_client, qkey(NAMED), 300)
     assert_ttl_ms(script_client, qkey(LOCAL), 300)
-    assert_ttl_ms(script_client, nkey(LOCAL), 300)
+    assert_ttl_ms(script_client, nkey(LOCAL), 5)  # group copies are not counted here
 
 
 def test_sets_ttls_on_new_queues(script_client: Any) -> None:
@@ -168,7 +168,7 @@ def test_sets_ttls_on_new_queues(script_client: Any) -> None:
     assert group_send(script_client, GROUP, b"new", ttl_s=40) == [2, 0, 0]
     assert_ttl_ms(script_client, qkey(NAMED), 40)
     assert_ttl_ms(script_client, qkey(LOCAL), 40)
-    assert_ttl_ms(script_client, nkey(LOCAL), 40)
+    assert not script_client.exists(nkey(LOCAL))
 
 
 def test_does_not_touch_the_group_membership_scores(script_client: Any) -> None:
@@ -205,10 +205,10 @@ def test_large_group_is_processed_in_batches(script_client: Any) -> None:
     assert not any(script_client.exists(qkey(channel)) for channel in stale)
 
 
-def test_a_single_local_member_gets_a_plain_entry(script_client: Any) -> None:
+def test_a_single_local_member_gets_a_group_entry(script_client: Any) -> None:
     add_all(script_client, LOCAL_22)
     assert group_send(script_client, GROUP, b"p") == [1, 0, 0]
-    assert queued(script_client, LOCAL) == [HEADER + b"03s22p"]
+    assert queued(script_client, LOCAL) == [HEADER + b"G000003s22p"]
 
 
 def test_local_members_of_one_client_share_entries_in_chunks(script_client: Any) -> None:
@@ -221,31 +221,29 @@ def test_local_members_of_one_client_share_entries_in_chunks(script_client: Any)
     parsed = [keys.parse_entry(item) for item in entries]
     assert [name for _, names, _ in parsed for name in names] == suffixes
     assert {payload for _, _, payload in parsed} == {b"p"}
-    assert counts(script_client, LOCAL) == dict.fromkeys(suffixes, 1)
+    assert all(keys.is_group_entry(item) for item in entries)
+    assert not script_client.exists(nkey(LOCAL))
 
 
-def test_full_local_members_are_left_out_of_the_shared_entry(script_client: Any) -> None:
-    add_all(script_client, LOCAL_1, LOCAL_22)
-    assert send(script_client, LOCAL_1, b"old") == 1
-    assert group_send(script_client, GROUP, b"new", capacity=1) == [1, 1, 0]
-    assert queued(script_client, LOCAL)[1] == HEADER + b"03s22new"
-    assert counts(script_client, LOCAL) == {"s1": 1, "s22": 1}
+# -- the client queue bound ----------------------------------------------------------------
 
 
-# -- bounded purging and malformed entries --------------------------------------------------
+def test_a_client_queue_at_its_bound_gets_no_entry(script_client: Any) -> None:
+    add_all(script_client, NAMED, LOCAL_1, LOCAL_22)
+    script_client.rpush(qkey(LOCAL), *[entry(LOCAL_1, b"old")] * 3)
+    # Below the bound the entry is written; at it the client's members count as refused.
+    assert group_send(script_client, GROUP, b"a", queue_max=4) == [3, 0, 0]
+    assert group_send(script_client, GROUP, b"b", queue_max=4) == [1, 2, 0]
+    assert payloads(queued(script_client, LOCAL)) == [b"old"] * 3 + [b"a"]
+    assert payloads(queued(script_client, NAMED)) == [b"a", b"b"]
 
 
-def test_a_shared_full_queue_is_purged_once_per_call_within_the_bound(
-    script_client: Any,
-) -> None:
-    add_all(script_client, LOCAL_1, LOCAL_22)
-    dead = entry("specific.client!gone", b"old", NOW_MS - 1)
-    script_client.rpush(qkey(LOCAL), *[dead] * (PURGE_MAX + 50))
-    script_client.hset(nkey(LOCAL), mapping={"gone": PURGE_MAX + 50, "s1": 1, "s22": 1})
-    assert group_send(script_client, GROUP, b"new", capacity=1) == [0, 2, 0]
-    # One purge of at most PURGE_MAX entries, for the first full member only.
-    assert script_client.llen(qkey(LOCAL)) == 50
-    assert counts(script_client, LOCAL) == {"gone": 50, "s1": 1, "s22": 1}
+def test_the_bound_looks_at_each_client_queue_on_its_own(script_client: Any) -> None:
+    other_client = "specific.other!"
+    add_all(script_client, LOCAL_1, f"{other_client}m")
+    script_client.rpush(qkey(LOCAL), entry(LOCAL_1, b"old"))
+    assert group_send(script_client, GROUP, b"a", queue_max=1) == [1, 1, 0]
+    assert payloads(queued(script_client, other_client)) == [b"a"]
 
 
 @pytest.mark.parametrize("position", POSITIONS)
@@ -263,11 +261,12 @@ def test_garbage_in_member_queues_never_aborts(
     local = layout(garbage, position, entry(LOCAL_1, b"dead", NOW_MS - 1), local_live)
     script_client.rpush(qkey(LOCAL), *local)
     script_client.hset(nkey(LOCAL), mapping={"s1": 1, "s22": 1})
-    # Both members are full; each purge drops the expired entry and garbage met at the head.
+    # The named member is full; its purge drops the expired entry and garbage met at the head.
+    # A client queue is not purged here: its receiving process drops what it meets.
     assert group_send(script_client, GROUP, b"new", capacity=1) == [2, 0, 0]
     kept = [garbage] if position == "tail" else []
     assert queued(script_client, NAMED) == [named_live, *kept, HEADER + b"00new"]
-    assert queued(script_client, LOCAL) == [local_live, *kept, HEADER + b"02s1new"]
+    assert queued(script_client, LOCAL) == [*local, HEADER + b"G000002s1new"]
     assert counts(script_client, LOCAL) == {"s1": 1, "s22": 1}
 
 
@@ -281,14 +280,14 @@ def test_members_of_a_dead_client_are_dropped_with_its_keys(script_client: Any) 
     dead_members = [f"{DEAD}d{n:02d}" for n in range(50)]
     live_members = [f"{LIVE}m{n}" for n in range(3)]
     add_all(script_client, NAMED, *dead_members, *live_members)
-    assert group_add(script_client, GROUP, dead_members[0], capacity=7) == 0
     assert send(script_client, dead_members[1], b"unread") == 1
-    script_client.delete(hkey(DEAD))  # its heartbeats stopped: the mark expired
+    silence(script_client, DEAD)  # its last beat was 3+ heartbeats of uptime ago
     assert group_send(script_client, GROUP, b"m") == [4, 0, 50]
     assert set(members(script_client, GROUP)) == {NAMED, *live_members}
-    assert overrides(script_client, GROUP) == {}
-    assert not script_client.exists(ckey(GROUP, DEAD))
-    assert not script_client.exists(qkey(DEAD), nkey(DEAD), hkey(DEAD))
+    assert set(clients(script_client, GROUP)) == {LIVE}
+    assert not script_client.exists(mkey(GROUP, DEAD))
+    assert not script_client.exists(qkey(DEAD), nkey(DEAD))
+    assert script_client.get(hkey(DEAD)) == b"dead"  # its process, if it comes back, rejoins
     assert payloads(queued(script_client, NAMED)) == [b"m"]
     assert keys.parse_entry(queued(script_client, LIVE)[0])[1:] == (["m0", "m1", "m2"], b"m")
     assert script_client.exists(hkey(LIVE))
@@ -301,20 +300,34 @@ def test_liveness_and_counts_are_read_once_per_client(redis_url: str) -> None:
     try:
         heads = [f"specific.c{n}!" for n in range(3)]
         add_all(client, *(f"{head}m{n}" for head in heads for n in range(20)))
-        client.delete(hkey(heads[0]))
+        silence(client, heads[0])
         client.config_resetstat()
         assert group_send(client, GROUP, b"m") == [40, 0, 20]
-        # Server-side call counts (a real server only): one EXISTS per client, plus one for
-        # the capacity-override hashes of every copy walked; the live clients' counts are
-        # read and written once per client, not once per member; stale members are group_add's.
+        # Server-side call counts (a real server only): one GET of the liveness mark per
+        # client, one EXISTS for the capacity-override hashes of every copy walked, one tick
+        # (HMGET + HSET) of the uptime clock per tag of a client; per live client one read of
+        # its members, one LLEN and one RPUSH, whatever its number of members; nothing counted.
         tags = {channel_tag(head) for head in heads}
         assert len(tags) > 1
         stats = client.info("commandstats")
-        assert stats["cmdstat_exists"]["calls"] == len(heads) + 1
-        assert stats["cmdstat_hmget"]["calls"] == stats["cmdstat_hset"]["calls"] == 2
-        assert stats["cmdstat_zrangebyscore"]["calls"] == len(tags)
+        # The marks, then the live clients' cached member lists (missing: built and SET).
+        assert stats["cmdstat_get"]["calls"] == len(heads) + 2
+        assert stats["cmdstat_set"]["calls"] == 2 + 1  # the caches, the dead client's mark
+        assert stats["cmdstat_exists"]["calls"] == 1
+        assert stats["cmdstat_hmget"]["calls"] == stats["cmdstat_hset"]["calls"] == len(tags)
+        # Each script reads every listed tag's copy (g: or l:), then each live client's set
+        # (its members, then its oldest one), which it caches joined.
+        assert stats["cmdstat_zrangebyscore"]["calls"] == 2 * len(tags) + 2 * 2
+        assert stats["cmdstat_llen"]["calls"] == stats["cmdstat_rpush"]["calls"] == 2
         assert "cmdstat_hincrby" not in stats
-        assert "cmdstat_zcard" not in stats
+        assert stats["cmdstat_zcard"]["calls"] == 1  # the dead client's members, counted
+        # The next call copies each client's cached list: no read of its members.
+        client.config_resetstat()
+        assert group_send(client, GROUP, b"m") == [40, 0, 0]
+        stats = client.info("commandstats")
+        assert stats["cmdstat_zrangebyscore"]["calls"] == 2 * len(tags)
+        # Two live clients: their marks and their cached lists.
+        assert stats["cmdstat_get"]["calls"] == 2 + 2 and "cmdstat_set" not in stats
         assert "cmdstat_zremrangebyscore" not in stats
     finally:
         client.close()
@@ -322,7 +335,7 @@ def test_liveness_and_counts_are_read_once_per_client(redis_url: str) -> None:
 
 def test_named_members_keep_group_expiry_only(script_client: Any) -> None:
     add_all(script_client, NAMED, OTHER)
-    script_client.delete(hkey(NAMED), hkey(OTHER))
+    silence(script_client, NAMED, OTHER)
     assert group_send(script_client, GROUP, b"m") == [2, 0, 0]
     assert len(members(script_client, GROUP)) == 2
 
@@ -345,12 +358,16 @@ def build_tagged_group(client: Any) -> None:
         assert send(client, full, b"old") == 1
     for stale in (IN_TAG_STALE, "chat.old"):
         assert group_add(client, GROUP, stale, now_ms=STALE_MS) == 1
-    client.delete(hkey(IN_TAG_DEAD), hkey(DEAD))
+    silence(client, IN_TAG_DEAD, DEAD)
 
 
 def by_key(client: Any) -> dict[bytes, tuple[bytes | None, int]]:
-    """Every key with its DUMP and its TTL in seconds."""
-    return {key: (client.dump(key), client.ttl(key)) for key in client.keys("*")}
+    """Every key with its DUMP and its TTL in seconds; an uptime clock holds the server's
+    time, so only its presence is compared."""
+    return {
+        key: (None, -1) if b"}u:" in key else (client.dump(key), client.ttl(key))
+        for key in client.keys("*")
+    }
 
 
 def tag_of(key: bytes) -> str:
@@ -378,7 +395,8 @@ def test_one_tag_touches_only_that_tags_copy_and_queues(script_client: Any) -> N
     assert payloads(queued(script_client, NAMED)) == [b"new"]
     assert payloads(queued(script_client, IN_TAG_LIVE)) == [b"new"]
     assert payloads(queued(script_client, IN_TAG_FULL)) == [b"old"]
-    assert not script_client.exists(qkey(IN_TAG_DEAD), hkey(IN_TAG_DEAD))
+    assert not script_client.exists(qkey(IN_TAG_DEAD))
+    assert script_client.get(hkey(IN_TAG_DEAD)) == b"dead"
     left = set(members(script_client, GROUP))
     # The dead client's member left; the stale one is skipped (group_add removes it).
     assert IN_TAG_STALE in left and f"{IN_TAG_DEAD}x" not in left
@@ -407,7 +425,8 @@ def test_the_directory_walk_covers_every_tag(script_client: Any) -> None:
         IN_TAG_STALE,
         "chat.old",
     }
-    assert not script_client.exists(qkey(IN_TAG_DEAD), qkey(DEAD), hkey(DEAD))
+    assert not script_client.exists(qkey(IN_TAG_DEAD), qkey(DEAD))
+    assert script_client.get(hkey(DEAD)) == b"dead"
     assert not script_client.exists(qkey(IN_TAG_STALE), qkey("chat.old"))
 
 
@@ -467,14 +486,66 @@ def test_the_cluster_check_reads_each_client_once(redis_url: str) -> None:
         tag = keys.TAGS[7]
         heads = names_with_tag("specific.c{}!", tag, 3)
         add_all(client, *(f"{head}m{n}" for head in heads for n in range(20)))
-        for head in heads:  # a live client has a queue and counts; make them exist
+        for head in heads:  # a live client has a queue; make it exist
             push(client, f"{head}m0", b"earlier")
-            client.hset(nkey(f"{head}m0"), "m0", 1)
         client.config_resetstat()
         assert group_send(client, GROUP, b"m", tag=tag, check="c") == [60, 0, 0]
-        # The check: the capacities hash, then queue, counts and liveness key once per client
-        # (not per member); then one liveness EXISTS per client and one for the overrides.
+        # Named script: the capacities hash (checked), then one EXISTS for the overrides.
+        # Local script: members, cache, queue and liveness key once per client (not per
+        # member), then one liveness EXISTS per client.
         exists = client.info("commandstats")["cmdstat_exists"]["calls"]
-        assert exists == 1 + 3 * len(heads) + len(heads) + 1
+        assert exists == 2 + 4 * len(heads) + len(heads)
     finally:
         client.close()
+
+
+# -- the cached member list of a client ------------------------------------------------------
+
+
+def test_the_joined_list_is_cached_until_membership_changes(script_client: Any) -> None:
+    add_all(script_client, LOCAL_1)
+    assert group_send(script_client, GROUP, b"a") == [1, 0, 0]
+    cache = keys.joined_key(PREFIX, GROUP, LOCAL)
+    assert script_client.get(cache) == b"1|s1"
+    # It lives until its oldest member would go stale (the test clock is NOW_MS).
+    assert script_client.pttl(cache) > (GROUP_TTL_S - 60) * 1000
+    add_all(script_client, LOCAL_22)  # a new member: the cache goes
+    assert not script_client.exists(cache)
+    assert group_send(script_client, GROUP, b"b") == [2, 0, 0]
+    assert script_client.get(cache) == b"2|s1,s22"
+    assert group_add(script_client, GROUP, LOCAL_1) == 0  # a refresh keeps it
+    assert script_client.exists(cache)
+    assert group_discard(script_client, GROUP, LOCAL_1) == 1
+    assert not script_client.exists(cache)
+    assert group_send(script_client, GROUP, b"c") == [1, 0, 0]
+    assert [keys.parse_entry(item)[1] for item in queued(script_client, LOCAL)] == [
+        ["s1"],
+        ["s1", "s22"],
+        ["s22"],
+    ]
+
+
+def test_the_cache_expires_when_its_oldest_member_goes_stale(script_client: Any) -> None:
+    add_all(script_client, LOCAL_1, now_ms=NOW_MS - GROUP_TTL_S * 1000 + 5000)
+    add_all(script_client, LOCAL_22)
+    assert group_send(script_client, GROUP, b"a") == [2, 0, 0]
+    assert 0 < script_client.pttl(keys.joined_key(PREFIX, GROUP, LOCAL)) <= 5000
+
+
+def test_chunks_survive_the_cache(script_client: Any) -> None:
+    suffixes = [f"c{n:05d}" for n in range(5003)]
+    plant_members(script_client, GROUP, {f"{LOCAL}{suffix}": NOW_MS for suffix in suffixes})
+    script_client.set(hkey(LOCAL), 1)
+    for _ in range(2):  # built, then read from the cache
+        assert group_send(script_client, GROUP, b"p") == [5003, 0, 0]
+    entries = queued(script_client, LOCAL)
+    assert [len(keys.parse_entry(item)[1]) for item in entries] == [5000, 3, 5000, 3]
+
+
+def test_after_asking_the_cache_is_not_written(script_client: Any) -> None:
+    tag = keys.TAGS[5]
+    head = names_with_tag("specific.c{}!", tag, 1)[0]
+    add_all(script_client, f"{head}x")
+    push(script_client, f"{head}x", b"earlier")  # its queue exists here
+    assert group_send(script_client, GROUP, b"m", tag=tag, check="a") == [1, 0, 0]
+    assert not script_client.exists(keys.joined_key(PREFIX, GROUP, head))

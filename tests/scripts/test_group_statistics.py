@@ -11,8 +11,8 @@ from tests.scripts.helpers import (
     directory,
     group_add,
     group_statistics,
-    hkey,
     members,
+    silence,
 )
 
 GROUP = "room"
@@ -30,7 +30,7 @@ def build_counted_group(client: Any) -> None:
     """Two named members, three members of a live client, four of a dead one, one more client."""
     add_all(client, "chat.a", "chat.b", *(f"{LIVE}m{n}" for n in range(3)))
     add_all(client, *(f"{DEAD}d{n}" for n in range(4)), "specific.other!x")
-    client.delete(hkey(DEAD))
+    silence(client, DEAD)
 
 
 def test_missing_group_counts_nothing(script_client: Any) -> None:
@@ -46,7 +46,7 @@ def test_counts_named_local_and_dead_members(script_client: Any) -> None:
 
 def test_reads_only(script_client: Any) -> None:
     add_all(script_client, "chat.a", f"{DEAD}d0")
-    script_client.delete(hkey(DEAD))
+    silence(script_client, DEAD)
     before = sorted(script_client.keys())
     assert group_statistics(script_client, GROUP) == [1, 1, 1, 1, 1]
     assert group_statistics(script_client, GROUP, tag=channel_tag(DEAD)) == [0, 1, 1, 1, 1]
@@ -58,7 +58,7 @@ def test_members_past_group_expiry_are_not_counted(script_client: Any) -> None:
     stale_ms = NOW_MS - GROUP_TTL_S * 1000
     add_all(script_client, "chat.old", f"{LIVE}old", now_ms=stale_ms)
     add_all(script_client, "chat.new", f"{DEAD}new", now_ms=stale_ms + 1)
-    script_client.delete(hkey(DEAD))
+    silence(script_client, DEAD)
     assert group_statistics(script_client, GROUP) == [1, 1, 1, 1, 1]
 
 

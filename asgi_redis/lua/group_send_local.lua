@@ -1,0 +1,115 @@
+--[[ group_send_local: one group entry per live client with process-local members in a group.
+  The clients of tag T with members in the group are in <prefix>{T}l:<group> (sorted set
+  a.b! -> time of the latest group_add of one of its channels, ms); client H's members are in
+  <prefix>{T}m:H<group> (sorted set suffix -> time of its latest group_add), and cached joined
+  in <prefix>{T}j:H<group> ("count|chunk;chunk", a chunk being up to 5,000 suffixes joined
+  with ','), so a group_send copies one string per client instead of reading every member.
+  The receiving process gives each listed channel with room its copy (capacity is checked there).
+  KEYS[1]  first       with ARGV[8] = a tag: that tag's l: key (Redis Cluster: one call per
+                       tag); with ARGV[8] = '': the group's directory, whose tags are walked
+  ARGV[1]  now_ms      caller clock, ms
+  ARGV[2]  prefix      the layer's key prefix
+  ARGV[3]  group_ttl_s group_expiry: clients and members added longer ago are skipped
+  ARGV[4]  header      13-digit deadline of the message, ms
+  ARGV[5]  payload     the serialized message, written once per client
+  ARGV[6]  ttl_s       queue key lifetime after this send (the layer's expiry)
+  ARGV[7]  group       the group's name
+  ARGV[8]  tag         the one tag to deliver to, or '' for every tag in the directory
+  ARGV[9]  check       '' on a server; on Redis Cluster 'c' or 'a' (see key_here): a derived
+                       key failing it answers TRYAGAIN before anything is written
+  ARGV[10] queue_max   a client queue already holding this many entries gets no entry
+  ARGV[11] beat_ms     the caller's heartbeat, ms (the unit of the dead-client rule)
+  Derived  for client H of tag T: <prefix>{T}m:H<group>, <prefix>{T}j:H<group>, its queue
+           <prefix>{T}q:H and liveness key <prefix>{T}h:H; for a dead client its counts n:H;
+           the tag's uptime clock <prefix>{T}u:clock, ticked once per tag (_helpers.lua)
+  Writes   one group entry per live client (one per 5,000 members); the j: cache when missing
+           (it expires when its oldest member would go stale; not written after ASKING)
+  Drops    dead clients (client_is_alive): out of l:, their m: and j: keys, queue and counts
+           deleted; their liveness key then says 'dead' (their process, if it comes back,
+           rejoins)
+  Returns  {copies, refused, dropped_dead}: members written to, members of clients whose queue
+           was at queue_max, members of dead clients dropped
+  Cost     per live client one EXISTS, one GET, one LLEN and one RPUSH per 5,000 members;
+           O(members) only to rebuild a missing cache
+]]
+local now_ms, prefix, group_name = tonumber(ARGV[1]), ARGV[2], ARGV[7]
+local header, payload, ttl_s = ARGV[4], ARGV[5], ARGV[6]
+local check, queue_max, beat_ms = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
+local group_ttl_ms = tonumber(ARGV[3]) * 1000
+local cutoff = '(' .. (now_ms - group_ttl_ms)
+local CHUNK = 5000
+
+-- Every listed client of every tag: its keys, checked (cluster) before anything is written.
+local clients = {}
+for _, tag in ipairs(tags_of_call(KEYS[1], ARGV[8])) do
+  local base = tag_base(prefix, tag)
+  local listed = key_in(base, 'l', group_name)
+  for _, head in ipairs(redis.call('ZRANGEBYSCORE', listed, cutoff, '+inf')) do
+    local client = {base = base, head = head, listed = listed,
+                    members = key_in(base, 'm', head .. group_name),
+                    joined = key_in(base, 'j', head .. group_name),
+                    queue = key_in(base, 'q', head)}
+    if check ~= '' and not (key_here(client.members, check) and key_here(client.queue, check)
+                            and key_here(client.joined, '')
+                            and key_here(key_in(base, 'h', head), check)
+                            and key_here(base .. CLOCK, check)) then
+      return redis.error_reply('TRYAGAIN keys of this group are being migrated')
+    end
+    clients[#clients + 1] = client
+  end
+end
+
+-- A client's live members: (count, chunks joined with ';'), from the cache or rebuilt.
+local function joined_members(client)
+  local cached = redis.call('GET', client.joined)
+  if cached then
+    local count, chunks = string.match(cached, '^(%d+)|(.*)$')
+    return tonumber(count), chunks
+  end
+  local suffixes = redis.call('ZRANGEBYSCORE', client.members, cutoff, '+inf')
+  if #suffixes == 0 then
+    return 0, ''
+  end
+  local chunks = {}
+  for first = 1, #suffixes, CHUNK do
+    chunks[#chunks + 1] = table.concat(suffixes, ',', first, math.min(first + CHUNK - 1, #suffixes))
+  end
+  chunks = table.concat(chunks, ';')
+  -- An import target must not create a key the migration may still bring (MIGRATE would fail).
+  if check ~= 'a' then
+    local oldest = redis.call('ZRANGEBYSCORE', client.members, cutoff, '+inf', 'WITHSCORES',
+                              'LIMIT', 0, 1)
+    local ttl_ms = math.floor(tonumber(oldest[2]) + group_ttl_ms - now_ms)
+    redis.call('SET', client.joined, #suffixes .. '|' .. chunks, 'PX', math.max(ttl_ms, 1))
+  end
+  return #suffixes, chunks
+end
+
+local copies, refused, dead = 0, 0, {}
+for _, client in ipairs(clients) do
+  if not client_is_alive(client.base, client.head, beat_ms, true) then
+    dead[#dead + 1] = client
+  else
+    local count, chunks = joined_members(client)
+    if count > 0 and redis.call('LLEN', client.queue) >= queue_max then
+      refused = refused + count
+    elseif count > 0 then
+      for chunk in string.gmatch(chunks, '[^;]+') do
+        redis.call('RPUSH', client.queue, make_group_entry(header, chunk, payload))
+      end
+      redis.call('EXPIRE', client.queue, ttl_s)
+      copies = copies + count
+    end
+  end
+end
+-- Dead clients leave only now: a script's first write must grow memory, for Redis to refuse
+-- the whole call when it is out of memory (it checks only before the first write).
+local dropped = 0
+for _, client in ipairs(dead) do
+  dropped = dropped + redis.call('ZCARD', client.members)
+  redis.call('ZREM', client.listed, client.head)
+  redis.call('DEL', client.members, client.joined, client.queue,
+             key_in(client.base, 'n', client.head))
+  set_mark(key_in(client.base, 'h', client.head), DEAD_MARK, beat_ms, false)
+end
+return {copies, refused, dropped}
