@@ -1,5 +1,5 @@
 # Thin wrappers; the work happens in scripts/. Pass pytest/demo arguments with ARGS="...".
-.PHONY: test demo bench lint setup lock
+.PHONY: test demo bench lint setup lock test-matrix
 
 test:
 	scripts/test.sh $(ARGS)
@@ -20,3 +20,8 @@ lint: setup
 # Re-resolve requirements/lock.txt from pyproject.toml's ranges (newest releases that fit).
 lock: setup
 	scripts/lock.sh
+
+# The claimed version range, tested (noxfile.py): the lock (= make test), the lowest supported
+# versions (requirements/lowest.txt) and the newest releases. One session: ARGS="-s lowest".
+test-matrix: setup
+	.venv/bin/nox $(ARGS)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .errors import ChannelFull
+from .errors import ChannelFull, MessageTooLarge
 from .layer import RedisChannelLayer
 
 __version__ = "0.1.0"
 
-__all__ = ["ChannelFull", "RedisChannelLayer", "__version__"]
+__all__ = ["ChannelFull", "MessageTooLarge", "RedisChannelLayer", "__version__"]

@@ -13,8 +13,13 @@ from typing import Any, Protocol, cast
 import msgpack
 
 from .crypto import Encryptor
+from .errors import MessageTooLarge
 
 DEFAULT_SERIALIZER = "msgpack"
+# The default ``max_message_size``: 16 times the 1 MB that Channels' spec asks a layer to
+# carry, and far below the 512 MB Redis accepts in one bulk string (``proto-max-bulk-len``);
+# README's options table explains the choice.
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class Serializer(Protocol):
@@ -88,12 +93,23 @@ def parse_serializer(value: object) -> Serializer:
 class Codec:
     """Serializer plus optional encryption, shared by send, group_send and the receiver."""
 
-    def __init__(self, serializer: Serializer, encryptor: Encryptor | None = None) -> None:
+    def __init__(
+        self,
+        serializer: Serializer,
+        encryptor: Encryptor | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
         self.serializer = serializer
         self.encryptor = encryptor
+        self.max_message_bytes = max_message_bytes
 
     def dumps(self, message: object, target: str) -> bytes:
-        """Serialize (then encrypt) a message dict; TypeError naming ``target`` when it cannot."""
+        """Serialize (then encrypt) a message dict, the payload every write carries.
+
+        Raises:
+            TypeError: not a dict, or not serializable; the message names ``target``.
+            MessageTooLarge: the payload is above ``max_message_bytes``.
+        """
         if not isinstance(message, dict):
             raise TypeError(f"message for {target} must be a dict, got {type(message).__name__}")
         try:
@@ -104,7 +120,21 @@ class Codec:
             raise TypeError(
                 f"message for {target}: serializer.dumps returned {type(data).__name__}, not bytes"
             )
-        return data if self.encryptor is None else self.encryptor.encrypt(data)
+        payload = data if self.encryptor is None else self.encryptor.encrypt(data)
+        self._check_size(payload, target)
+        return payload
+
+    def _check_size(self, payload: bytes, target: str) -> None:
+        """MessageTooLarge naming ``target`` and the size when ``payload`` is over the limit."""
+        if len(payload) <= self.max_message_bytes:
+            return
+        how = "serialized" if self.encryptor is None else "serialized and encrypted"
+        raise MessageTooLarge(
+            f"message for {target} is {len(payload):,} bytes {how}, above max_message_size="
+            f"{self.max_message_bytes:,} bytes; nothing was written. Send less, or raise "
+            f"max_message_size (Redis refuses more than its proto-max-bulk-len, 512 MB by "
+            f"default)"
+        )
 
     def loads(self, payload: bytes) -> dict[str, Any]:
         """Decrypt (when encrypting) then deserialize; raises on anything unreadable."""

@@ -100,6 +100,7 @@ class Config:
     serializer: codec.Serializer = field(default_factory=codec.MsgpackSerializer)
     encryption_keys: tuple[str, ...] | None = field(default=None, repr=False)  # secrets
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    max_message_bytes: int = codec.DEFAULT_MAX_MESSAGE_BYTES
     client_queue_capacity: int = DEFAULT_CLIENT_QUEUE_CAPACITY
 
     def capacity_for(self, channel: str) -> int:
@@ -351,6 +352,7 @@ def parse(
     symmetric_encryption_keys: object = None,
     serializer: object = codec.DEFAULT_SERIALIZER,
     heartbeat: object = DEFAULT_HEARTBEAT_S,
+    max_message_size: object = codec.DEFAULT_MAX_MESSAGE_BYTES,
     client_queue_capacity: object = DEFAULT_CLIENT_QUEUE_CAPACITY,
 ) -> Config:
     """Validate the layer's options; raises TypeError/ValueError naming the bad one."""
@@ -373,5 +375,6 @@ def parse(
         serializer=codec.parse_serializer(serializer),
         encryption_keys=crypto.parse_keys(symmetric_encryption_keys),
         heartbeat_s=_positive_seconds("heartbeat", heartbeat),
+        max_message_bytes=_positive_int("max_message_size", max_message_size),
         client_queue_capacity=_positive_int("client_queue_capacity", client_queue_capacity),
     )

@@ -8,11 +8,19 @@ from redis.exceptions import OutOfMemoryError
 
 if TYPE_CHECKING:
     _Base = Exception
+
+    class _TooLargeError(Exception):
+        """Stands for ``channels.exceptions.MessageTooLarge``."""
+
 else:
     try:
         from channels.exceptions import ChannelFull as _Base
+        from channels.exceptions import MessageTooLarge as _TooLargeError
     except ImportError:  # Django Channels is optional
         _Base = Exception
+
+        class _TooLargeError(Exception):
+            """Stands for ``channels.exceptions.MessageTooLarge``."""
 
 
 class ChannelFull(_Base):
@@ -20,6 +28,15 @@ class ChannelFull(_Base):
 
     A subclass of ``channels.exceptions.ChannelFull`` when Django Channels is installed, so
     ``except ChannelFull`` written for other layers keeps working.
+    """
+
+
+class MessageTooLarge(_TooLargeError, ValueError):  # noqa: N818 (Channels names it so)
+    """A message is larger than ``max_message_size`` once serialized (and encrypted).
+
+    Raised by ``send`` and ``group_send`` before anything is written to Redis; the message
+    names the channel or group and the size. A ``ValueError``, and a subclass of
+    ``channels.exceptions.MessageTooLarge`` when Django Channels is installed.
     """
 
 

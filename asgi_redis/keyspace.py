@@ -73,7 +73,8 @@ async def channel_statistics(
     )
     oldest_age_s = None
     if int(oldest_deadline_ms) >= 0:
-        oldest_age_s = max(0.0, expiry_s - (int(oldest_deadline_ms) - now_ms) / 1000)
+        # Milliseconds, as `asgi-redis inspect` shows it: the clocks are ms, finer is noise.
+        oldest_age_s = round(max(0.0, expiry_s - (int(oldest_deadline_ms) - now_ms) / 1000), 3)
     return {"depth": int(live), "counted": int(counted), "oldest_age_s": oldest_age_s}
 
 

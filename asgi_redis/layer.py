@@ -41,6 +41,7 @@ OPTIONS = (
     "symmetric_encryption_keys",
     "serializer",
     "heartbeat",
+    "max_message_size",
     "client_queue_capacity",
 )
 T = TypeVar("T")
@@ -66,6 +67,8 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             ``dumps(dict) -> bytes`` and ``loads(bytes) -> dict``.
         heartbeat: seconds (int or float above 0) between the liveness marks of a client
             that owns process-local channels; a client unseen for 3 heartbeats is dead.
+        max_message_size: bytes a message may take once serialized (and encrypted); a larger
+            one raises ``MessageTooLarge`` before anything is written (default 16 MiB).
         client_queue_capacity: entries a process's queue (shared by its process-local
             channels) may hold; a group_send finding it that long writes no group entry there
             and counts its members as ``channel_full``.
@@ -95,6 +98,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         symmetric_encryption_keys: object = None,
         serializer: object = codec.DEFAULT_SERIALIZER,
         heartbeat: object = config.DEFAULT_HEARTBEAT_S,
+        max_message_size: object = codec.DEFAULT_MAX_MESSAGE_BYTES,
         client_queue_capacity: object = config.DEFAULT_CLIENT_QUEUE_CAPACITY,
         **unknown: object,
     ) -> None:
@@ -114,10 +118,15 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             symmetric_encryption_keys,
             serializer,
             heartbeat,
+            max_message_size,
             client_queue_capacity,
         )
         enc_keys = self.config.encryption_keys
-        self._codec = codec.Codec(self.config.serializer, Encryptor(enc_keys) if enc_keys else None)
+        self._codec = codec.Codec(
+            self.config.serializer,
+            Encryptor(enc_keys) if enc_keys else None,
+            self.config.max_message_bytes,
+        )
         self._dropped_closed = 0  # drops counted by receivers of loops that are gone
         # In-process message counts (metrics.py); shared by every loop's receivers.
         self.counters = Counters()
@@ -160,6 +169,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         Raises:
             ChannelFull: the channel holds ``capacity`` messages already.
             TypeError: invalid channel name, or a message that is not a serializable dict.
+            MessageTooLarge: the serialized message is above ``max_message_size``.
         """
         names.check_channel(channel)
         payload = self._codec.dumps(message, f"channel {channel!r}")

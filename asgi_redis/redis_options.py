@@ -20,8 +20,9 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
     parse_url,
 )
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
-from redis.retry import AbstractRetry
+from redis.retry import Retry as SyncRetry
 
 # The longest a blocking pop waits before the reader looks around again.
 BLOCK_TIMEOUT_S = 5
@@ -160,9 +161,10 @@ def check_guarantees(options: Mapping[str, Any]) -> None:
         )
     retry = options.get("retry")
     if retry is not None:
-        if not isinstance(retry, AbstractRetry):
+        # Both classes, as redis-py < 6 has no common base (AbstractRetry) for them.
+        if not isinstance(retry, SyncRetry | AsyncRetry):
             raise TypeError(f"retry must be a redis-py Retry, got a {type(retry).__name__}")
-        if retry.get_retries() != 0:
+        if retry_count(retry) != 0:
             raise ValueError(
                 "retry must not re-run commands (a retried script could run twice): "
                 "leave it out, or use Retry(NoBackoff(), 0)"
@@ -173,6 +175,13 @@ def check_guarantees(options: Mapping[str, Any]) -> None:
                 f"{name} would re-run commands, and a retried script could run twice: "
                 "leave it out (the layer retries only connections that never sent a command)"
             )
+
+
+def retry_count(retry: SyncRetry | AsyncRetry) -> int:
+    """How many times ``retry`` re-runs a failed command (redis-py < 6 has no get_retries)."""
+    getter = getattr(retry, "get_retries", None)
+    count: int = getter() if getter is not None else retry._retries
+    return count
 
 
 def uses_tls(options: Mapping[str, Any]) -> bool:

@@ -3,7 +3,8 @@
 #
 # On a fresh machine it creates .venv, installs the package with its test extras, installs
 # redis-server/redis-sentinel/redis-cli when they are missing (and chromium for the browser
-# test), then runs ruff, mypy and pytest.
+# test), a Redis 6.2 server in .venv/redis-6.2 (requirements/redis-6.2.txt), then runs ruff,
+# mypy and pytest.
 # Extra arguments go to pytest:   scripts/test.sh tests/test_fixtures.py -k restart -x
 # `scripts/test.sh --setup-only` stops after the set-up (used by the bench targets).
 #
@@ -102,6 +103,7 @@ step() {
 main() {
     ensure_venv "$TEST_EXTRAS"
     ensure_redis
+    ensure_old_redis
     if [[ "${1:-}" == "--setup-only" ]]; then
         return 0
     fi

@@ -49,3 +49,21 @@ ensure_venv() {
     "$VENV/bin/python" -m pip install --disable-pip-version-check -q -c "$LOCK" -e ".[$extras]"
     inputs >"$(stamp "$extras")"
 }
+
+# The Redis 6.2 server of tests/test_old_redis.py, beside the virtualenv (not on its PATH).
+OLD_REDIS_DIR="$VENV/redis-6.2"
+OLD_REDIS_PIN=requirements/redis-6.2.txt
+
+# ensure_old_redis: install it unless the pin is unchanged since the last install.
+ensure_old_redis() {
+    if cmp -s "$OLD_REDIS_PIN" "$OLD_REDIS_DIR/.installed" \
+        && [[ -x "$OLD_REDIS_DIR/bin/redis-server" ]]; then
+        return 0
+    fi
+    log "installing Redis 6.2 for tests/test_old_redis.py into $OLD_REDIS_DIR ($OLD_REDIS_PIN)"
+    rm -rf "$OLD_REDIS_DIR"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps \
+        --target "$OLD_REDIS_DIR" -r "$OLD_REDIS_PIN"
+    [[ -x "$OLD_REDIS_DIR/bin/redis-server" ]] || die "no redis-server in $OLD_REDIS_DIR"
+    cp "$OLD_REDIS_PIN" "$OLD_REDIS_DIR/.installed"
+}

@@ -133,7 +133,8 @@ async def test_a_missing_command_is_refused_naming_operation_and_server(acl_url:
         with pytest.raises(redis.exceptions.NoPermissionError) as caught:
             await asyncio.wait_for(layer.flush(), FAIL_WITHIN_S)
     assert f"flush of prefix 'asgi:' failed on {acl_url}/0" in str(caught.value)
-    assert "unlink" in str(caught.value)
+    # Redis's own text names 'unlink'; redis-py 6 replaces it with the pipeline's "(UNLINK ...)".
+    assert "unlink" in str(caught.value).lower()
 
 
 async def test_a_receive_refused_by_acl_fails_instead_of_waiting(acl_url: str) -> None:

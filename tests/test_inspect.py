@@ -219,3 +219,12 @@ def test_100k_keys_are_scanned_and_limited(
         "dead_clients": 0,
     }
     assert (server["groups"]["total"], server["clients"]["total"]) == (GROUPS, CLIENTS)
+
+
+def test_inspect_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["inspect", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "group_expiry in s (default 86400)" in text
+    assert f"heartbeat ages (default {config.DEFAULT_HEARTBEAT_S})" in text

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from asgi_redis import RedisChannelLayer
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 README_URL = "redis://localhost:6379"
 
@@ -24,7 +26,7 @@ def quick_start_script() -> str:
     return script
 
 
-def test_quick_start_script_runs_against_redis(redis_url: str, tmp_path: Path) -> None:
+async def test_quick_start_script_runs_against_redis(redis_url: str, tmp_path: Path) -> None:
     script = quick_start_script()
     assert README_URL in script
     path = tmp_path / "quick_start.py"
@@ -34,6 +36,16 @@ def test_quick_start_script_runs_against_redis(redis_url: str, tmp_path: Path) -
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "{'type': 'chat.message', 'text': 'hello'}" in done.stdout, done.stdout
+    async with RedisChannelLayer(hosts=[redis_url]) as layer:
+        stats = await layer.global_statistics()
+    assert (stats["groups"], stats["memberships"]) == (0, 0)  # it left no lobby membership
+
+
+def test_quick_start_says_how_to_get_a_redis() -> None:
+    section = README.read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    for way in ("docker run", "apt-get install -y redis-server", "redis-server --daemonize yes"):
+        assert way in section
+    assert "`make demo` needs none of them" in section
 
 
 def test_readme_says_how_to_install_from_a_clone() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -30,9 +31,17 @@ def venv_set_up() -> None:
     """These tests reuse the .venv of ``make test``; without it they cannot run offline."""
     stamp = ROOT / ".venv" / f".installed-{TEST_EXTRAS.replace(',', '-')}"
     inputs = (ROOT / "pyproject.toml").read_bytes() + (ROOT / "requirements/lock.txt").read_bytes()
-    if stamp.is_file() and stamp.read_bytes() == inputs:
+    old_redis = ROOT / ".venv" / "redis-6.2"
+    old_redis_current = (old_redis / ".installed").is_file() and (
+        (old_redis / ".installed").read_bytes()
+        == (ROOT / "requirements" / "redis-6.2.txt").read_bytes()
+    )
+    if stamp.is_file() and stamp.read_bytes() == inputs and old_redis_current:
         return
-    reason = "needs the .venv of scripts/test.sh, up to date with pyproject.toml and the lock"
+    reason = (
+        "needs the .venv of scripts/test.sh (and its redis-6.2), up to date with "
+        "pyproject.toml and the lock"
+    )
     if redis_required():
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
@@ -101,3 +110,40 @@ def test_make_test_installs_chromium_without_recommended_packages(tmp_path: Path
         "update -q",
         "install -y --no-install-recommends -q chromium",
     ]
+
+
+def test_make_demo_ends_without_a_make_error_on_ctrl_c() -> None:
+    """Ctrl-C (SIGINT to the terminal's process group) stops the served chat demo cleanly:
+    the demo exits 0, so make prints no ``make: *** [...] Error 130``."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    # Not the caller's make variables: under `make test-matrix ARGS=...` they would reach the demo.
+    drop = ("CI", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASGI_REDIS_") and k not in drop}
+    make = subprocess.Popen(
+        ["make", "demo", "ARGS="],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert make.stdout is not None
+    lines: list[str] = []
+    try:
+        while not lines or "Press Ctrl-C" not in lines[-1]:
+            line = make.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        os.killpg(make.pid, signal.SIGINT)
+        rest = make.stdout.read()
+        make.wait(timeout=30)
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+            make.wait()
+        make.stdout.close()
+    output = "".join(lines) + rest
+    assert "Done: every process stopped" in rest, output
+    assert "make: ***" not in output and "Error 130" not in output, output

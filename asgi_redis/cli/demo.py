@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DemoError as exc:  # the chat's ChatDemoError included
         print(f"Demo failed: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the chat serves, or in --check or --plain: unfinished
         print("\nInterrupted: every process stopped, temp dirs removed.", file=sys.stderr)
         return 130
     print("Done: every process stopped, server stopped, temp dirs removed.")

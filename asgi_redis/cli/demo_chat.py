@@ -295,12 +295,16 @@ def check(stack: ChatStack) -> None:
 
 
 def serve(stack: ChatStack) -> None:
-    """Print the URLs and wait until Ctrl-C, or until a process dies (an error)."""
-    print("\nOpen the two servers in two browser tabs and chat across processes:")
-    for child, url in zip(stack.servers, stack.urls, strict=True):
-        print(f"  {child.role}: {url}")
-    print(f"Type '/shout text' to go through the worker on {WORKER_CHANNEL!r}.")
-    print(f"Process output: {stack.log_dir}. Press Ctrl-C to stop everything.")
-    while not (dead := stack.dead()):
-        time.sleep(0.5)
+    """Print the URLs and wait until Ctrl-C (returns), or until a process dies (an error)."""
+    try:  # from the first line on: a Ctrl-C right after the prompt must not escape as 130
+        print("\nOpen the two servers in two browser tabs and chat across processes:")
+        for child, url in zip(stack.servers, stack.urls, strict=True):
+            print(f"  {child.role}: {url}")
+        print(f"Type '/shout text' to go through the worker on {WORKER_CHANNEL!r}.")
+        print(f"Process output: {stack.log_dir}. Press Ctrl-C to stop everything.", flush=True)
+        while not (dead := stack.dead()):
+            time.sleep(0.5)
+    except KeyboardInterrupt:  # the way this mode ends: stop everything, exit 0 (not 130)
+        print("\nCtrl-C: stopping every process of the demo ...")
+        return
     raise stack.failure("a process of the chat demo stopped", dead)

@@ -66,13 +66,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the layer's expiry in s, for ages (default 60)",
     )
     parser.add_argument(
-        "--group-expiry", type=positive_int, default=86400, help="the layer's group_expiry in s"
+        "--group-expiry",
+        type=positive_int,
+        default=86400,
+        help="the layer's group_expiry in s (default %(default)s)",
     )
     parser.add_argument(
         "--heartbeat",
         type=float,
         default=config.DEFAULT_HEARTBEAT_S,
-        help="the layer's heartbeat in s, for heartbeat ages",
+        help="the layer's heartbeat in s, for heartbeat ages (default %(default)s)",
     )
     parser.add_argument(
         "--watch", type=float, metavar="SECONDS", help="print a new report every SECONDS"

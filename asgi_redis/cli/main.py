@@ -372,7 +372,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    bench_cmd = commands.add_parser("bench", help="a short benchmark against channels_redis")
+    bench_cmd = commands.add_parser(
+        "bench",
+        help="a short benchmark against channels_redis",
+        description="A short benchmark of asgi_redis and, when it is installed, channels_redis "
+        "on the same Redis server: send/receive throughput, ping-pong latency, group_send, many "
+        "channels, memory per message and raw redis-py baselines. Prints medians and the ratio "
+        "asgi_redis / channels_redis. Without --hosts it starts a private redis-server on a "
+        "free port. benchmarks/bench.py is the full run.",
+    )
     bench_cmd.add_argument(
         "--hosts", metavar="URL", help="Redis server URL (default: start a private redis-server)"
     )

@@ -95,6 +95,8 @@ def error_counts(cluster: RedisClusterServers) -> Counter[str]:
             continue
         for name, value in cluster.client(node).info("errorstats").items():
             code = str(name).removeprefix("errorstat_")
+            if isinstance(value, str):  # redis-py < 5.1 leaves "count=N" unparsed
+                value = dict(item.split("=") for item in value.split(","))
             counts[code] += int(value["count"] if isinstance(value, dict) else value)
     return counts
 
