@@ -78,10 +78,21 @@ def accepts_connections(url: str) -> bool:
         return False
 
 
+def answer_ctrl_c() -> None:
+    """In the child: SIGINT at its default, as under a terminal, even where the test runner
+    was started with SIGINT ignored (a background job of a non-interactive shell)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_every_process_and_removes_the_temp_dir() -> None:
     """Ctrl-C as a terminal sends it: SIGINT to the demo's whole process group."""
     demo = subprocess.Popen(
-        DEMO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        DEMO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=answer_ctrl_c,
     )
     assert demo.stdout is not None
     lines: list[str] = []

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import redis_required
+from tests.test_demo import answer_ctrl_c
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_EXTRAS = "test,bench,cryptography,dev,demo"
@@ -128,6 +129,7 @@ def test_make_demo_ends_without_a_make_error_on_ctrl_c() -> None:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=answer_ctrl_c,
     )
     assert make.stdout is not None
     lines: list[str] = []
