@@ -640,7 +640,10 @@ async def test_group_add_while_the_group_directory_is_half_migrated(
 
 
 async def test_liveness_mark_is_refreshed_while_its_slot_is_half_migrated(
-    redis_cluster: RedisClusterServers, cluster_urls: list[str], monkeypatch: pytest.MonkeyPatch
+    redis_cluster: RedisClusterServers,
+    cluster_urls: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(asgi_redis.cluster, "REDIRECT_DEADLINE_S", SHORT_DEADLINE_S)
     heartbeat_s = 0.3
@@ -668,7 +671,8 @@ async def test_liveness_mark_is_refreshed_while_its_slot_is_half_migrated(
             )
         finally:
             await asyncio.to_thread(redis_cluster.finish_migration, migration)
-    assert remaining_ms > 0
+    # Seen once under heavy load (PTTL -2): the failed beats' warnings say why.
+    assert remaining_ms > 0, [record.getMessage() for record in caplog.records]
 
 
 async def test_group_send_to_a_copy_already_moved_runs_on_the_ask_target(
