@@ -188,7 +188,8 @@ def fill_100k_keys(url: str) -> int:
         for number in range(GROUPS - 1):
             written += plant_group(pipe, f"group{number}", [f"queue{number}"])
         for number in range(CLIENTS):
-            pipe.set(keys.heartbeat_key("asgi:", f"specific.c{number}!"), 1, px=15_000)
+            # Long enough to outlive filling and scanning on a loaded machine (15 s did not).
+            pipe.set(keys.heartbeat_key("asgi:", f"specific.c{number}!"), 1, px=55_000)
         written += CLIENTS
         written += plant_group(pipe, "biggest", [f"m{n}" for n in range(50)])
         pipe.execute()
