@@ -84,6 +84,7 @@ def workloads_for(sizes: Sizes) -> list[Workload]:
         bench_scale.many_channels(sizes, "many_channels_pubsub", (THEIRS_PUBSUB,)),
     ]
     result += [bench_scale.many_waiting(count) for count in sizes.waiting_channels]
+    result += [bench_scale.trickle(count) for count in sizes.trickle_channels]
     result += [bench_scale.client_memory(sizes.waiting_receives)]
     return result
 
@@ -182,7 +183,9 @@ def benchmark(url: str, args: argparse.Namespace) -> None:
     keys = table_order(workloads)
     cli.print_table(results, keys)
     group_sizes = [members for members, _ in sizes.group_calls]
-    verdicts = targets.verdicts(results, group_sizes, list(sizes.waiting_channels))
+    verdicts = targets.verdicts(
+        results, group_sizes, list(sizes.waiting_channels), sizes.trickle_channels
+    )
     targets.print_verdicts(verdicts)
     extra = [] if args.no_encryption else encryption_section(url, sizes, reps)
     if not args.no_hiredis:
