@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import commands, keys
 from .buffers import now_ms
 from .connections import BLOCK_TIMEOUT_S
+from .errors import PopUnblockedError
 from .routes import Route
 from .sidetask import BACKOFF_MAX_S, BACKOFF_MIN_S
 
@@ -162,6 +163,8 @@ class Reader:
                     if not await self._read_once():
                         return
                     backoff_s = BACKOFF_MIN_S
+                except PopUnblockedError as exc:  # nothing was popped: pop again at once
+                    logger.info("Redis at %s ended a blocking pop: %s", self._label, exc)
                 except TRANSIENT_ERRORS as exc:
                     if not self._reached:  # a typo or a server that is not up: say so now
                         self._on_unreachable(exc)
@@ -284,6 +287,7 @@ class Reader:
                     "receive",
                     lambda client: commands.single_pop(client, order, BLOCK_TIMEOUT_S),
                     wait_split=False,
+                    blocking_pops=True,
                 )
         finally:
             self._blocking_on = None
@@ -300,6 +304,7 @@ class Reader:
                 "receive",
                 lambda client: commands.multi_pop(client, order, count, BLOCK_TIMEOUT_S),
                 wait_split=False,
+                blocking_pops=True,
             )
         except ResponseError as exc:
             if "unknown command" not in str(exc).lower():
