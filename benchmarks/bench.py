@@ -33,6 +33,7 @@ from pathlib import Path
 if importlib.util.find_spec("asgi_redis") is None:  # a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import loops
 import parsers
 import redis.asyncio as aioredis
 import report
@@ -188,6 +189,8 @@ def benchmark(url: str, args: argparse.Namespace) -> None:
     )
     targets.print_verdicts(verdicts)
     extra = [] if args.no_encryption else encryption_section(url, sizes, reps)
+    if not args.no_uvloop:
+        extra += ["", *loops.section(url, sizes, reps, results)]
     if not args.no_hiredis:
         extra += ["", *parsers.section(url, args.quick, reps)]
     elapsed = f"total {time.perf_counter() - started:.0f} s"
@@ -208,6 +211,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-encryption", action="store_true", help="skip the encryption table")
     parser.add_argument(
         "--no-hiredis", action="store_true", help="skip the hiredis / pure-Python comparison"
+    )
+    parser.add_argument(
+        "--no-uvloop", action="store_true", help="skip the hot-path rows under uvloop"
     )
     return parser.parse_args(argv)
 
