@@ -164,7 +164,7 @@ class Writer:
         self._fail_pending(RedisConnectionError("the connection was closed"))
         connection, self._connection = self._connection, None
         if connection is not None:
-            await connection.disconnect()  # waits until the socket is closed
+            await connection.disconnect(nowait=True)
 
 
 _closing: set[asyncio.Task[Any]] = set()
