@@ -1,13 +1,13 @@
 """Auto-pipelining: script calls issued in one event-loop turn share one round trip.
 
-Many tasks sending at once would otherwise each take a pooled connection and wait for their own
-reply. Here a call on a client (one client per event loop and server, see ``connections``) that
-has nothing else on the wire is sent at once as a plain EVALSHA, so a lone caller pays nothing
-(it writes on the client's dedicated connection, see ``writer``). Otherwise the first call of a
-loop turn opens a batch and schedules its flush with ``loop.call_soon``; every call made before
-that callback runs joins it. The flush sends a batch of one as a plain EVALSHA from its
-caller's own task, and a larger one as one non-transactional pipeline, then hands each caller
-its own reply or error.
+Many tasks sending at once would otherwise each take a pooled connection and wait for
+their own reply. Here a call on a client (one client per event loop and server, see
+``connections``) that has nothing else on the wire is sent at once as a plain EVALSHA, so a
+lone caller pays nothing. Otherwise the first call of a loop turn opens a batch and
+schedules its flush with ``loop.call_soon``; every call made before that callback runs
+joins it. The flush sends a batch of one as a plain EVALSHA from its caller's own task, and
+a larger one as one non-transactional pipeline, then hands each caller its own reply or
+error.
 
 Nothing changes about what runs: each EVALSHA is still atomic on its own (a pipeline is
 not a transaction), a NOSCRIPT reply means that script did not run, so only those calls
@@ -34,7 +34,6 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from . import writer
 from .scripts import SCRIPTS, Arg, Script, ScriptCall, run
 
 __all__ = ["run_batched", "run_many"]
@@ -114,11 +113,10 @@ async def run_batched(client: Redis, name: str, keys: list[str], args: list[Arg]
 async def _run_counted(
     state: _State, client: Redis, name: str, keys: list[str], args: list[Arg]
 ) -> Any:
-    """``scripts.run`` on the client's dedicated connection (``writer``), counted as on the
-    wire so calls meanwhile form a batch."""
+    """``scripts.run``, counted as on the wire so calls meanwhile form a batch."""
     state.in_flight += 1
     try:
-        return await writer.run_script(client, name, keys, args)
+        return await run(client, name, keys, args)
     finally:
         state.in_flight -= 1
 
