@@ -48,6 +48,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import failures, keys
 from .config import Host
 from .connections import Connections
+from .errors import PopUnblockedError
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +60,24 @@ REDIRECT_DEADLINE_S = 10.0
 PAUSE_MIN_S = 0.01
 PAUSE_MAX_S = 0.2
 # Errors after which nothing ran: the command may be sent again.
-REDIRECTS = (MovedError, AskError, TryAgainError, ClusterDownError, MasterDownError)
-# Errors after which the slot map may be wrong (a node died or a failover is under way).
-STALE_MAP = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, MasterDownError)
+REDIRECTS = (
+    MovedError,
+    AskError,
+    TryAgainError,
+    ClusterDownError,
+    MasterDownError,
+    PopUnblockedError,
+)
+# Errors after which the slot map may be wrong (a node died, a failover is under way, or the
+# primary a blocking pop waited on turned into a replica).
+STALE_MAP = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    ClusterDownError,
+    MasterDownError,
+    PopUnblockedError,
+)
 
 
 class AskingPipeline(Pipeline):
@@ -205,22 +221,23 @@ class ClusterNodes:
 
     # -- clients ---------------------------------------------------------------------
 
-    def client_at(self, address: str) -> Redis:
-        """The running loop's client of the node at ``address`` (``host:port``)."""
+    def client_at(self, address: str, *, blocking_pops: bool = False) -> Redis:
+        """The running loop's client of the node at ``address`` (``host:port``); with
+        ``blocking_pops``, the one for readers' blocking pops (see ``Connections``)."""
         connections = self._nodes.get(address)
         if connections is None:
             name, _, port = address.rpartition(":")
             node = Host(None, {**self._host.options, "host": name, "port": int(port)})
             connections = self._nodes[address] = Connections(node, self._on_loop_close)
-        return connections.client()
+        return connections.client(blocking_pops=blocking_pops)
 
-    def client_for(self, tag_index: int) -> Redis:
+    def client_for(self, tag_index: int, *, blocking_pops: bool = False) -> Redis:
         """The running loop's client of the primary owning tag ``tag_index``."""
-        return self.client_at(self._owner[tag_index])
+        return self.client_at(self._owner[tag_index], blocking_pops=blocking_pops)
 
-    def asking_client(self, exc: AskError) -> Redis:
+    def asking_client(self, exc: AskError, *, blocking_pops: bool = False) -> Redis:
         """A client of an ASK target that sends ``ASKING`` before each command."""
-        target = self.client_at(address_of(exc.host, exc.port))
+        target = self.client_at(address_of(exc.host, exc.port), blocking_pops=blocking_pops)
         return AskingRedis(connection_pool=target.connection_pool)
 
     async def close(self) -> None:
@@ -243,6 +260,7 @@ class ClusterNodes:
         call: Callable[[Redis], Awaitable[T]],
         *,
         wait_split: bool = True,
+        blocking_pops: bool = False,
     ) -> T:
         """``call`` with the client of the tag's owner, following redirections.
 
@@ -250,12 +268,17 @@ class ClusterNodes:
         ``REDIRECT_DEADLINE_S``; any other error is raised naming ``operation`` and the cluster.
         Without ``wait_split`` a TRYAGAIN (keys split by a slot migration) is raised at once,
         for a caller that has another way (the reader pops key by key meanwhile).
+        ``blocking_pops`` picks the clients kept for readers' blocking pops.
         """
         with failures.naming(operation, self.label):
-            return await self._follow(tag_index, call, wait_split)
+            return await self._follow(tag_index, call, wait_split, blocking_pops)
 
     async def _follow(
-        self, tag_index: int, call: Callable[[Redis], Awaitable[T]], wait_split: bool
+        self,
+        tag_index: int,
+        call: Callable[[Redis], Awaitable[T]],
+        wait_split: bool,
+        blocking_pops: bool = False,
     ) -> T:
         """The loop of ``run``, with redis-py's own errors."""
         deadline = time.monotonic() + REDIRECT_DEADLINE_S
@@ -264,7 +287,11 @@ class ClusterNodes:
         redirected = 0
         while True:
             await self.ready()
-            client = self.client_for(tag_index) if asked is None else self.asking_client(asked)
+            client = (
+                self.client_for(tag_index, blocking_pops=blocking_pops)
+                if asked is None
+                else self.asking_client(asked, blocking_pops=blocking_pops)
+            )
             try:
                 return await call(client)
             except Exception as exc:

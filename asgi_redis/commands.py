@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from . import keys
-from .errors import SEND_QUEUED
+from .errors import SEND_QUEUED, PopUnblockedError
 from .pipelining import run_batched, run_many
 from .scripts import Arg, ScriptCall, run
 
@@ -259,9 +260,17 @@ async def multi_pop(
 ) -> tuple[str, list[bytes]] | None:
     """BLMPOP: up to ``count`` entries from the first non-empty of ``queues``, or None.
 
-    Raises ``ResponseError`` on servers without BLMPOP (Redis < 7).
+    Raises ``ResponseError`` on servers without BLMPOP (Redis < 7), ``PopUnblockedError``
+    when Redis ended the pop without popping.
     """
-    result = await client.blmpop(timeout_s, len(queues), *queues, direction="LEFT", count=count)
+    try:
+        result = await client.blmpop(
+            timeout_s, len(queues), *queues, direction="LEFT", count=count
+        )
+    except ResponseError as exc:
+        if str(exc).startswith("UNBLOCKED"):
+            raise PopUnblockedError(f"Redis ended a blocking pop without popping: {exc}") from exc
+        raise
     if result is None:
         return None
     popped_from, entries = result
@@ -271,8 +280,16 @@ async def multi_pop(
 async def single_pop(
     client: Redis, queues: Sequence[str], timeout_s: float
 ) -> tuple[str, list[bytes]] | None:
-    """BLPOP (for Redis < 7): one entry from the first non-empty of ``queues``, or None."""
-    result = await client.blpop(list(queues), timeout=timeout_s)
+    """BLPOP (for Redis < 7): one entry from the first non-empty of ``queues``, or None.
+
+    Raises ``PopUnblockedError`` when Redis ended the pop without popping.
+    """
+    try:
+        result = await client.blpop(list(queues), timeout=timeout_s)
+    except ResponseError as exc:
+        if str(exc).startswith("UNBLOCKED"):
+            raise PopUnblockedError(f"Redis ended a blocking pop without popping: {exc}") from exc
+        raise
     if result is None:
         return None
     return _text(result[0]), [_data(result[1])]

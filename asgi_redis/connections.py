@@ -16,12 +16,16 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from .config import Host, SentinelService
+from .keys import TAG_COUNT
 from .redis_options import BLOCK_TIMEOUT_S, SOCKET_TIMEOUT_S
 
 __all__ = ["BLOCK_TIMEOUT_S", "SOCKET_TIMEOUT_S", "Connections", "make_client"]
 
 logger = logging.getLogger(__name__)
 
+# The most readers that share one server's blocking-pops pool: one per loop on a server, one
+# per tag on a cluster node.
+BLOCKING_POOL_SIZE = TAG_COUNT
 # Sentinels answer short queries; an unreachable one should not hold up asking the next.
 SENTINEL_TIMEOUT_S = 2
 
@@ -137,9 +141,16 @@ def sentinel_options(service: SentinelService) -> dict[str, Any]:
     }
 
 
-def make_client(host: Host) -> Redis:
-    """A client whose pool waits for a free connection instead of failing under load."""
+def make_client(host: Host, *, blocking_pops: bool = False) -> Redis:
+    """A client whose pool waits for a free connection instead of failing under load.
+
+    With ``blocking_pops`` the client is for readers' blocking pops only: its own pool, of at
+    most one connection per reader that can share it (``BLOCKING_POOL_SIZE``), so blocking
+    pops never take the connections sends and scripts use.
+    """
     options = pool_options(host)
+    if blocking_pops:
+        options["max_connections"] = BLOCKING_POOL_SIZE
     if host.sentinel is not None:
         # redis-py < 8.2 leaves Sentinel.__init__ untyped; 8.2 types it (so "unused" too).
         sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
@@ -159,7 +170,11 @@ def make_client(host: Host) -> Redis:
 
 
 class Connections:
-    """One client per running event loop, created on first use, closed with its loop.
+    """Two clients per running event loop, created on first use, closed with its loop.
+
+    ``client()`` serves sends, scripts and everything else; ``client(blocking_pops=True)``
+    serves only the readers' blocking pops, from a pool of its own, so a reader waiting in
+    every tag of a cluster cannot leave sends without a connection.
 
     ``on_loop_close`` runs inside a loop just before that loop closes (``async_to_sync`` and
     ``asyncio.run`` close theirs), so sockets and buffered messages are dealt with while the
@@ -170,15 +185,19 @@ class Connections:
         self._host = host
         self._on_loop_close = on_loop_close
         self._clients: dict[asyncio.AbstractEventLoop, Redis] = {}
+        self._blocking: dict[asyncio.AbstractEventLoop, Redis] = {}
 
-    def client(self) -> Redis:
+    def client(self, *, blocking_pops: bool = False) -> Redis:
         """The client of the running loop (clients of closed loops are dropped)."""
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
+        clients = self._blocking if blocking_pops else self._clients
+        client = clients.get(loop)
         if client is None:
             self._drop_closed_loops()
-            client = self._clients[loop] = make_client(self._host)
-            self._close_with(loop)
+            known = loop in self._clients or loop in self._blocking
+            client = clients[loop] = make_client(self._host, blocking_pops=blocking_pops)
+            if not known:
+                self._close_with(loop)
         return client
 
     def _close_with(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -186,7 +205,8 @@ class Connections:
         original_close = loop.close
 
         def close() -> None:
-            if loop in self._clients and not loop.is_running() and not loop.is_closed():
+            ours = loop in self._clients or loop in self._blocking
+            if ours and not loop.is_running() and not loop.is_closed():
                 try:
                     loop.run_until_complete(self._on_loop_close())
                 except Exception as exc:
@@ -198,16 +218,24 @@ class Connections:
 
     def _drop_closed_loops(self) -> None:
         """Forget clients whose loop is closed: their sockets died with it."""
-        for loop in [loop for loop in self._clients if loop.is_closed()]:
-            del self._clients[loop]
+        for clients in (self._clients, self._blocking):
+            for loop in [loop for loop in clients if loop.is_closed()]:
+                del clients[loop]
 
     async def close(self) -> None:
-        """Close the running loop's client and forget the others."""
+        """Close the running loop's clients and forget the others."""
         loop = asyncio.get_running_loop()
-        client = self._clients.pop(loop, None)
+        found = [self._clients.pop(loop, None), self._blocking.pop(loop, None)]
         self._drop_closed_loops()
-        if client is not None:
-            await close_client(client)
+        errors: list[Exception] = []
+        for client in found:
+            if client is not None:
+                try:
+                    await close_client(client)
+                except Exception as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 async def close_client(client: Redis) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from redis.exceptions import OutOfMemoryError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 if TYPE_CHECKING:
     _Base = Exception
@@ -51,4 +51,13 @@ class RedisOutOfMemoryError(OutOfMemoryError):
     Raised by ``send``, ``group_add`` and the other calls that write; a subclass of
     redis-py's ``OutOfMemoryError`` (a ``ResponseError``), never ``ChannelFull``: the
     channel may have room, the server has none. Writes work again once memory is freed.
+    """
+
+
+class PopUnblockedError(ResponseError):
+    """Redis ended a reader's blocking pop without popping anything (a ``-UNBLOCKED`` reply).
+
+    Redis says so after ``CLIENT UNBLOCK <id> ERROR``, or when the primary a reader blocks on
+    turns into a replica (a failover). Nothing was taken, so nothing is lost: the reader pops
+    again at once (on a cluster after reading the slot map again). Callers never see it.
     """

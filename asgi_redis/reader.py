@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import commands, keys
 from .buffers import now_ms
 from .connections import BLOCK_TIMEOUT_S
+from .errors import PopUnblockedError
 from .routes import Route
 from .sidetask import BACKOFF_MAX_S, BACKOFF_MIN_S
 
@@ -32,10 +33,11 @@ TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 STOP_TIMEOUT_S = BLOCK_TIMEOUT_S + 2
 # Queues per receive-script call when sweeping, so no call holds Redis for long.
 SWEEP_CHUNK = 500
-# From this many wanted queues on, the reader always sweeps after a pop.
+# From this many wanted queues on, a sweep always pays after a pop.
 SWEEP_MIN_QUEUES = 200
-# Below it a blocking pop is cheap and a sweep that finds nothing only adds a round trip: the
-# reader sweeps after a pop while sweeps find something, and tries again every this many pops.
+# Below it a blocking pop is cheap and a sweep that finds nothing only adds a round trip: a
+# sweep pays after a pop when the last sweep found something, and is tried again (a probe)
+# every this many pops.
 SWEEP_PROBE_EVERY = 8
 # While a slot migration refuses multi-key pops, how long to wait after one-key pops found
 # nothing (they cannot block).
@@ -81,10 +83,11 @@ class Reader:
         self._woken = False
         self._stopping = False
         self._reached = False
+        # The state of the rule (see ``_read_once``): what the last pop or sweep decided, and
+        # how many more popping pops before a sweep is tried again (0: after the next one).
         self._multi_pop = True  # BLMPOP until the server says it has none
-        self._sweep_due = False  # the last pop brought something: look at every queue next
-        self._sweeps_pay = True  # the last sweep found something
-        self._pops_since_sweep = 0
+        self._sweep_next = False
+        self._pops_to_probe = 0
 
     @property
     def running(self) -> bool:
@@ -163,6 +166,8 @@ class Reader:
                     if not await self._read_once():
                         return
                     backoff_s = BACKOFF_MIN_S
+                except PopUnblockedError as exc:  # nothing was popped: pop again at once
+                    logger.info("Redis at %s ended a blocking pop: %s", self._label, exc)
                 except TRANSIENT_ERRORS as exc:
                     if not self._reached:  # a typo or a server that is not up: say so now
                         self._on_unreachable(exc)
@@ -187,19 +192,25 @@ class Reader:
     async def _read_once(self) -> bool:
         """One round of popping; False when nobody waits any more.
 
-        A blocking pop returns one queue's batch, and carries every wanted queue: with many
-        waiting channels (``SWEEP_MIN_QUEUES`` or more) that costs O(queues) per message. So
-        once a pop has brought something, the reader sweeps: the receive script takes what
-        every wanted queue holds, in one call per ``SWEEP_CHUNK`` queues, until a sweep finds
-        nothing; only then does it block again. A burst to N channels then costs a few sweeps
-        instead of N blocking pops. With fewer queues it sweeps only while sweeps pay off
-        (probing again every ``SWEEP_PROBE_EVERY`` pops), so a trickle costs no extra trip.
+        The rule: **the reader blocks, unless its last pop or sweep brought something and a
+        sweep pays now, in which case it sweeps** (takes what every wanted queue holds, in
+        one receive-script call per ``SWEEP_CHUNK`` queues). A sweep pays after a sweep that
+        found something, and after a pop when ``SWEEP_MIN_QUEUES`` or more queues are wanted
+        or when the last sweep found something, or as a probe every ``SWEEP_PROBE_EVERY``
+        pops. Two exceptions: a server without BLMPOP (Redis < 7) always sweeps before it
+        blocks with BLPOP, and a slot migration that refuses multi-key pops makes it pop each
+        queue on its own. So a burst to N channels costs a few sweeps instead of N blocking
+        pops (each of which carries every wanted queue), and a trickle to a few channels
+        costs no extra round trip.
         """
         wanted = self._wanted()
         if not wanted:
             return False
         try:
-            await self._pop_or_sweep(wanted)
+            if self._sweep_next or not self._multi_pop:
+                await self._sweep_then(wanted)
+            else:
+                await self._block_then(wanted)
         except TryAgainError:
             # A Redis Cluster slot migration splits these keys: multi-key pops are refused
             # until it ends, one-key pops are not.
@@ -207,24 +218,26 @@ class Reader:
                 await asyncio.sleep(SPLIT_PAUSE_S)
         return True
 
-    async def _pop_or_sweep(self, wanted: dict[str, int]) -> None:
-        """A sweep when one is due, else a blocking pop (see ``_read_once``)."""
-        if self._sweep_due or not self._multi_pop:  # Redis < 7: always the script first
-            self._pops_since_sweep = 0
-            self._sweep_due = self._sweeps_pay = await self._sweep(wanted)
-            if self._sweep_due:
-                return
-            wanted = self._wanted()
-            if not wanted or self._stopping:
-                return
+    async def _sweep_then(self, wanted: dict[str, int]) -> None:
+        """Sweep; when that found nothing, block in the same round."""
+        found = await self._sweep(wanted)
+        self._sweep_next = found
+        self._pops_to_probe = 0 if found else SWEEP_PROBE_EVERY
+        if found:
+            return
+        wanted = self._wanted()
+        if wanted and not self._stopping:
+            await self._block_then(wanted)
+
+    async def _block_then(self, wanted: dict[str, int]) -> None:
+        """Block; after a pop that brought something, decide whether a sweep pays next."""
         popped = await self._block(wanted)
-        self._pops_since_sweep += popped
-        self._sweep_due = popped and (
-            len(wanted) >= SWEEP_MIN_QUEUES
-            or (
-                len(wanted) > 1
-                and (self._sweeps_pay or self._pops_since_sweep >= SWEEP_PROBE_EVERY)
-            )
+        if not popped:
+            self._sweep_next = False
+            return
+        self._pops_to_probe -= 1
+        self._sweep_next = len(wanted) >= SWEEP_MIN_QUEUES or (
+            len(wanted) > 1 and self._pops_to_probe <= 0
         )
 
     async def _pop_each(self, wanted: dict[str, int]) -> bool:
@@ -277,6 +290,7 @@ class Reader:
                     "receive",
                     lambda client: commands.single_pop(client, order, BLOCK_TIMEOUT_S),
                     wait_split=False,
+                    blocking_pops=True,
                 )
         finally:
             self._blocking_on = None
@@ -293,6 +307,7 @@ class Reader:
                 "receive",
                 lambda client: commands.multi_pop(client, order, count, BLOCK_TIMEOUT_S),
                 wait_split=False,
+                blocking_pops=True,
             )
         except ResponseError as exc:
             if "unknown command" not in str(exc).lower():

@@ -29,12 +29,18 @@ class Route(Protocol):
     wake_tag: str | None
 
     async def run(
-        self, operation: str, call: Callable[[Redis], Awaitable[T]], *, wait_split: bool = True
+        self,
+        operation: str,
+        call: Callable[[Redis], Awaitable[T]],
+        *,
+        wait_split: bool = True,
+        blocking_pops: bool = False,
     ) -> T:
         """``call`` with this route's client; errors name ``operation``.
 
         On a cluster, ``wait_split=False`` raises a TRYAGAIN at once instead of waiting for a
-        slot migration to end.
+        slot migration to end. ``blocking_pops`` runs ``call`` on the client kept for the
+        readers' blocking pops, whose pool sends never use (see ``Connections``).
         """
 
 
@@ -47,11 +53,16 @@ class ServerRoute:
         self.wake_tag: str | None = None
 
     async def run(
-        self, operation: str, call: Callable[[Redis], Awaitable[T]], *, wait_split: bool = True
+        self,
+        operation: str,
+        call: Callable[[Redis], Awaitable[T]],
+        *,
+        wait_split: bool = True,
+        blocking_pops: bool = False,
     ) -> T:
         # As failures.naming, without a context manager's cost on the hot path.
         try:
-            return await call(self._connections.client())
+            return await call(self._connections.client(blocking_pops=blocking_pops))
         except RedisError as exc:
             described = failures.describe(exc, operation, self.label)
             if described is None:
@@ -69,6 +80,13 @@ class TagRoute:
         self.wake_tag: str | None = keys.TAGS[tag_index]
 
     async def run(
-        self, operation: str, call: Callable[[Redis], Awaitable[T]], *, wait_split: bool = True
+        self,
+        operation: str,
+        call: Callable[[Redis], Awaitable[T]],
+        *,
+        wait_split: bool = True,
+        blocking_pops: bool = False,
     ) -> T:
-        return await self._nodes.run(self._tag_index, operation, call, wait_split=wait_split)
+        return await self._nodes.run(
+            self._tag_index, operation, call, wait_split=wait_split, blocking_pops=blocking_pops
+        )

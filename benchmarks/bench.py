@@ -34,6 +34,7 @@ from pathlib import Path
 if importlib.util.find_spec("asgi_redis") is None:  # a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import loops
 import parsers
 import redis.asyncio as aioredis
 import report
@@ -97,6 +98,7 @@ def workloads_for(sizes: Sizes) -> list[Workload]:
         bench_scale.many_channels(sizes, "many_channels_pubsub", (THEIRS_PUBSUB,)),
     ]
     result += [bench_scale.many_waiting(count) for count in sizes.waiting_channels]
+    result += [bench_scale.trickle(count) for count in sizes.trickle_channels]
     result += [bench_scale.client_memory(sizes.waiting_receives)]
     return result
 
@@ -196,12 +198,16 @@ def benchmark(url: str, args: argparse.Namespace) -> None:
     cli.print_table(results, keys)
     group_sizes = [members for members, _ in sizes.group_calls]
     shapes = [f"{processes}x{members}" for processes, members, _ in sizes.broadcast_shapes]
-    verdicts = targets.verdicts(results, group_sizes, list(sizes.waiting_channels), shapes)
+    verdicts = targets.verdicts(
+        results, group_sizes, list(sizes.waiting_channels), shapes, sizes.trickle_channels
+    )
     if args.only:  # only the targets of the workloads that ran
         verdicts = [v for v in verdicts if any(name in v.target for name in args.only)]
     if verdicts:
         targets.print_verdicts(verdicts)
     extra = [] if args.no_encryption else encryption_section(url, sizes, reps)
+    if not args.no_uvloop:
+        extra += ["", *loops.section(url, sizes, reps, results)]
     if not args.no_hiredis:
         extra += ["", *parsers.section(url, args.quick, reps)]
     elapsed = f"total {time.perf_counter() - started:.0f} s"
@@ -228,6 +234,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-encryption", action="store_true", help="skip the encryption table")
     parser.add_argument(
         "--no-hiredis", action="store_true", help="skip the hiredis / pure-Python comparison"
+    )
+    parser.add_argument(
+        "--no-uvloop", action="store_true", help="skip the hot-path rows under uvloop"
     )
     return parser.parse_args(argv)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from asgi_redis.cli.bench import OURS, THEIRS, THEIRS_PUBSUB
@@ -75,22 +75,24 @@ def raw_latency_target(maximum: float) -> Check:
     return check
 
 
-def flat_waiting_target(base: int, size: int, minimum: float) -> Check:
+def flat_waiting_target(
+    base: int, size: int, minimum: float, kind: str = "many_waiting", label: str = "many waiting"
+) -> Check:
     """Delivery rate to ``size`` waiting channels as a fraction of the rate to ``base``."""
 
     def check(results: Results) -> Verdict:
-        small = results.median(f"many_waiting_{base}", OURS)
-        large = results.median(f"many_waiting_{size}", OURS)
+        small = results.median(f"{kind}_{base}", OURS)
+        large = results.median(f"{kind}_{size}", OURS)
         value = large / small if small and not math.isnan(small) else math.nan
-        theirs_small = results.median(f"many_waiting_{base}", THEIRS)
-        theirs_large = results.median(f"many_waiting_{size}", THEIRS)
+        theirs_small = results.median(f"{kind}_{base}", THEIRS)
+        theirs_large = results.median(f"{kind}_{size}", THEIRS)
         theirs = theirs_large / theirs_small if theirs_small > 0 else math.nan
         measured = (
             f"{value:.0%} ({fmt(large, 'n')} vs {fmt(small, 'n')} msgs/s; "
             f"channels_redis {'n/a' if math.isnan(theirs) else f'{theirs:.0%}'})"
         )
         return Verdict(
-            f"many waiting channels N={size:,} >= {minimum:.0%} of N={base:,}",
+            f"{label} channels N={size:,} >= {minimum:.0%} of N={base:,}",
             measured,
             at_least(value, minimum),
         )
@@ -239,14 +241,23 @@ def broadcast_checks(shapes: list[str]) -> list[Check]:
 
 
 def checks(
-    group_sizes: list[int], waiting_sizes: list[int], shapes: list[str] | None = None
+    group_sizes: list[int],
+    waiting_sizes: list[int],
+    shapes: list[str] | None = None,
+    trickle_sizes: Sequence[int] = (),
 ) -> list[Check]:
-    """Every target of the issues, in the order issue 10 lists them, then issue 17's."""
+    """Every target of the issues, in the order issue 10 lists them (issue 19's among them),
+    then issues 20's and 17's."""
     base, larger = waiting_sizes[0], [size for size in waiting_sizes if size >= 4000]
+    trickle = [
+        flat_waiting_target(trickle_sizes[0], size, 0.8, "trickle", "trickle to waiting")
+        for size in trickle_sizes[1:]
+    ]
     return [
         raw_fraction_target("send_receive_named", "send_receive named", 0.9),
-        raw_fraction_target("send_receive_local", "send_receive process-local", 0.9),
-        raw_latency_target(1.25),
+        # issue 19: process-local pays a third command (its count release)
+        raw_fraction_target("send_receive_local", "send_receive process-local", 0.8),
+        raw_latency_target(1.3),
         ratio_target("send_receive_named", "send_receive named", 3),
         ratio_target("send_receive_local", "send_receive process-local", 3),
         ratio_target("ping_pong_p50", "ping_pong p50 (theirs/ours)", 3, higher_is_better=False),
@@ -258,6 +269,7 @@ def checks(
         ratio_target("group_send_local_10000", "group_send 10,000 process-local", 4),
         memory_target,
         bytes_flat_target(group_sizes),
+        *trickle,
         *SYNC_TARGETS,
         *broadcast_checks(shapes or []),
     ]
@@ -268,9 +280,12 @@ def verdicts(
     group_sizes: list[int],
     waiting_sizes: list[int],
     shapes: list[str] | None = None,
+    trickle_sizes: Sequence[int] = (),
 ) -> list[Verdict]:
     """Evaluate every target (``shapes``: the broadcast shapes run, ``"4x250"`` ...)."""
-    return [check(results) for check in checks(group_sizes, waiting_sizes, shapes)]
+    return [
+        check(results) for check in checks(group_sizes, waiting_sizes, shapes, trickle_sizes)
+    ]
 
 
 def print_verdicts(items: list[Verdict]) -> None:

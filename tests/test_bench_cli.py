@@ -238,6 +238,31 @@ async def test_sync_floor_is_measured_for_one_and_eight_threads(redis_url: str) 
     assert metrics["raw_sync_floor"] > 0 and metrics["raw_sync_floor_x8"] > 0
 
 
+@pytest.mark.parametrize("kind", [OURS, THEIRS])
+async def test_trickle_delivers_one_message_to_each_waiting_channel(
+    redis_url: str, kind: str
+) -> None:
+    spec = LayerSpec(kind, kind, redis_url, "benchtrickle:")
+    metrics = await bench_scale.trickle(30).run(spec)
+    assert metrics["trickle_30"] > 0
+
+
+def test_the_uvloop_section_puts_both_loops_side_by_side(redis_url: str) -> None:
+    pytest.importorskip("uvloop")  # the bench extra installs it; the layer never needs it
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    sys.path.insert(0, str(folder))
+    try:
+        import loops  # benchmarks/ is not a package
+    finally:
+        sys.path.remove(str(folder))
+    sizes = Sizes(messages=20, round_trips=10, trickle_channels=(5, 10))
+    lines = loops.section(redis_url, sizes, 1, main.Results())
+    rows = [line for line in lines if line.startswith("| ") and "unit" not in line][1:]
+    assert len(rows) == 9  # send_receive x2, raw pair, ping_pong x2, raw ping_pong x2, trickle x2
+    assert all(line.count("|") == 8 for line in rows)
+    assert "n/a" not in "".join(row.split("|")[5] for row in rows)  # uvloop: asgi_redis
+
+
 async def test_client_memory_is_measured_per_waiting_receive(redis_url: str) -> None:
     spec = LayerSpec(OURS, OURS, redis_url, "benchidle:")
     metrics = await bench_scale.client_memory(50).run(spec)

@@ -152,6 +152,28 @@ async def test_first_use_by_many_tasks_at_once(
         assert got == [{"n": n} for n in range(200)]
 
 
+async def test_receives_waiting_in_every_tag_leave_the_pool_to_sends(
+    redis_cluster: RedisClusterServers, cluster_urls: Any
+) -> None:
+    # 64 tag readers block on three nodes; with their pops on the pool that sends use (3
+    # connections per node here) a send would wait for a pop to time out, or forever.
+    hosts = cluster_hosts(redis_cluster, max_connections=3)
+    async with RedisChannelLayer(hosts=hosts) as layer:
+        waiting = [names_in_tag("idle", tag, 1)[0] for tag in range(keys.TAG_COUNT)]
+        receives = [asyncio.ensure_future(layer.receive(name)) for name in waiting]
+        try:
+            await asyncio.sleep(0.5)  # every reader is blocking now
+            for number in range(20):
+                await asyncio.wait_for(layer.send("busy", {"n": number}), 2)
+            assert await receive_n(layer, "busy", 20) == [{"n": n} for n in range(20)]
+            await asyncio.wait_for(layer.send(waiting[-1], {"type": "last"}), 2)
+            assert await asyncio.wait_for(receives[-1], 5) == {"type": "last"}
+        finally:
+            for task in receives:
+                task.cancel()
+            await asyncio.gather(*receives, return_exceptions=True)
+
+
 def command_calls(cluster: RedisClusterServers, command: str) -> int:
     """How often ``command`` ran on the primaries (INFO commandstats)."""
     total = 0

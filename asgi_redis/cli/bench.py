@@ -120,6 +120,7 @@ class Sizes:
     many_channels: int = 1000
     many_messages: int = 10
     waiting_channels: tuple[int, ...] = (100, 1000, 4000, 10000)
+    trickle_channels: tuple[int, ...] = (100, 4000)
     waiting_receives: int = 10000
     memory_messages: int = 10000
     script_keys: tuple[int, ...] = (1000, 10000)
@@ -144,6 +145,7 @@ class Sizes:
             broadcast_shapes=tuple((p, m, scale(n)) for p, m, n in self.broadcast_shapes),
             many_messages=scale(self.many_messages),
             waiting_channels=tuple(sorted({scale(count) for count in self.waiting_channels})),
+            trickle_channels=tuple(sorted({scale(count) for count in self.trickle_channels})),
             waiting_receives=scale(self.waiting_receives),
             memory_messages=scale(self.memory_messages),
             script_calls=scale(self.script_calls),

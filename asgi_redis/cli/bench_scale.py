@@ -2,8 +2,10 @@
 
 ``many_channels`` is the incumbent's own benchmark (every sender and receiver a task);
 ``many_waiting`` delivers one message to each of N channels that already have a receive
-waiting, the cost a server with N idle websocket consumers pays; ``client_memory`` is what
-those waiting receives cost the client process.
+waiting, the cost a server with N idle websocket consumers pays, in bursts of concurrent
+sends; ``trickle`` does the same one awaited send at a time (what a quiet server with N
+idle consumers sees); ``client_memory`` is what those waiting receives cost the client
+process.
 """
 
 from __future__ import annotations
@@ -159,6 +161,40 @@ def many_waiting(count: int) -> Workload:
         return {key: rounds * count / elapsed_s}
 
     return Workload(f"many waiting {count}", run, (key,))
+
+
+async def _trickle_to_waiting(
+    spec: LayerSpec, sending: ChannelLayer, receiving: ChannelLayer, names: Sequence[str]
+) -> float:
+    """Arm one receive per channel, then await one send to each in turn; seconds to deliver."""
+    receives = [asyncio.ensure_future(receiving.receive(name)) for name in names]
+    await subscribed(spec, names)
+    started = time.perf_counter()
+    for name in names:
+        await sending.send(name, message("trickle", 0))
+    await _gathered(receives, started, "messages received")
+    return time.perf_counter() - started
+
+
+def trickle(count: int) -> Workload:
+    """One message at a time, each send awaited, to each of ``count`` waiting named channels.
+
+    Like :func:`many_waiting` (a receive waits on every channel, in another layer), but the
+    sender never has more than one send under way, so every message reaches a reader that
+    waits on all ``count`` channels. Small ``count``s repeat the round.
+    """
+    key = f"trickle_{count}"
+    rounds = min(MAX_WAITING_ROUNDS, max(1, WAITING_MESSAGES_PER_RUN // count))
+
+    async def run(spec: LayerSpec) -> Metrics:
+        names = [f"bench.trickle.{index}" for index in range(count)]
+        elapsed_s = 0.0
+        async with fresh_layers(spec, 2) as (sending, receiving):
+            for _ in range(rounds):
+                elapsed_s += await _trickle_to_waiting(spec, sending, receiving, names)
+        return {key: rounds * count / elapsed_s}
+
+    return Workload(f"trickle {count}", run, (key,))
 
 
 def client_memory(count: int) -> Workload:

@@ -48,6 +48,7 @@ SHORT = Sizes(
     many_channels=1000,
     many_messages=2,
     waiting_channels=(100, 1000),
+    trickle_channels=(100, 1000),
     waiting_receives=1000,
     memory_messages=2000,
 )
@@ -210,6 +211,8 @@ def describe(key: str) -> tuple[str, str, bool]:
         return f"raw: 1 script, {int(size):,} keys", "calls/s", True
     if kind == "many_waiting":
         return f"many waiting channels, N={int(size):,}", "msgs/s", True
+    if kind == "trickle":
+        return f"trickle: 1 send at a time to N waiting, N={int(size):,}", "msgs/s", True
     if kind == "client_memory":
         return f"client memory per waiting receive, {int(size):,}", "B", False
     fixed = {
@@ -334,6 +337,7 @@ def short_workloads(sizes: Sizes) -> list[Workload]:
         bench_scale.many_channels(sizes, "many_channels_pubsub", (THEIRS_PUBSUB,)),
     ]
     workloads += [bench_scale.many_waiting(count) for count in sizes.waiting_channels]
+    workloads += [bench_scale.trickle(count) for count in sizes.trickle_channels]
     workloads += [
         bench_scale.client_memory(sizes.waiting_receives),
         bench.memory_per_message(sizes),
