@@ -24,6 +24,7 @@ import asyncio
 import datetime
 import importlib.metadata
 import importlib.util
+import json
 import platform
 import sys
 import time
@@ -206,6 +207,12 @@ def benchmark(url: str, args: argparse.Namespace) -> None:
         extra += ["", *parsers.section(url, args.quick, reps)]
     elapsed = f"total {time.perf_counter() - started:.0f} s"
     print(elapsed)
+    if args.save:
+        args.save.write_text(json.dumps({"header": header, "values": results.values}, indent=1))
+        print(f"saved the results to {args.save}")
+    chart = not args.quick and not args.no_write
+    if chart and report.write_broadcast_chart(results.values, shapes):
+        print(f"wrote {report.BROADCAST_PNG.name}")
     if not args.quick and not args.no_write and not args.only:
         report.write_chart(results, group_sizes)
         report.write_results([*header, elapsed], results, keys, verdicts, ["\n".join(extra)])
@@ -224,6 +231,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         metavar="NAME",
         help="run only the workloads whose name starts with NAME (repeatable; no report)",
+    )
+    parser.add_argument(
+        "--save", type=Path, metavar="FILE", help="also write every repetition's results as JSON"
     )
     parser.add_argument("--no-encryption", action="store_true", help="skip the encryption table")
     parser.add_argument(
