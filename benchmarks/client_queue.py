@@ -2,18 +2,19 @@
 
 Run from the repository root (starts its own redis-server unless ``--url`` is given)::
 
-    python benchmarks/client_queue.py            # about a minute
-    python benchmarks/client_queue.py --quick    # smaller sizes, a few seconds
+    python benchmarks/client_queue.py            # about 2 minutes on 2 cores
+    python benchmarks/client_queue.py --quick    # smaller sizes, under a minute
 
 1. Redis memory per queued entry (``MEMORY USAGE ... SAMPLES 0`` of the queue / entries): a
    group entry for a process holding M members of the group (it lists their suffixes), and a
    direct ``send`` to one process-local channel, with the benchmark's 100-byte message.
 2. The bound check's cost: ``INFO commandstats`` of the ``LLEN`` that group_send_local.lua runs
    per client, against the scripts' time per group_send.
-3. How deep the queue gets (``LLEN`` sampled every 20 ms) when a process with M members, each
-   with a ``receive`` loop, is sent group messages: back to back (the receiver falls behind),
-   at a steady rate while its event loop stalls for some seconds, and with one member that never
-   receives (a slow consumer) among readers.
+3. How deep the queue gets (``LLEN`` read while sending and for a second after) when a process
+   with M members, each with a ``receive`` loop, is sent group messages: back to back (the
+   receiver falls behind), at a steady rate, while its event loop stalls for some seconds, with
+   one member that never receives (a slow consumer) among readers, and with no ``receive``
+   waiting at all.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 if __package__ in (None, ""):  # a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,15 +38,18 @@ import redis.asyncio as aioredis
 from asgi_redis import RedisChannelLayer, keys
 from asgi_redis.cli.bench import add_members, message
 from asgi_redis.cli.server import private_redis_server
+from asgi_redis.config import DEFAULT_CLIENT_QUEUE_CAPACITY
 
 PREFIX = "cq:"
 GROUP = "room"
 SAMPLE_S = 0.02
 
 
-def sender(url: str, **options: Any) -> RedisChannelLayer:
+def sender(url: str, bound: int = DEFAULT_CLIENT_QUEUE_CAPACITY) -> RedisChannelLayer:
     """The sending layer: capacity high enough that only the queue bound can refuse."""
-    return RedisChannelLayer(hosts=[url], prefix=PREFIX, capacity=100_000, **options)
+    return RedisChannelLayer(
+        hosts=[url], prefix=PREFIX, capacity=100_000, client_queue_capacity=bound
+    )
 
 
 # --------------------------------------------------------------------------- memory and cost
@@ -115,48 +119,68 @@ async def _receiving(url: str, members: int, readers: int, conn: Any) -> None:
     await layer.close()
 
 
-async def depth(url: str, case: str, members: int, readers: int, plan: Sequence[float]) -> str:
-    """One table row: the deepest queue and the sender's refusals for one traffic plan.
+class Plan(NamedTuple):
+    """The traffic of one depth case."""
 
-    ``plan`` = (group_sends per second or 0 for back to back, seconds of sending, stall at
-    second, stall length in seconds).
-    """
-    rate, duration_s, stall_at_s, stall_s = plan
+    rate: float  # group_sends per second, 0 for back to back
+    duration_s: float  # seconds of sending
+    stall_at_s: float = 0.0  # when the receiving process blocks its event loop
+    stall_s: float = 0.0  # for how long (0: never)
+
+
+class Depth(NamedTuple):
+    """What one depth case measured."""
+
+    sent: int  # group_sends made
+    deepest: int  # the longest the receiving process's queue was seen (entries)
+    refused: int  # member copies the sender counted as channel_full
+
+
+async def depth(
+    url: str, members: int, readers: int, plan: Plan, bound: int = DEFAULT_CLIENT_QUEUE_CAPACITY
+) -> Depth:
+    """Send group messages to one receiving process by ``plan``; watch its queue's length.
+
+    ``bound`` is the sender's ``client_queue_capacity``."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     worker = context.Process(target=receiving_process, args=(url, members, readers, child))
     worker.start()
     redis = aioredis.Redis.from_url(url)
-    layer = sender(url)
-    deepest, sent, stalled = 0, 0, stall_s <= 0
+    layer = sender(url, bound)
+    deepest, sent, stalled = 0, 0, plan.stall_s <= 0
     try:
         queue = await asyncio.to_thread(parent.recv)
         started = time.perf_counter()
-        while (now := time.perf_counter() - started) < duration_s:
-            if not stalled and now >= stall_at_s:
-                parent.send(str(stall_s))
+        while (now := time.perf_counter() - started) < plan.duration_s:
+            if not stalled and now >= plan.stall_at_s:
+                parent.send(str(plan.stall_s))
                 stalled = True
             await layer.group_send(GROUP, message("broadcast", sent))
             sent += 1
-            if sent % 5 == 0 or rate == 0:
+            if sent % 5 == 0 or plan.rate == 0:
                 deepest = max(deepest, await redis.llen(queue))
-            if rate:
-                await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
+            if plan.rate:
+                await asyncio.sleep(max(0.0, started + sent / plan.rate - time.perf_counter()))
         for _ in range(int(1 / SAMPLE_S)):  # it may still be growing for a moment
             deepest = max(deepest, await redis.llen(queue))
             await asyncio.sleep(SAMPLE_S)
-        refused = layer.counters.channel_full
+        return Depth(sent, deepest, layer.counters.channel_full)
     finally:
         parent.send("stop")
         await asyncio.to_thread(worker.join, 30)
         await layer.flush()
         await layer.close()
         await redis.aclose()
-    shown = "back to back" if rate == 0 else f"{rate:g}/s"
-    stall = f"{stall_s:g} s" if stall_s > 0 else "-"
+
+
+def depth_row(case: str, members: int, readers: int, plan: Plan, result: Depth) -> str:
+    """One markdown table row of a depth case."""
+    shown = "back to back" if plan.rate == 0 else f"{plan.rate:g}/s"
+    stall = f"{plan.stall_s:g} s" if plan.stall_s > 0 else "-"
     return (
-        f"| {case} | {members:,} ({readers:,} reading) | {shown}, {sent:,} sent | {stall} "
-        f"| {deepest:,} | {refused:,} |"
+        f"| {case} | {members:,} ({readers:,} reading) | {shown}, {result.sent:,} sent | {stall} "
+        f"| {result.deepest:,} | {result.refused:,} |"
     )
 
 
@@ -178,16 +202,17 @@ async def run(url: str, quick: bool) -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     scale = 0.3 if quick else 1.0
     cases = [
-        ("burst", 1000, 1000, (0, 2 * scale, 0, 0)),
-        ("burst", 10000, 10000, (0, 3 * scale, 0, 0)),
-        ("steady", 1000, 1000, (100, 3 * scale, 0, 0)),
-        ("slow consumer", 1000, 999, (100, 5 * scale, 0, 0)),
-        ("stalled process", 1000, 1000, (100, 8 * scale, 1, 5 * scale)),
-        ("stalled process", 100, 100, (200, 8 * scale, 1, 5 * scale)),
-        ("no receive waiting", 100, 0, (100, 12 * scale, 0, 0)),
+        ("burst", 1000, 1000, Plan(0, 2 * scale)),
+        ("burst", 10000, 10000, Plan(0, 3 * scale)),
+        ("steady", 1000, 1000, Plan(100, 3 * scale)),
+        ("slow consumer", 1000, 999, Plan(100, 5 * scale)),
+        ("stalled process", 1000, 1000, Plan(100, 8 * scale, 1, 5 * scale)),
+        ("stalled process", 100, 100, Plan(200, 8 * scale, 1, 5 * scale)),
+        ("no receive waiting", 100, 0, Plan(100, 12 * scale)),
     ]
     for case, members, readers, plan in cases:
-        print(await depth(url, case, members, readers, plan), flush=True)
+        result = await depth(url, members, readers, plan)
+        print(depth_row(case, members, readers, plan, result), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
