@@ -11,7 +11,7 @@ Without ``--hosts`` the script starts its own ``redis-server`` (no persistence) 
 port of 127.0.0.1 and stops it at the end. With ``--hosts`` it only deletes keys under its
 own prefixes, never the rest of the database. A full run (not ``--quick``) rewrites
 ``RESULTS.md`` and ``group_send.png`` next to this file unless ``--no-write`` is given.
-Any run that measured the broadcast workload (not ``--quick``) draws ``broadcast.png``;
+Any run that measured the broadcast workload draws ``broadcast.png`` (the same exceptions);
 ``--save FILE`` keeps every repetition's values as JSON.
 
 The workloads live in ``asgi_redis.cli.bench`` (shared with ``asgi-redis bench``); this script
