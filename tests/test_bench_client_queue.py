@@ -37,7 +37,7 @@ def test_a_group_entry_costs_about_its_listed_suffixes(redis_url: str) -> None:
     assert (small[1], large[1]) == ("1", "1")  # one entry per group_send below 5,000 members
     # 16 hex digits and a separator per member; a direct entry lists no members.
     assert number(large[2]) - number(small[2]) >= 199 * 17
-    assert number(large[3]) == number(small[3]) < number(large[2])
+    assert max(number(large[3]), number(small[3])) < number(large[2]) / 5
 
 
 def test_with_nobody_reading_the_queue_holds_exactly_what_the_bound_let_in(
