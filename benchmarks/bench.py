@@ -11,6 +11,8 @@ Without ``--hosts`` the script starts its own ``redis-server`` (no persistence) 
 port of 127.0.0.1 and stops it at the end. With ``--hosts`` it only deletes keys under its
 own prefixes, never the rest of the database. A full run (not ``--quick``) rewrites
 ``RESULTS.md`` and ``group_send.png`` next to this file unless ``--no-write`` is given.
+Any run that measured the broadcast workload draws ``broadcast.png`` (the same exceptions);
+``--save FILE`` keeps every repetition's values as JSON.
 
 The workloads live in ``asgi_redis.cli.bench`` (shared with ``asgi-redis bench``); this script
 adds the full sizes, the raw baselines, the targets, the encryption table and the report.
@@ -24,6 +26,7 @@ import asyncio
 import datetime
 import importlib.metadata
 import importlib.util
+import json
 import platform
 import sys
 import time
@@ -212,6 +215,12 @@ def benchmark(url: str, args: argparse.Namespace) -> None:
         extra += ["", *parsers.section(url, args.quick, reps)]
     elapsed = f"total {time.perf_counter() - started:.0f} s"
     print(elapsed)
+    if args.save:
+        args.save.write_text(json.dumps({"header": header, "values": results.values}, indent=1))
+        print(f"saved the results to {args.save}")
+    chart = not args.quick and not args.no_write
+    if chart and report.write_broadcast_chart(results.values, shapes):
+        print(f"wrote {report.BROADCAST_PNG.name}")
     if not args.quick and not args.no_write and not args.only:
         report.write_chart(results, group_sizes)
         report.write_results([*header, elapsed], results, keys, verdicts, ["\n".join(extra)])
@@ -230,6 +239,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         metavar="NAME",
         help="run only the workloads whose name starts with NAME (repeatable; no report)",
+    )
+    parser.add_argument(
+        "--save", type=Path, metavar="FILE", help="also write every repetition's results as JSON"
     )
     parser.add_argument("--no-encryption", action="store_true", help="skip the encryption table")
     parser.add_argument(
