@@ -112,7 +112,8 @@ def test_ctrl_c_stops_every_process_and_removes_the_temp_dir() -> None:
         rest = demo.stdout.read()
     finally:
         if demo.poll() is None:
-            demo.kill()
+            # The whole group: servers and workers the demo started must not outlive a failure.
+            os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
         demo.stdout.close()
     assert "Done: every process stopped" in rest, output + rest
