@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -149,18 +149,30 @@ def many_waiting(count: int) -> Workload:
     One process (layer) receives, another layer sends, 100 sends at a time. Small ``count``s
     repeat the round until ``WAITING_MESSAGES_PER_RUN`` messages are timed.
     """
-    key = f"many_waiting_{count}"
+    return _to_waiting(count, "many_waiting", "many waiting", "bench.wait", _deliver_to_waiting)
+
+
+def _to_waiting(
+    count: int,
+    key_stem: str,
+    label: str,
+    channel_stem: str,
+    deliver: Callable[[LayerSpec, ChannelLayer, ChannelLayer, Sequence[str]], Awaitable[float]],
+) -> Workload:
+    """A workload that times ``deliver`` to ``count`` waiting channels (another layer receives),
+    enough rounds for ``WAITING_MESSAGES_PER_RUN`` messages; msgs/s under ``key_stem_count``."""
+    key = f"{key_stem}_{count}"
     rounds = min(MAX_WAITING_ROUNDS, max(1, WAITING_MESSAGES_PER_RUN // count))
 
     async def run(spec: LayerSpec) -> Metrics:
-        names = [f"bench.wait.{index}" for index in range(count)]
+        names = [f"{channel_stem}.{index}" for index in range(count)]
         elapsed_s = 0.0
         async with fresh_layers(spec, 2) as (sending, receiving):
             for _ in range(rounds):
-                elapsed_s += await _deliver_to_waiting(spec, sending, receiving, names)
+                elapsed_s += await deliver(spec, sending, receiving, names)
         return {key: rounds * count / elapsed_s}
 
-    return Workload(f"many waiting {count}", run, (key,))
+    return Workload(f"{label} {count}", run, (key,))
 
 
 async def _trickle_to_waiting(
@@ -183,18 +195,7 @@ def trickle(count: int) -> Workload:
     sender never has more than one send under way, so every message reaches a reader that
     waits on all ``count`` channels. Small ``count``s repeat the round.
     """
-    key = f"trickle_{count}"
-    rounds = min(MAX_WAITING_ROUNDS, max(1, WAITING_MESSAGES_PER_RUN // count))
-
-    async def run(spec: LayerSpec) -> Metrics:
-        names = [f"bench.trickle.{index}" for index in range(count)]
-        elapsed_s = 0.0
-        async with fresh_layers(spec, 2) as (sending, receiving):
-            for _ in range(rounds):
-                elapsed_s += await _trickle_to_waiting(spec, sending, receiving, names)
-        return {key: rounds * count / elapsed_s}
-
-    return Workload(f"trickle {count}", run, (key,))
+    return _to_waiting(count, "trickle", "trickle", "bench.trickle", _trickle_to_waiting)
 
 
 def client_memory(count: int) -> Workload:
