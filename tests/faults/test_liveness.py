@@ -90,6 +90,14 @@ def per_member(numbers: list[int]) -> list[tuple[int, int]]:
     return [(index, number) for number in numbers for index in range(MEMBERS)]
 
 
+async def join(layer: RedisChannelLayer) -> list[str]:
+    """``MEMBERS`` new process-local channels of ``layer``, each added to ``GROUP``."""
+    channels = [await layer.new_channel() for _ in range(MEMBERS)]
+    for channel in channels:
+        await layer.group_add(GROUP, channel)
+    return channels
+
+
 async def members_of(layer: RedisChannelLayer) -> Any:
     """group_statistics of the group."""
     return await layer.group_statistics(GROUP)
@@ -108,9 +116,7 @@ async def test_restart_with_aof_longer_than_three_heartbeats_keeps_memberships(
     acked: list[int] = []
     failed: list[int] = []
     try:
-        channels = [await member.new_channel() for _ in range(MEMBERS)]
-        for channel in channels:
-            await member.group_add(GROUP, channel)
+        channels = await join(member)
         await broadcast(sender, range(0, 20), acked, failed, 0.0)  # queued, not yet received
         aof_redis.stop()  # SIGTERM
         await asyncio.sleep(HEARTBEAT_S * (MARK_BEATS + 1))
@@ -149,9 +155,7 @@ async def test_a_partitioned_process_rejoins_within_two_heartbeats_of_the_heal(
     acked: list[int] = []
     failed: list[int] = []
     try:
-        channels = [await member.new_channel() for _ in range(MEMBERS)]
-        for channel in channels:
-            await member.group_add(GROUP, channel)
+        channels = await join(member)
         before = [(index, number) for number in range(10) for index in range(MEMBERS)]
         await broadcast(sender, range(0, 10), acked, failed, 0.0)
         seen = [
