@@ -113,6 +113,25 @@ class HeldCopies:
         self._dirty.add(key)
         self._task.start()
 
+    def unclaimed(self, channel: str, take_all: Callable[[], list[Item]]) -> None:
+        """Nobody waits for ``channel`` any more, though something is buffered for it.
+
+        A copy handed to a receive that then gave up holds no slot: what the channel has
+        buffered (that copy first) waits for a reservation again, in order, so a direct send
+        never finds room that copy already takes. ``take_all`` removes the channel's live
+        buffered items without reporting them as left.
+        """
+        key = (keys.queue_key(self._prefix, channel), keys.split_channel(channel)[1])
+        state = self._channels.get(key)
+        if state is None or state.held <= state.reserved:
+            return
+        items = take_all()
+        state = self._channels.setdefault(key, state)  # an expired copy may have removed it
+        state.held -= sum(not item.counted for item in items)
+        state.pending.extendleft(reversed(items))
+        self._dirty.add(key)
+        self._task.start()
+
     def left(self, item: Item) -> None:
         """A group copy left the buffer (taken, expired or returned)."""
         key = (item.queue, item.suffix)

@@ -107,8 +107,8 @@ class Receiver:
         unwanted = []
         for channel in channels:
             if "!" in channel:
-                if self._buffers.count(channel):
-                    self._notify(channel)
+                if self._buffers.count(channel) and not self._notify(channel):
+                    self._copies.unclaimed(channel, partial(self._take_all, channel))
                 continue
             self._settle_named(channel)
             if not any(not waiter.done() for waiter in self._waiters.get(channel, ())):
@@ -131,6 +131,10 @@ class Receiver:
             self.counters.delivered += 1
             return message
         return None
+
+    def _take_all(self, channel: str) -> list[Item]:
+        """Remove every live buffered item of ``channel`` (oldest first), still held."""
+        return self._buffers.take_newest(channel, self._buffers.count(channel))
 
     def _left(self, item: Item) -> None:
         """A process-local item left the buffer: release its count or its reserved slot."""
