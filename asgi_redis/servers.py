@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from . import commands, failures, keys, sharding
 from .cluster import AskingRedis, ClusterNodes, did_not_run
 from .config import Host
-from .connections import Connections
+from .connections import Connections, close_each
 from .pipelining import run_many
 from .routes import Route, ServerRoute, TagRoute
 from .scripts import ScriptCall, run
@@ -71,17 +71,10 @@ class Servers:
     async def close(self) -> None:
         """Close the running loop's clients of every server, even when one fails; then raise
         the first failure."""
-        errors: list[Exception] = []
         closers = [shard.close for shard in self.shards]
         if self.cluster is not None:
             closers.append(self.cluster.close)
-        for close in closers:
-            try:
-                await close()
-            except Exception as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        await close_each(closers)
 
     # -- every server ----------------------------------------------------------------
 
