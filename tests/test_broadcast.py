@@ -150,6 +150,30 @@ async def test_the_client_queue_is_bounded(redis_url: str) -> None:
         assert [m["i"] for m in await receive_n(members, local[0], 3)] == [0, 1, 2]
 
 
+async def test_direct_sends_are_bounded_by_channel_capacity_not_by_the_client_queue(
+    redis_url: str,
+) -> None:
+    # The client queue bound stops group entries only: a direct send to a channel with room is
+    # accepted however long its process's queue is, and refused at the channel's capacity.
+    async with (
+        RedisChannelLayer(hosts=[redis_url], client_queue_capacity=2, capacity=3) as sender,
+        RedisChannelLayer(hosts=[redis_url]) as members,
+    ):
+        grouped, direct = await members.new_channel(), await members.new_channel()
+        await sender.group_add("room", grouped)
+        for index in range(3):
+            await sender.group_send("room", {"i": index})
+        assert sender.counters.channel_full == 1  # the third found the queue at its bound
+        for index in range(3):
+            await sender.send(direct, {"i": index})
+        with pytest.raises(ChannelFull):
+            await sender.send(direct, {"i": 3})
+        with sync_client(redis_url) as client:
+            assert client.llen(keys.queue_key("asgi:", direct)) == 2 + 3
+        assert [m["i"] for m in await receive_n(members, direct, 3)] == [0, 1, 2]
+        assert [m["i"] for m in await receive_n(members, grouped, 2)] == [0, 1]
+
+
 async def test_every_receive_gets_its_own_message_dict(redis_url: str) -> None:
     async with RedisChannelLayer(hosts=[redis_url]) as layer:
         first, second = await layer.new_channel(), await layer.new_channel()
