@@ -11,7 +11,8 @@
   ARGV[2]  prefix      the layer's key prefix
   ARGV[3]  group_ttl_s group_expiry: clients and members added longer ago are skipped
   ARGV[4]  header      13-digit deadline of the message, ms
-  ARGV[5]  payload     the serialized message, written once per client
+  ARGV[5]  payload     the serialized message, written once per client; '' only counts the
+                       listed clients (a sender that saw none last time sends no payload)
   ARGV[6]  ttl_s       queue key lifetime after this send (the layer's expiry)
   ARGV[7]  group       the group's name
   ARGV[8]  tag         the one tag to deliver to, or '' for every tag in the directory
@@ -27,8 +28,9 @@
   Drops    dead clients (client_is_alive): out of l:, their m: and j: keys, queue and counts
            deleted; their liveness key then says 'dead' (their process, if it comes back,
            rejoins)
-  Returns  {copies, refused, dropped_dead}: members written to, members of clients whose queue
-           was at queue_max, members of dead clients dropped
+  Returns  {copies, refused, dropped_dead, clients}: members written to, members of clients
+           whose queue was at queue_max, members of dead clients dropped, clients listed
+           (with an empty payload only the last, and nothing is written)
   Cost     per live client one GET of its cached members and one RPUSH per 5,000 members
            (the first push's reply is the bound check: a push past queue_max is popped again);
            per tag one read of l: and one clock tick; O(members) only to rebuild a missing cache
@@ -102,6 +104,10 @@ local function joined_members(client)
   return #suffixes, chunks
 end
 
+if payload == '' then
+  return {0, 0, 0, #clients}
+end
+
 local copies, refused, dead = 0, 0, {}
 for _, client in ipairs(clients) do
   if not client_is_alive(client.base, client.head, beat_ms, true) then
@@ -136,4 +142,4 @@ for _, client in ipairs(dead) do
              key_in(client.base, 'n', client.head))
   set_mark(key_in(client.base, 'h', client.head), DEAD_MARK, beat_ms, false)
 end
-return {copies, refused, dropped}
+return {copies, refused, dropped, #clients}

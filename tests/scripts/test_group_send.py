@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from asgi_redis import keys
+from asgi_redis.groupkinds import BOTH, Kinds
 from tests.scripts.helpers import (
     GARBAGE,
     GROUP_TTL_S,
@@ -75,6 +76,30 @@ def test_delivers_exact_entries_to_named_and_local_members(script_client: Any) -
     assert not script_client.exists(nkey(LOCAL))
     assert not script_client.exists(nkey(NAMED))
     assert script_client.exists(f"{PREFIX}{{{channel_tag(NAMED)}}}q:{NAMED}")
+
+
+@pytest.mark.parametrize(
+    ("present", "found"),
+    [
+        ((NAMED,), Kinds(named=True, local=False)),
+        ((LOCAL_1, LOCAL_22), Kinds(named=False, local=True)),
+        ((NAMED, LOCAL_1), BOTH),
+        ((), Kinds(named=False, local=False)),
+    ],
+)
+def test_without_a_payload_the_scripts_write_nothing_and_count_their_kind(
+    script_client: Any, present: tuple[str, ...], found: Kinds
+) -> None:
+    add_all(script_client, *present)
+    before = {key: script_client.dump(key) for key in script_client.keys("*")}
+    kinds: list[Kinds] = []
+    nobody = Kinds(named=False, local=False)
+    assert group_send(script_client, GROUP, b"m", payload_to=nobody, kinds_found=kinds) == [0] * 3
+    assert kinds == [found]
+    assert {key: script_client.dump(key) for key in script_client.keys("*")} == before
+    # With the payload they deliver, and report the same kinds.
+    assert group_send(script_client, GROUP, b"m", kinds_found=kinds)[0] == len(present)
+    assert kinds == [found, found]
 
 
 def test_empty_or_missing_group_returns_zeros(script_client: Any) -> None:
