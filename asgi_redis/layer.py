@@ -14,6 +14,7 @@ from .buffers import now_ms
 from .compat import ChannelsRedisCompatMixin, channels_redis_options
 from .crypto import Encryptor
 from .errors import ChannelFull
+from .groupkinds import GroupKinds, Kinds
 from .liveness import Liveness
 from .loopstate import LoopState
 from .metrics import Counters
@@ -147,6 +148,9 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             self._add_member,
             self.counters,
         )
+        # The kinds of members each group had, so a group_send sends the payload only to the
+        # script of a kind the group holds (groupkinds.py).
+        self._group_kinds = GroupKinds()
         # Calls from short-lived loops (async_to_sync) run on a loop of our own (offload.py).
         self._offload = Offload(self._close_loop)
 
@@ -283,12 +287,28 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """Queue ``message`` on every live member of ``group``; full members are skipped.
 
-        Members are stored on the server of their channel, so this is one script per server,
-        run concurrently. On a Redis Cluster it reads the group's directory of tags, then runs
-        one script per tag listed, pipelined per node, the nodes concurrently.
+        Members are stored on the server of their channel, so this is one pipeline of two
+        scripts (named members, client queues) per server, run concurrently. On a Redis Cluster
+        it reads the group's directory of tags, then runs the scripts per tag listed,
+        pipelined per node, the nodes concurrently. The payload goes only to the script of a
+        kind of member the group held last time; should the other find members, they get the
+        message in a second round trip (groupkinds.py).
         """
         names.check_group(group)
         payload = self._codec.dumps(message, f"group {group!r}")
+        payload_to = self._group_kinds.payload_to(group)
+        replies = await self._group_send_scripts(group, payload, payload_to)
+        found = commands.group_send_kinds(replies)
+        missed = found.without(payload_to)
+        if missed.named or missed.local:  # a kind that joined since last time
+            replies += await self._group_send_scripts(group, payload, missed)
+        self._group_kinds.seen(group, found)
+        queued, refused, _ = commands.group_send_counts(replies)
+        self.counters.sent += queued
+        self.counters.channel_full += refused
+
+    async def _group_send_scripts(self, group: str, payload: bytes, payload_to: Kinds) -> list[Any]:
+        """Run the group_send scripts on every server (or tag); their replies, in order."""
         now = now_ms()
         operation = f"group_send to group {group!r}"
 
@@ -306,19 +326,16 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                 beat_ms=int(self.heartbeat * 1000),
                 tag=tag,
                 asking=asking,
+                payload_to=payload_to,
             )
 
-        if self._cluster is None:
-            calls = calls_for("")
-            per_server = await self._servers.on_every_server(
-                operation, lambda client: run_all(client, calls)
-            )
-            replies = [reply for replies in per_server for reply in replies]
-        else:
-            replies = await self._servers.on_every_tag(self.prefix, group, operation, calls_for)
-        queued, refused, _ = commands.group_send_counts(replies)
-        self.counters.sent += queued
-        self.counters.channel_full += refused
+        if self._cluster is not None:
+            return await self._servers.on_every_tag(self.prefix, group, operation, calls_for)
+        calls = calls_for("")
+        per_server = await self._servers.on_every_server(
+            operation, lambda client: run_all(client, calls)
+        )
+        return [reply for replies in per_server for reply in replies]
 
     @property
     def dropped_undecodable(self) -> int:
@@ -336,6 +353,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             lambda client: keyspace.delete_own_keys(client, self.prefix),
             concurrently=False,
         )
+        self._group_kinds.clear()
         for state in self._loops.values():
             for receiver in state.receivers():
                 receiver.clear()
