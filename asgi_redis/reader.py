@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -44,6 +45,14 @@ SWEEP_PROBE_EVERY = 8
 SPLIT_PAUSE_S = 0.05
 
 
+@dataclass
+class ServerState:
+    """What one reader learns about its server for every lane (``lanes.py``) of it."""
+
+    multi_pop: bool = True  # BLMPOP until the server says it has none
+    reached: bool = False  # answered once: a later error is an outage, not a typo
+
+
 class Reader:
     """Blocking pops on one server for the queues ``wanted`` names.
 
@@ -58,6 +67,7 @@ class Reader:
             reader, or refuses it a command (ACL): waiting receives should fail instead of
             waiting through a typo or a missing permission (the reader keeps retrying for
             later receives).
+        server: shared with the other lanes on the same server (a new one by default).
     """
 
     def __init__(
@@ -69,6 +79,7 @@ class Reader:
         wanted: Callable[[], dict[str, int]],
         dispatch: Callable[[str, bytes], None],
         on_unreachable: Callable[[Exception], None],
+        server: ServerState | None = None,
     ) -> None:
         self._route = route
         self._prefix = prefix
@@ -82,10 +93,9 @@ class Reader:
         self._blocking_on: frozenset[str] | None = None
         self._woken = False
         self._stopping = False
-        self._reached = False
+        self._server = server or ServerState()
         # The state of the rule (see ``_read_once``): what the last pop or sweep decided, and
         # how many more popping pops before a sweep is tried again (0: after the next one).
-        self._multi_pop = True  # BLMPOP until the server says it has none
         self._sweep_next = False
         self._pops_to_probe = 0
 
@@ -159,17 +169,17 @@ class Reader:
         try:
             while not self._stopping:
                 try:
-                    if not self._reached:
+                    if not self._server.reached:
                         # tells a typo from an outage
                         await self._route.run("ping", commands.ping)
-                        self._reached = True
+                        self._server.reached = True
                     if not await self._read_once():
                         return
                     backoff_s = BACKOFF_MIN_S
                 except PopUnblockedError as exc:  # nothing was popped: pop again at once
                     logger.info("Redis at %s ended a blocking pop: %s", self._label, exc)
                 except TRANSIENT_ERRORS as exc:
-                    if not self._reached:  # a typo or a server that is not up: say so now
+                    if not self._server.reached:  # a typo or a server that is not up: say so now
                         self._on_unreachable(exc)
                     else:
                         logger.warning(
@@ -207,7 +217,7 @@ class Reader:
         if not wanted:
             return False
         try:
-            if self._sweep_next or not self._multi_pop:
+            if self._sweep_next or not self._server.multi_pop:
                 await self._sweep_then(wanted)
             else:
                 await self._block_then(wanted)
@@ -283,7 +293,7 @@ class Reader:
         shift = int(time.monotonic() * 1000) % len(queues)  # no queue always comes first
         order = [*queues[shift:], *queues[:shift], self._wake_key]
         try:
-            if self._multi_pop:
+            if self._server.multi_pop:
                 result = await self._multi_pop_or_fall_back(order, min(wanted.values()))
             else:
                 result = await self._route.run(
@@ -313,5 +323,5 @@ class Reader:
             if "unknown command" not in str(exc).lower():
                 raise
             logger.info("Redis has no BLMPOP; popping with the script and BLPOP instead")
-            self._multi_pop = False
+            self._server.multi_pop = False
             return None

@@ -20,6 +20,10 @@ from .connections import Connections
 
 T = TypeVar("T")
 
+# A server's reader may split its queues over this many blocking pops (half the blocking
+# pool, connections.BLOCKING_POOL_SIZE, which one reader per loop and server uses alone).
+SERVER_LANES = 32
+
 
 class Route(Protocol):
     """What receivers and the layer need of a place keys live."""
@@ -27,6 +31,8 @@ class Route(Protocol):
     label: str
     # The tag of the wake list this route's reader blocks on (None: the client id's own).
     wake_tag: str | None
+    # How many blocking pops (lanes, see lanes.py) one reader may run at once on this route.
+    max_lanes: int
 
     async def run(
         self,
@@ -51,6 +57,7 @@ class ServerRoute:
         self._connections = connections
         self.label = label
         self.wake_tag: str | None = None
+        self.max_lanes = SERVER_LANES
 
     async def run(
         self,
@@ -78,6 +85,8 @@ class TagRoute:
         self._tag_index = tag_index
         self.label = nodes.label
         self.wake_tag: str | None = keys.TAGS[tag_index]
+        # Each tag has its own reader already, and a node's readers share its blocking pool.
+        self.max_lanes = 1
 
     async def run(
         self,
