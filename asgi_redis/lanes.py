@@ -70,11 +70,6 @@ class Lanes:
         """Whether a lane's reader task is alive."""
         return any(reader.running for reader in self._readers)
 
-    @property
-    def lanes(self) -> int:
-        """How many lanes hold queues now."""
-        return sum(1 for queues in self._queues if queues)
-
     def ensure(self, queues: list[str]) -> None:
         """Give each of ``queues`` a lane, and start or wake the lanes that lack one of them."""
         missing = [queue for queue in queues if queue not in self._lane_of]
