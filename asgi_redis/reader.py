@@ -2,7 +2,7 @@
 
 Callers never pop and can never cancel this task: a blocking pop that is cut off after the
 server answered would lose what it popped. It pops only what the demand asks for, hands every
-entry to ``dispatch``, and stops when nobody waits.
+entry to ``dispatch``, and ends when nobody has waited for ``IDLE_LINGER_S``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ SWEEP_MIN_QUEUES = 200
 # sweep pays after a pop when the last sweep found something, and is tried again (a probe)
 # every this many pops.
 SWEEP_PROBE_EVERY = 8
+# When nobody waits, the task waits this long for a new receive before it ends: a consumer
+# that takes one message at a time re-arms its receive soon, and a task per pop cost more
+# than the pop's own bookkeeping.
+IDLE_LINGER_S = 1.0
 # While a slot migration refuses multi-key pops, how long to wait after one-key pops found
 # nothing (they cannot block).
 SPLIT_PAUSE_S = 0.05
@@ -89,6 +93,7 @@ class Reader:
         self._dispatch = dispatch
         self._on_unreachable = on_unreachable
         self._task: asyncio.Task[None] | None = None
+        self._idle: asyncio.Future[bool] | None = None  # set while lingering without demand
         self._wakes: set[asyncio.Task[None]] = set()
         self._blocking_on: frozenset[str] | None = None
         self._woken = False
@@ -109,6 +114,8 @@ class Reader:
         if self._task is None:
             self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self._read())
+        elif self._idle is not None:
+            _resolve(self._idle, True)
         elif self._blocking_on is not None and any(q not in self._blocking_on for q in queues):
             self.wake()
 
@@ -134,6 +141,8 @@ class Reader:
         what that pop took is then lost (logged).
         """
         self._stopping = True
+        if self._idle is not None:
+            _resolve(self._idle, False)
         task = self._task
         if task is not None:
             if self._blocking_on is not None:
@@ -164,7 +173,7 @@ class Reader:
             logger.warning("Could not wake the reader on %s: %r", self._label, exc)
 
     async def _read(self) -> None:
-        """Pop for waiting receives until nobody waits."""
+        """Pop for waiting receives until nobody has waited for ``IDLE_LINGER_S``."""
         backoff_s = BACKOFF_MIN_S
         try:
             while not self._stopping:
@@ -173,7 +182,7 @@ class Reader:
                         # tells a typo from an outage
                         await self._route.run("ping", commands.ping)
                         self._server.reached = True
-                    if not await self._read_once():
+                    if not await self._read_once() and not await self._linger():
                         return
                     backoff_s = BACKOFF_MIN_S
                 except PopUnblockedError as exc:  # nothing was popped: pop again at once
@@ -198,6 +207,17 @@ class Reader:
         finally:
             self._task = None
             self._blocking_on = None
+
+    async def _linger(self) -> bool:
+        """Wait up to ``IDLE_LINGER_S`` for a receive; False when none came (the task ends)."""
+        loop = asyncio.get_running_loop()
+        idle = self._idle = loop.create_future()
+        timer = loop.call_later(IDLE_LINGER_S, _resolve, idle, False)
+        try:
+            return await idle and not self._stopping
+        finally:
+            timer.cancel()
+            self._idle = None
 
     async def _read_once(self) -> bool:
         """One round of popping; False when nobody waits any more.
@@ -325,3 +345,9 @@ class Reader:
             logger.info("Redis has no BLMPOP; popping with the script and BLPOP instead")
             self._server.multi_pop = False
             return None
+
+
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+    """Set ``future`` to ``value`` unless it is done already."""
+    if not future.done():
+        future.set_result(value)
