@@ -209,15 +209,20 @@ class Reader:
             self._blocking_on = None
 
     async def _linger(self) -> bool:
-        """Wait up to ``IDLE_LINGER_S`` for a receive; False when none came (the task ends)."""
+        """Wait up to ``IDLE_LINGER_S`` for a receive; False when none came (the task ends).
+
+        The demand is asked once more at the end, which also lets the receiver re-arm its
+        timer for the expiry of buffered messages (it does so while no reader runs).
+        """
         loop = asyncio.get_running_loop()
         idle = self._idle = loop.create_future()
         timer = loop.call_later(IDLE_LINGER_S, _resolve, idle, False)
         try:
-            return await idle and not self._stopping
+            woken = await idle
         finally:
             timer.cancel()
             self._idle = None
+        return not self._stopping and (woken or bool(self._wanted()))
 
     async def _read_once(self) -> bool:
         """One round of popping; False when nobody waits any more.

@@ -50,3 +50,14 @@ async def test_an_idle_reader_task_ends_after_lingering(
         await layer.send("task.idle", {"type": "again"})
         assert await asyncio.wait_for(waiting, 10) == {"type": "again"}
     assert len(reads) == 2
+
+
+async def test_buffered_messages_still_expire_after_the_task_lingered(redis_url: str) -> None:
+    async with make_layer(redis_url, expiry=1) as layer:
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "a"})
+        await layer.send(channel, {"type": "b"})  # expires while the reader lingers
+        await asyncio.sleep(0.7)
+        await layer.send(channel, {"type": "c"})  # expires after the lingering ended
+        assert await receive_within(layer, channel) == {"type": "a"}  # b and c buffered
+        await wait_until(lambda: layer.counters.expired == 2, 5)
