@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, ResponseError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -94,6 +95,9 @@ class Reader:
         self._on_unreachable = on_unreachable
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.Future[bool] | None = None  # set while lingering without demand
+        # The route's client for blocking pops, and a client holding one of its pool's
+        # connections for this task's pops (no pool checkout per pop); see ``_held``.
+        self._pop_clients: tuple[Redis, Redis] | None = None
         self._wakes: set[asyncio.Task[None]] = set()
         self._blocking_on: frozenset[str] | None = None
         self._woken = False
@@ -188,6 +192,8 @@ class Reader:
                 except PopUnblockedError as exc:  # nothing was popped: pop again at once
                     logger.info("Redis at %s ended a blocking pop: %s", self._label, exc)
                 except TRANSIENT_ERRORS as exc:
+                    # The pool mends what broke (a failover's new master, a closed socket).
+                    await self._release_held()
                     if not self._server.reached:  # a typo or a server that is not up: say so now
                         self._on_unreachable(exc)
                     else:
@@ -198,6 +204,7 @@ class Reader:
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
                 except Exception as exc:
+                    await self._release_held()
                     if isinstance(exc, NoPermissionError):  # an ACL refusal will not heal soon
                         self._on_unreachable(exc)
                     label = self._label
@@ -207,6 +214,7 @@ class Reader:
         finally:
             self._task = None
             self._blocking_on = None
+            await self._release_held()
 
     async def _linger(self) -> bool:
         """Wait up to ``IDLE_LINGER_S`` for a receive; False when none came (the task ends).
@@ -323,7 +331,7 @@ class Reader:
             else:
                 result = await self._route.run(
                     "receive",
-                    lambda client: commands.single_pop(client, order, BLOCK_TIMEOUT_S),
+                    lambda client: self._pop_with(client, order, 0),
                     wait_split=False,
                     blocking_pops=True,
                 )
@@ -335,12 +343,41 @@ class Reader:
             self._dispatch(result[0], entry)
         return True
 
+    async def _pop_with(
+        self, client: Redis, order: list[str], count: int
+    ) -> tuple[str, list[bytes]] | None:
+        """BLMPOP of ``count`` (BLPOP for 0) on the connection held for ``client``'s pool."""
+        held = await self._held(client)
+        if count:
+            return await commands.multi_pop(held, order, count, BLOCK_TIMEOUT_S)
+        return await commands.single_pop(held, order, BLOCK_TIMEOUT_S)
+
+    async def _held(self, client: Redis) -> Redis:
+        """A client that keeps one connection of ``client``'s pool while this task pops.
+
+        redis-py's own single-connection client (``Redis.client()``): the pool's checkout
+        and its look at the socket happen once per task instead of once per pop. A route
+        that hands another client (a cluster's tag moved) gets a new one.
+        """
+        clients = self._pop_clients
+        if clients is None or clients[0] is not client:
+            await self._release_held()
+            clients = self._pop_clients = (client, client.client())
+        return clients[1]
+
+    async def _release_held(self) -> None:
+        """Give the held connection back to its pool (when the task ends)."""
+        clients, self._pop_clients = self._pop_clients, None
+        if clients is not None:
+            with contextlib.suppress(Exception):  # a broken connection is the pool's to mend
+                await clients[1].aclose()
+
     async def _multi_pop_or_fall_back(self, order: list[str], count: int) -> Any:
         """BLMPOP (Redis >= 7); on servers without it, switch to the script and BLPOP."""
         try:
             return await self._route.run(
                 "receive",
-                lambda client: commands.multi_pop(client, order, count, BLOCK_TIMEOUT_S),
+                lambda client: self._pop_with(client, order, count),
                 wait_split=False,
                 blocking_pops=True,
             )

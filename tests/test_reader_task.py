@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from redis.asyncio import BlockingConnectionPool
 
-from asgi_redis import reader
+from asgi_redis import connections, reader
 from tests.layer_helpers import blocked_clients, make_layer, receive_within, wait_until
 
 
@@ -61,3 +63,24 @@ async def test_buffered_messages_still_expire_after_the_task_lingered(redis_url:
         await layer.send(channel, {"type": "c"})  # expires after the lingering ended
         assert await receive_within(layer, channel) == {"type": "a"}  # b and c buffered
         await wait_until(lambda: layer.counters.expired == 2, 5)
+
+
+async def test_a_reader_task_checks_out_one_connection_for_all_its_pops(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkouts: list[object] = []
+    real = BlockingConnectionPool.get_connection
+
+    async def counting(self: BlockingConnectionPool, *args: Any, **kwargs: Any) -> Any:
+        if self.max_connections == connections.BLOCKING_POOL_SIZE:  # the readers' pool
+            checkouts.append(self)
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlockingConnectionPool, "get_connection", counting)
+    async with make_layer(redis_url) as layer:
+        for number in range(20):
+            waiting = asyncio.create_task(layer.receive("task.held"))
+            await wait_until(lambda: blocked_clients(redis_url) == 1)
+            await layer.send("task.held", {"type": "m", "n": number})
+            assert await asyncio.wait_for(waiting, 10) == {"type": "m", "n": number}
+    assert len(checkouts) == 1
