@@ -359,6 +359,8 @@ class Reader:
         and its look at the socket happen once per task instead of once per pop. A route
         that hands another client (a cluster's tag moved) gets a new one.
         """
+        if type(client) is not Redis:  # an ASK target's client (cluster.py), made per call
+            return client
         clients = self._pop_clients
         if clients is None or clients[0] is not client:
             await self._release_held()
