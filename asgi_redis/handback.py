@@ -22,6 +22,13 @@ logger = logging.getLogger(__name__)
 CLOSE_RETRY_S = 5.0
 CLOSE_BACKOFF_MAX_S = 1.0
 
+# Count releases start at most one write per this many seconds (per event loop and server).
+# A lone delivery is released at once; in a steady stream, what is delivered while a write is
+# paced waits for the next one, so one write releases tens of messages instead of one command
+# per message. Counts only ever lag behind deliveries, never run ahead: a channel never holds
+# more than its capacity, and a send may be refused for at most this long after room was made.
+RELEASE_EVERY_S = 0.01
+
 # A count-release batch is marked applied for this many times the layer's expiry; one not
 # acknowledged by then is given up (see Releases).
 RELEASE_MARK_EXPIRIES = 10
@@ -48,6 +55,7 @@ class Releases:
     more than its capacity). A batch still unacknowledged ``RELEASE_MARK_EXPIRIES`` x
     ``expiry`` after its first try is given up, since its mark may have expired: its messages
     keep counting until their counts key expires, ``expiry`` after the client's last send.
+    Writes start at most every ``RELEASE_EVERY_S``: a steady stream pays one per batch.
     """
 
     def __init__(self, route: Route, prefix: str, expiry_s: int) -> None:
@@ -59,7 +67,8 @@ class Releases:
         self._pending: list[tuple[str, str]] = []  # (queue key, suffix)
         self._batch: _ReleaseBatch | None = None  # sent, not acknowledged yet
         self.given_up = 0  # messages whose release was abandoned
-        self._task = SideTask("update channel counts", self._write)
+        self._sealed_s = -RELEASE_EVERY_S  # when the last batch was sealed (monotonic)
+        self._task = SideTask("update channel counts", self._paced_write)
 
     def __len__(self) -> int:
         return len(self._pending) + (len(self._batch.pairs) if self._batch else 0)
@@ -94,8 +103,16 @@ class Releases:
                 counts.append(keys.counts_key(self._prefix, keys.queue_part(self._prefix, queue)))
             pairs.append((index[queue], suffix))
         self._numbered += 1
+        self._sealed_s = time.monotonic()
         mark_key = keys.release_mark_key(self._prefix, batch[0][0], self._releaser)
         return _ReleaseBatch(self._numbered, mark_key, counts, pairs, time.monotonic())
+
+    async def _paced_write(self) -> bool:
+        """``_write``, once ``RELEASE_EVERY_S`` has passed since the last batch was sealed."""
+        wait_s = self._sealed_s + RELEASE_EVERY_S - time.monotonic()
+        if wait_s > 0 and self._batch is None:
+            await asyncio.sleep(wait_s)  # more releases join the next batch meanwhile
+        return await self._write()
 
     async def _write(self) -> bool:
         """Send the unacknowledged batch, or else the pending releases; False when none."""

@@ -31,7 +31,7 @@ Key kinds (after the prefix and tag, one letter and a colon):
                           expires when its oldest member would go stale.
 - ``d:<group>``           set of the tags holding members of the group (the group's tag).
 - ``w:<client>``          list, wake-up tokens for one process's blocked reader (one per
-                          tag the reader blocks on).
+                          tag the reader blocks on); ``w:<client>/<n>`` for its lane n > 0.
 - ``r:<queue part>/<id>`` string, marks a hand-back of popped entries to that queue as done,
                           so a retried hand-back never pushes them twice; with a ``n.`` id,
                           the number of the last count release a process applied there.
@@ -178,6 +178,12 @@ def directory_key(prefix: str, group: str) -> str:
 def wake_key(prefix: str, client: str, tag: str) -> str:
     """The list a process pushes to so its own reader blocked on ``tag``'s queues wakes up."""
     return f"{prefix}{{{tag}}}w:{client}"
+
+
+def lane_wake_key(wake_key: str, lane: int) -> str:
+    """The wake list of a reader's lane ``lane`` (``lanes.py``): lane 0 uses ``wake_key``,
+    the others add ``/<lane>`` (same tag, so the same slot)."""
+    return wake_key if lane == 0 else f"{wake_key}/{lane}"
 
 
 def tag_of_key(prefix: str, key: str) -> str:

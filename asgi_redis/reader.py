@@ -2,7 +2,7 @@
 
 Callers never pop and can never cancel this task: a blocking pop that is cut off after the
 server answered would lose what it popped. It pops only what the demand asks for, hands every
-entry to ``dispatch``, and stops when nobody waits.
+entry to ``dispatch``, and ends when nobody has waited for ``IDLE_LINGER_S``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, ResponseError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -39,9 +41,21 @@ SWEEP_MIN_QUEUES = 200
 # sweep pays after a pop when the last sweep found something, and is tried again (a probe)
 # every this many pops.
 SWEEP_PROBE_EVERY = 8
+# When nobody waits, the task waits this long for a new receive before it ends: a consumer
+# that takes one message at a time re-arms its receive soon, and a task per pop cost more
+# than the pop's own bookkeeping.
+IDLE_LINGER_S = 1.0
 # While a slot migration refuses multi-key pops, how long to wait after one-key pops found
 # nothing (they cannot block).
 SPLIT_PAUSE_S = 0.05
+
+
+@dataclass
+class ServerState:
+    """What one reader learns about its server for every lane (``lanes.py``) of it."""
+
+    multi_pop: bool = True  # BLMPOP until the server says it has none
+    reached: bool = False  # answered once: a later error is an outage, not a typo
 
 
 class Reader:
@@ -58,6 +72,7 @@ class Reader:
             reader, or refuses it a command (ACL): waiting receives should fail instead of
             waiting through a typo or a missing permission (the reader keeps retrying for
             later receives).
+        server: shared with the other lanes on the same server (a new one by default).
     """
 
     def __init__(
@@ -69,6 +84,7 @@ class Reader:
         wanted: Callable[[], dict[str, int]],
         dispatch: Callable[[str, bytes], None],
         on_unreachable: Callable[[Exception], None],
+        server: ServerState | None = None,
     ) -> None:
         self._route = route
         self._prefix = prefix
@@ -78,14 +94,17 @@ class Reader:
         self._dispatch = dispatch
         self._on_unreachable = on_unreachable
         self._task: asyncio.Task[None] | None = None
+        self._idle: asyncio.Future[bool] | None = None  # set while lingering without demand
+        # The route's client for blocking pops, and a client holding one of its pool's
+        # connections for this task's pops (no pool checkout per pop); see ``_held``.
+        self._pop_clients: tuple[Redis, Redis] | None = None
         self._wakes: set[asyncio.Task[None]] = set()
         self._blocking_on: frozenset[str] | None = None
         self._woken = False
         self._stopping = False
-        self._reached = False
+        self._server = server or ServerState()
         # The state of the rule (see ``_read_once``): what the last pop or sweep decided, and
         # how many more popping pops before a sweep is tried again (0: after the next one).
-        self._multi_pop = True  # BLMPOP until the server says it has none
         self._sweep_next = False
         self._pops_to_probe = 0
 
@@ -99,6 +118,8 @@ class Reader:
         if self._task is None:
             self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self._read())
+        elif self._idle is not None:
+            _resolve(self._idle, True)
         elif self._blocking_on is not None and any(q not in self._blocking_on for q in queues):
             self.wake()
 
@@ -124,6 +145,8 @@ class Reader:
         what that pop took is then lost (logged).
         """
         self._stopping = True
+        if self._idle is not None:
+            _resolve(self._idle, False)
         task = self._task
         if task is not None:
             if self._blocking_on is not None:
@@ -154,22 +177,24 @@ class Reader:
             logger.warning("Could not wake the reader on %s: %r", self._label, exc)
 
     async def _read(self) -> None:
-        """Pop for waiting receives until nobody waits."""
+        """Pop for waiting receives until nobody has waited for ``IDLE_LINGER_S``."""
         backoff_s = BACKOFF_MIN_S
         try:
             while not self._stopping:
                 try:
-                    if not self._reached:
+                    if not self._server.reached:
                         # tells a typo from an outage
                         await self._route.run("ping", commands.ping)
-                        self._reached = True
-                    if not await self._read_once():
+                        self._server.reached = True
+                    if not await self._read_once() and not await self._linger():
                         return
                     backoff_s = BACKOFF_MIN_S
                 except PopUnblockedError as exc:  # nothing was popped: pop again at once
                     logger.info("Redis at %s ended a blocking pop: %s", self._label, exc)
                 except TRANSIENT_ERRORS as exc:
-                    if not self._reached:  # a typo or a server that is not up: say so now
+                    # The pool mends what broke (a failover's new master, a closed socket).
+                    await self._release_held()
+                    if not self._server.reached:  # a typo or a server that is not up: say so now
                         self._on_unreachable(exc)
                     else:
                         logger.warning(
@@ -179,6 +204,7 @@ class Reader:
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
                 except Exception as exc:
+                    await self._release_held()
                     if isinstance(exc, NoPermissionError):  # an ACL refusal will not heal soon
                         self._on_unreachable(exc)
                     label = self._label
@@ -188,6 +214,23 @@ class Reader:
         finally:
             self._task = None
             self._blocking_on = None
+            await self._release_held()
+
+    async def _linger(self) -> bool:
+        """Wait up to ``IDLE_LINGER_S`` for a receive; False when none came (the task ends).
+
+        The demand is asked once more at the end, which also lets the receiver re-arm its
+        timer for the expiry of buffered messages (it does so while no reader runs).
+        """
+        loop = asyncio.get_running_loop()
+        idle = self._idle = loop.create_future()
+        timer = loop.call_later(IDLE_LINGER_S, _resolve, idle, False)
+        try:
+            woken = await idle
+        finally:
+            timer.cancel()
+            self._idle = None
+        return not self._stopping and (woken or bool(self._wanted()))
 
     async def _read_once(self) -> bool:
         """One round of popping; False when nobody waits any more.
@@ -207,7 +250,7 @@ class Reader:
         if not wanted:
             return False
         try:
-            if self._sweep_next or not self._multi_pop:
+            if self._sweep_next or not self._server.multi_pop:
                 await self._sweep_then(wanted)
             else:
                 await self._block_then(wanted)
@@ -283,12 +326,12 @@ class Reader:
         shift = int(time.monotonic() * 1000) % len(queues)  # no queue always comes first
         order = [*queues[shift:], *queues[:shift], self._wake_key]
         try:
-            if self._multi_pop:
+            if self._server.multi_pop:
                 result = await self._multi_pop_or_fall_back(order, min(wanted.values()))
             else:
                 result = await self._route.run(
                     "receive",
-                    lambda client: commands.single_pop(client, order, BLOCK_TIMEOUT_S),
+                    lambda client: self._pop_with(client, order, 0),
                     wait_split=False,
                     blocking_pops=True,
                 )
@@ -300,12 +343,43 @@ class Reader:
             self._dispatch(result[0], entry)
         return True
 
+    async def _pop_with(
+        self, client: Redis, order: list[str], count: int
+    ) -> tuple[str, list[bytes]] | None:
+        """BLMPOP of ``count`` (BLPOP for 0) on the connection held for ``client``'s pool."""
+        held = await self._held(client)
+        if count:
+            return await commands.multi_pop(held, order, count, BLOCK_TIMEOUT_S)
+        return await commands.single_pop(held, order, BLOCK_TIMEOUT_S)
+
+    async def _held(self, client: Redis) -> Redis:
+        """A client that keeps one connection of ``client``'s pool while this task pops.
+
+        redis-py's own single-connection client (``Redis.client()``): the pool's checkout
+        and its look at the socket happen once per task instead of once per pop. A route
+        that hands another client (a cluster's tag moved) gets a new one.
+        """
+        if type(client) is not Redis:  # an ASK target's client (cluster.py), made per call
+            return client
+        clients = self._pop_clients
+        if clients is None or clients[0] is not client:
+            await self._release_held()
+            clients = self._pop_clients = (client, client.client())
+        return clients[1]
+
+    async def _release_held(self) -> None:
+        """Give the held connection back to its pool (when the task ends)."""
+        clients, self._pop_clients = self._pop_clients, None
+        if clients is not None:
+            with contextlib.suppress(Exception):  # a broken connection is the pool's to mend
+                await clients[1].aclose()
+
     async def _multi_pop_or_fall_back(self, order: list[str], count: int) -> Any:
         """BLMPOP (Redis >= 7); on servers without it, switch to the script and BLPOP."""
         try:
             return await self._route.run(
                 "receive",
-                lambda client: commands.multi_pop(client, order, count, BLOCK_TIMEOUT_S),
+                lambda client: self._pop_with(client, order, count),
                 wait_split=False,
                 blocking_pops=True,
             )
@@ -313,5 +387,11 @@ class Reader:
             if "unknown command" not in str(exc).lower():
                 raise
             logger.info("Redis has no BLMPOP; popping with the script and BLPOP instead")
-            self._multi_pop = False
+            self._server.multi_pop = False
             return None
+
+
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+    """Set ``future`` to ``value`` unless it is done already."""
+    if not future.done():
+        future.set_result(value)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from functools import partial
 from typing import Any
 
@@ -22,9 +22,9 @@ from .buffers import Buffers, Item, now_ms
 from .codec import Codec, MsgpackSerializer
 from .copies import HeldCopies
 from .handback import Releases, Returns
+from .lanes import Lanes
 from .metrics import Counters
 from .offload import gate
-from .reader import Reader
 from .routes import Route
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,9 @@ class Receiver:
         self.dropped_malformed = 0  # entries whose header did not parse
         self._codec = codec or Codec(MsgpackSerializer())
         self._prefix = prefix
-        self._label = label = route.label
+        self._label = route.label
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._channels_of: dict[str, set[str]] = {}  # queue key -> channels with waiters
         self._releases = Releases(route, prefix, expiry_s)
         self._buffers = Buffers(self._left, self.counters)
         self._copies = HeldCopies(
@@ -61,14 +62,14 @@ class Receiver:
         )
         self._returns = Returns(route, prefix, expiry_s, self._unwanted, self._returned)
         wake_tag = route.wake_tag or keys.tag_of(client_id)
-        self._reader = Reader(
+        self._reader = Lanes(
             route,
             prefix,
             keys.wake_key(prefix, client_id, wake_tag),
-            label,
             self._wanted,
             self._dispatch,
             self._fail_waiters,
+            route.max_lanes,
         )
         self._closed = False
         self._last_sweep = 0.0
@@ -95,9 +96,16 @@ class Receiver:
         """Register ``woken`` to be set when a message for one of ``channels`` arrives."""
         if self._closed:
             raise RuntimeError("the channel layer is closed on this event loop")
+        queues = []
         for channel in channels:
-            self._waiters.setdefault(channel, []).append(woken)
-        self._reader.ensure([keys.queue_key(self._prefix, channel) for channel in channels])
+            queue = keys.queue_key(self._prefix, channel)
+            waiting = self._waiters.get(channel)
+            if waiting is None:
+                waiting = self._waiters[channel] = []
+                self._channels_of.setdefault(queue, set()).add(channel)
+            waiting.append(woken)
+            queues.append(queue)
+        self._reader.ensure(queues)
 
     def stop_waiting(self, channels: Sequence[str], woken: asyncio.Future[None]) -> None:
         """Unregister ``woken``; what was buffered for it goes to another waiter or back."""
@@ -107,6 +115,7 @@ class Receiver:
                 waiting.remove(woken)
                 if not waiting:
                     del self._waiters[channel]
+                    self._forget_channel(channel)
         unwanted = []
         for channel in channels:
             if "!" in channel:
@@ -118,6 +127,15 @@ class Receiver:
                 unwanted.append(keys.queue_key(self._prefix, channel))
         if unwanted:
             self._reader.reconsider(unwanted)
+
+    def _forget_channel(self, channel: str) -> None:
+        """``channel`` has no waiters left: its queue's registry entry loses it."""
+        queue = keys.queue_key(self._prefix, channel)
+        channels = self._channels_of.get(queue)
+        if channels is not None:
+            channels.discard(channel)
+            if not channels:
+                del self._channels_of[queue]
 
     def _take(self, channel: str) -> dict[str, Any] | None:
         """The next live, decodable buffered message of ``channel``, or None."""
@@ -203,31 +221,41 @@ class Receiver:
 
     # -- demand and dispatch -----------------------------------------------------------
 
-    def _wanted(self) -> dict[str, int]:
-        """Queues the reader should pop from, with how many entries each."""
+    def _wanted(self, queues: Collection[str]) -> dict[str, int]:
+        """Of ``queues``, those a lane should pop from, with how many entries each.
+
+        Costs O(len(queues)) (plus the channels of a client queue up to its first idle
+        waiter), not O(every waiter): each lane asks only for its own queues.
+        """
         self._sweep()
         wanted: dict[str, int] = {}
         returning = self._returns.returning
-        for channel, waiting in self._waiters.items():
+        for queue in queues:
+            demand = self._demand(queue, queue in returning)
+            if demand:
+                wanted[queue] = demand
+        if not wanted:  # the lane stops: expire what is buffered on a timer instead
+            self._sweep_later()
+        return wanted
+
+    def _demand(self, queue: str, returning: bool) -> int:
+        """How many entries the idle waiters of ``queue``'s channels want from it now."""
+        total = 0
+        for channel in self._channels_of.get(queue, ()):
+            waiting = self._waiters[channel]
             idle = 0
             for waiter in waiting:
                 if not waiter.done():
                     idle += 1
             if not idle:
                 continue
-            queue = keys.queue_key(self._prefix, channel)
-            if "!" in channel:
-                wanted[queue] = LOCAL_BATCH
-                continue
-            if queue in returning:  # FIFO: let the returned entries reach the head first
-                continue
+            if "!" in channel:  # every entry of a client queue is this process's
+                return LOCAL_BATCH
+            if returning:  # FIFO: let the returned entries reach the head first
+                return 0
             unclaimed = self._buffers.count(channel) - (len(waiting) - idle)
-            missing = idle - max(unclaimed, 0)
-            if missing > 0:
-                wanted[queue] = wanted.get(queue, 0) + missing
-        if not wanted:  # the reader stops: expire what is buffered on a timer instead
-            self._sweep_later()
-        return wanted
+            total += max(idle - max(unclaimed, 0), 0)
+        return total
 
     def _dispatch(self, queue: str, entry: bytes) -> None:
         """Buffer one popped entry for each of its channels and wake their waiters."""

@@ -9,7 +9,7 @@ from typing import Any
 import channels.exceptions
 import pytest
 
-from asgi_redis import ChannelFull, RedisChannelLayer, keys
+from asgi_redis import ChannelFull, RedisChannelLayer, handback, keys
 from tests.layer_helpers import (
     KINDS,
     RECEIVE_TIMEOUT_S,
@@ -22,6 +22,7 @@ from tests.layer_helpers import (
     target,
     wait_until,
 )
+from tests.servers import RedisServer
 
 CAPACITY = 10
 # Sleeping this long lets a message sent with expiry=1 expire (its deadline is 1 s away).
@@ -128,6 +129,41 @@ async def test_receiving_frees_capacity(layer_hosts: list[Any], kind: str) -> No
             await receive_n(layer, channel, 3)
             # Counts of process-local messages are released shortly after delivery.
             await wait_until_uncounted(layer, channel)
+
+
+def script_calls(url: str) -> int:
+    """EVALSHA calls the server at ``url`` has run (INFO commandstats)."""
+    with sync_client(url) as client:
+        return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def stream(layer: RedisChannelLayer, channel: str, count: int) -> None:
+    """One producer awaiting each send, one task receiving: ``count`` messages."""
+
+    async def produce() -> None:
+        for index in range(count):
+            await layer.send(channel, {"type": "s", "i": index})
+
+    got = await asyncio.gather(receive_n(layer, channel, count), produce())
+    assert [message["i"] for message in got[0]] == list(range(count))
+
+
+async def test_a_steady_local_stream_does_not_pay_a_release_per_message(
+    private_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A wide pace, so that a loaded machine still delivers many messages per write.
+    monkeypatch.setattr(handback, "RELEASE_EVERY_S", 0.1)
+    messages = 300
+    async with make_layer(private_redis.url, capacity=messages) as layer:
+        channel = await layer.new_channel()
+        await stream(layer, channel, 20)  # scripts loaded, reader running
+        await asyncio.sleep(0.3)  # its last releases written
+        before = script_calls(private_redis.url)
+        await stream(layer, channel, messages)
+        await asyncio.sleep(0.3)
+        releases = script_calls(private_redis.url) - before - messages  # one send.lua each
+        await wait_until_uncounted(layer, channel)  # and every one of them was released
+    assert 0 < releases <= messages / 10
 
 
 async def wait_until_uncounted(layer: RedisChannelLayer, channel: str) -> None:
