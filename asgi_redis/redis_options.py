@@ -49,7 +49,7 @@ def _parameters(classes: Iterable[type]) -> dict[str, inspect.Parameter]:
     return found
 
 
-def _accepted(*classes: type) -> frozenset[str]:
+def accepted(*classes: type) -> frozenset[str]:
     """Every keyword the pool or its connections take."""
     return frozenset(_parameters(classes))
 
@@ -96,12 +96,12 @@ def check_keys(options: Mapping[str, Any], *, sentinel: bool = False) -> None:
         pool_class: type = SentinelConnectionPool
         conn_class: type = SentinelManagedConnection
         # Our Sentinel pool also waits for a free connection: BlockingConnectionPool's keys.
-        allowed = _accepted(pool_class, BlockingConnectionPool, conn_class) | _SENTINEL_POOL_KEYS
-        allowed |= _accepted(SSLConnection) if options.get("ssl") else frozenset()
+        allowed = accepted(pool_class, BlockingConnectionPool, conn_class) | _SENTINEL_POOL_KEYS
+        allowed |= accepted(SSLConnection) if options.get("ssl") else frozenset()
     else:
         pool_class = BlockingConnectionPool
         conn_class = connection_class(options)
-        allowed = _accepted(pool_class, conn_class)
+        allowed = accepted(pool_class, conn_class)
     allowed -= {"service_name", "sentinel_manager", "connection_kwargs"}
     unknown = [key for key in options if key not in allowed]
     if unknown:
