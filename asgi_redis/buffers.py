@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import keys
 from .metrics import Counters
@@ -16,9 +16,12 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass(frozen=True)
-class Item:
-    """One popped entry waiting in this process for a ``receive``."""
+class Item(NamedTuple):
+    """One popped entry waiting in this process for a ``receive``.
+
+    A named tuple, not a dataclass: one is made per channel of every popped group entry, and
+    a tuple is built several times faster.
+    """
 
     deadline_ms: int
     suffix: str
@@ -50,7 +53,10 @@ class Buffers:
 
     def add(self, channel: str, item: Item) -> None:
         """Queue ``item`` for ``channel``."""
-        self._items.setdefault(channel, deque()).append(item)
+        items = self._items.get(channel)
+        if items is None:
+            items = self._items[channel] = deque()
+        items.append(item)
 
     def channels(self) -> list[str]:
         """Channels that have buffered items."""

@@ -10,6 +10,7 @@ from redis.exceptions import ResponseError
 
 from . import keys
 from .errors import SEND_QUEUED, PopUnblockedError
+from .groupkinds import BOTH, Kinds
 from .pipelining import run_batched, run_many
 from .scripts import Arg, ScriptCall, run
 
@@ -214,10 +215,12 @@ def group_send_calls(
     beat_ms: int,
     tag: str = "",
     asking: bool = False,
+    payload_to: Kinds = BOTH,
 ) -> list[ScriptCall]:
     """The two script calls of a group_send: lua/group_send_named.lua (named members) and
-    lua/group_send_local.lua (one group entry per client queue); ``group_send_counts`` reads
-    their replies.
+    lua/group_send_local.lua (one group entry per client queue); ``group_send_counts`` and
+    ``group_send_kinds`` read their replies. A script that ``payload_to`` leaves out gets an
+    empty payload: it writes nothing and only counts its kind of members.
 
     With ``tag`` they deliver to that tag's members only (Redis Cluster: two calls per tag);
     without, to the members of every tag the group's directory lists (one server). On a
@@ -231,8 +234,10 @@ def group_send_calls(
     check = "a" if asking else "c" if tag else ""
     named_key = keys.group_key(prefix, group, tag) if tag else directory
     local_key = keys.clients_key(prefix, group, tag) if tag else directory
-    named: list[Arg] = [now_ms, prefix, group_ttl_s, header, payload, capacity, ttl_s, group]
-    local: list[Arg] = [now_ms, prefix, group_ttl_s, header, payload, ttl_s, group]
+    to_named = payload if payload_to.named else b""
+    to_local = payload if payload_to.local else b""
+    named: list[Arg] = [now_ms, prefix, group_ttl_s, header, to_named, capacity, ttl_s, group]
+    local: list[Arg] = [now_ms, prefix, group_ttl_s, header, to_local, ttl_s, group]
     return [
         ("group_send_named", [named_key], [*named, tag, check]),
         ("group_send_local", [local_key], [*local, tag, check, queue_max, beat_ms]),
@@ -256,6 +261,15 @@ def group_send_counts(replies: Sequence[Any]) -> tuple[int, int, int]:
         refused += int(named[1]) + int(local[1])
         dropped_dead += int(local[2])
     return queued, refused, dropped_dead
+
+
+def group_send_kinds(replies: Sequence[Any]) -> Kinds:
+    """The kinds of members the group_send_named/_local replies (as ``group_send_counts``
+    reads them) found: live named members, listed client queues."""
+    return Kinds(
+        named=any(int(named[2]) for named in replies[::2]),
+        local=any(int(local[3]) for local in replies[1::2]),
+    )
 
 
 async def heartbeat(client: Redis, *, prefix: str, heads: Sequence[str], beat_ms: int) -> list[str]:

@@ -27,7 +27,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 
 from . import commands, keys
@@ -47,15 +46,18 @@ WARNED_MAX = 10_000
 Key = tuple[str, str]  # (queue key, suffix) of one process-local channel
 
 
-@dataclass
 class _Channel:
-    """What this process holds of one channel's group copies."""
+    """What this process holds of one channel's group copies (a plain class with slots: one
+    is made whenever a channel that held nothing gets a copy)."""
 
-    held: int = 0  # copies in the buffer (handed-over ones included until taken)
-    reserved: int = 0  # slots Redis holds for them (never above what Redis has)
-    peak: int = 0  # the most held since the last give-back look
-    keep: int = 0  # slots to keep when giving back (that look's peak)
-    pending: deque[Item] = field(default_factory=deque)  # waiting for a reservation
+    __slots__ = ("held", "keep", "peak", "pending", "reserved")
+
+    def __init__(self) -> None:
+        self.held = 0  # copies in the buffer (handed-over ones included until taken)
+        self.reserved = 0  # slots Redis holds for them (never above what Redis has)
+        self.peak = 0  # the most held since the last give-back look
+        self.keep = 0  # slots to keep when giving back (that look's peak)
+        self.pending: deque[Item] = deque()  # waiting for a reservation
 
 
 class HeldCopies:
@@ -110,6 +112,25 @@ class HeldCopies:
             self._hold(state, channel, item)
             return
         state.pending.append(item)
+        self._dirty.add(key)
+        self._task.start()
+
+    def unclaimed(self, channel: str, take_all: Callable[[], list[Item]]) -> None:
+        """Nobody waits for ``channel`` any more, though something is buffered for it.
+
+        A copy handed to a receive that then gave up holds no slot: what the channel has
+        buffered (that copy first) waits for a reservation again, in order, so a direct send
+        never finds room that copy already takes. ``take_all`` removes the channel's live
+        buffered items without reporting them as left.
+        """
+        key = (keys.queue_key(self._prefix, channel), keys.split_channel(channel)[1])
+        state = self._channels.get(key)
+        if state is None or state.held <= state.reserved:
+            return
+        items = take_all()
+        state = self._channels.setdefault(key, state)  # an expired copy may have removed it
+        state.held -= sum(not item.counted for item in items)
+        state.pending.extendleft(reversed(items))
         self._dirty.add(key)
         self._task.start()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from functools import partial
 from typing import Any
 
@@ -76,9 +76,12 @@ class Receiver:
 
     # -- the caller side -------------------------------------------------------------
 
-    async def receive_many(self, channels: Sequence[str]) -> tuple[str, dict[str, Any]]:
-        """Wait for the next message on any of ``channels``."""
-        return await receive_from([(self, channels)])
+    def receive_many(
+        self, channels: Sequence[str]
+    ) -> Coroutine[Any, Any, tuple[str, dict[str, Any]]]:
+        """Wait for the next message on any of ``channels`` (``receive_from``'s coroutine
+        itself: one coroutine less to resume on every delivery)."""
+        return receive_from([(self, channels)])
 
     def take_any(self, channels: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
         """A buffered message of the first of ``channels`` that has one, or None."""
@@ -107,8 +110,8 @@ class Receiver:
         unwanted = []
         for channel in channels:
             if "!" in channel:
-                if self._buffers.count(channel):
-                    self._notify(channel)
+                if self._buffers.count(channel) and not self._notify(channel):
+                    self._copies.unclaimed(channel, partial(self._take_all, channel))
                 continue
             self._settle_named(channel)
             if not any(not waiter.done() for waiter in self._waiters.get(channel, ())):
@@ -131,6 +134,10 @@ class Receiver:
             self.counters.delivered += 1
             return message
         return None
+
+    def _take_all(self, channel: str) -> list[Item]:
+        """Remove every live buffered item of ``channel`` (oldest first), still held."""
+        return self._buffers.take_newest(channel, self._buffers.count(channel))
 
     def _left(self, item: Item) -> None:
         """A process-local item left the buffer: release its count or its reserved slot."""
@@ -328,9 +335,8 @@ async def receive_from(
     loop = asyncio.get_running_loop()
     # A receive run for a caller on another loop (offload.py) takes only while that caller waits.
     call = gate.get()
-    take = partial(_take_from, parts) if call is None else partial(call.take, _take_from, parts)
     while True:
-        got = take()
+        got = _take_from(parts) if call is None else call.take(_take_from, parts)
         if got is not None:
             return got
         woken: asyncio.Future[None] = loop.create_future()
@@ -339,7 +345,8 @@ async def receive_from(
             for receiver, channels in parts:
                 receiver.wait_on(channels, woken)
             await woken
-            got = take()  # before stop_waiting, which would pass it on
+            # before stop_waiting, which would pass it on
+            got = _take_from(parts) if call is None else call.take(_take_from, parts)
         finally:
             for receiver, channels in parts:
                 receiver.stop_waiting(channels, woken)

@@ -8,8 +8,9 @@ Run from the repository root (starts its own redis-server unless ``--url`` is gi
 1. Redis memory per queued entry (``MEMORY USAGE ... SAMPLES 0`` of the queue / entries): a
    group entry for a process holding M members of the group (it lists their suffixes), and a
    direct ``send`` to one process-local channel, with the benchmark's 100-byte message.
-2. The bound check's cost: ``INFO commandstats`` of the ``LLEN`` that group_send_local.lua runs
-   per client, against the scripts' time per group_send.
+2. The scripts' server time per group_send (``INFO commandstats``). The bound check itself is
+   no command: group_send_local.lua reads the queue's length from its push's reply (and pops a
+   push past the bound again).
 3. How deep the queue gets (``LLEN`` read while sending and for a second after) when a process
    with M members, each with a ``receive`` loop, is sent group messages: back to back (the
    receiver falls behind), at a steady rate, while its event loop stalls for some seconds, with
@@ -56,7 +57,7 @@ def sender(url: str, bound: int = DEFAULT_CLIENT_QUEUE_CAPACITY) -> RedisChannel
 
 
 async def entry_costs(url: str, members: int, sends: int) -> str:
-    """One table row: bytes per group entry and per direct entry, LLEN vs script time."""
+    """One table row: bytes per group entry and per direct entry, script time per group_send."""
     redis = aioredis.Redis.from_url(url)
     receiver, layer = sender(url), sender(url)
     try:
@@ -79,10 +80,10 @@ async def entry_costs(url: str, members: int, sends: int) -> str:
         for closing in (receiver, layer):
             await closing.close()
         await redis.aclose()
-    llen, scripts = stats["cmdstat_llen"], stats["cmdstat_evalsha"]
+    scripts = stats["cmdstat_evalsha"]
     return (
         f"| {members:,} | {entries / sends:g} | {group_b:,.0f} B | {direct_b:,.0f} B "
-        f"| {llen['usec_per_call']:.2f} µs | {scripts['usec'] / sends:,.1f} µs |"
+        f"| {scripts['usec'] / sends:,.1f} µs |"
     )
 
 
@@ -192,9 +193,9 @@ async def run(url: str, quick: bool) -> None:
     sizes = (1, 100, 1000) if quick else (1, 10, 100, 1000, 5000, 10000)
     print(
         "| members in the process | entries per group_send | Redis memory per group entry "
-        "| per direct entry | LLEN (bound check) | scripts per group_send |"
+        "| per direct entry | scripts per group_send |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- |")
     for members in sizes:
         print(await entry_costs(url, members, 50 if quick else 200), flush=True)
     print()

@@ -14,6 +14,7 @@ from asgi_redis import ChannelFull, RedisChannelLayer, keys
 from asgi_redis.buffers import Item
 from asgi_redis.copies import HeldCopies
 from asgi_redis.metrics import Counters
+from asgi_redis.receiver import Receiver
 from tests.layer_helpers import make_layer, receive_n, receive_within, sync_client
 
 CAPACITY = 5
@@ -149,6 +150,30 @@ async def test_the_client_queue_is_bounded(redis_url: str) -> None:
         assert [m["i"] for m in await receive_n(members, local[0], 3)] == [0, 1, 2]
 
 
+async def test_direct_sends_are_bounded_by_channel_capacity_not_by_the_client_queue(
+    redis_url: str,
+) -> None:
+    # The client queue bound stops group entries only: a direct send to a channel with room is
+    # accepted however long its process's queue is, and refused at the channel's capacity.
+    async with (
+        RedisChannelLayer(hosts=[redis_url], client_queue_capacity=2, capacity=3) as sender,
+        RedisChannelLayer(hosts=[redis_url]) as members,
+    ):
+        grouped, direct = await members.new_channel(), await members.new_channel()
+        await sender.group_add("room", grouped)
+        for index in range(3):
+            await sender.group_send("room", {"i": index})
+        assert sender.counters.channel_full == 1  # the third found the queue at its bound
+        for index in range(3):
+            await sender.send(direct, {"i": index})
+        with pytest.raises(ChannelFull):
+            await sender.send(direct, {"i": 3})
+        with sync_client(redis_url) as client:
+            assert client.llen(keys.queue_key("asgi:", direct)) == 2 + 3
+        assert [m["i"] for m in await receive_n(members, direct, 3)] == [0, 1, 2]
+        assert [m["i"] for m in await receive_n(members, grouped, 2)] == [0, 1]
+
+
 async def test_every_receive_gets_its_own_message_dict(redis_url: str) -> None:
     async with RedisChannelLayer(hosts=[redis_url]) as layer:
         first, second = await layer.new_channel(), await layer.new_channel()
@@ -228,3 +253,40 @@ async def test_slots_are_given_back_once_the_channel_stops_using_them(redis_url:
         await wait_until_counted(members, target, 0)
         for index in range(CAPACITY):
             await sender.send(target, {"i": f"direct {index}"})
+
+
+async def test_a_copy_handed_to_a_receive_that_gives_up_needs_a_slot(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A copy handed to a waiting receive holds no slot; if that receive is cancelled before it
+    # takes the copy, the copy must not stay buffered beside a full set of direct messages.
+    async with (
+        RedisChannelLayer(hosts=[redis_url], capacity=CAPACITY) as sender,
+        RedisChannelLayer(hosts=[redis_url], capacity=CAPACITY) as members,
+    ):
+        target = await members.new_channel()
+        await sender.group_add("room", target)
+        waiting = asyncio.create_task(members.receive(target))
+        deliver = Receiver._deliver
+
+        def deliver_then_cancel(self: Receiver, channel: str, item: Item) -> None:
+            deliver(self, channel, item)
+            if channel == target:
+                waiting.cancel()  # woken, but cancelled before it runs to take the copy
+
+        monkeypatch.setattr(Receiver, "_deliver", deliver_then_cancel)
+        await asyncio.sleep(0.05)
+        await sender.group_send("room", {"i": "group"})
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert waiting.cancelled()
+        monkeypatch.setattr(Receiver, "_deliver", deliver)
+        for index in range(CAPACITY):
+            with contextlib.suppress(ChannelFull):
+                await sender.send(target, {"i": index})
+        got = [m["i"] for m in await drain(members, target)]
+        # Kept when its slot came first, else dropped as full: never lost to the cancel alone.
+        if got[:1] == ["group"]:
+            assert got == ["group", *range(CAPACITY - 1)]
+        else:
+            assert got == list(range(CAPACITY))
+            assert members.counters.channel_full == 1

@@ -300,10 +300,15 @@ local DEAD_MARK = 'dead'
 -- The clock's key after <prefix>{T}.
 local CLOCK = 'u:clock'
 
--- The server's clock, ms.
+-- The server's clock, ms: read once per script run (a run lasts well under a millisecond,
+-- and a group_send reaching clients of many tags would otherwise ask once per tag).
+local server_now_ms
 local function server_ms()
-  local time = redis.call('TIME')
-  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  if not server_now_ms then
+    local time = redis.call('TIME')
+    server_now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  end
+  return server_now_ms
 end
 
 -- The uptime (ms) of tag clock ``clock_key`` now, one heartbeat ``beat_ms`` at most since its

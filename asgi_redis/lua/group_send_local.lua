@@ -11,7 +11,8 @@
   ARGV[2]  prefix      the layer's key prefix
   ARGV[3]  group_ttl_s group_expiry: clients and members added longer ago are skipped
   ARGV[4]  header      13-digit deadline of the message, ms
-  ARGV[5]  payload     the serialized message, written once per client
+  ARGV[5]  payload     the serialized message, written once per client; '' only counts the
+                       listed clients (a sender that saw none last time sends no payload)
   ARGV[6]  ttl_s       queue key lifetime after this send (the layer's expiry)
   ARGV[7]  group       the group's name
   ARGV[8]  tag         the one tag to deliver to, or '' for every tag in the directory
@@ -27,10 +28,12 @@
   Drops    dead clients (client_is_alive): out of l:, their m: and j: keys, queue and counts
            deleted; their liveness key then says 'dead' (their process, if it comes back,
            rejoins)
-  Returns  {copies, refused, dropped_dead}: members written to, members of clients whose queue
-           was at queue_max, members of dead clients dropped
-  Cost     per live client one EXISTS, one GET, one LLEN and one RPUSH per 5,000 members;
-           O(members) only to rebuild a missing cache
+  Returns  {copies, refused, dropped_dead, clients}: members written to, members of clients
+           whose queue was at queue_max, members of dead clients dropped, clients listed
+           (with an empty payload only the last, and nothing is written)
+  Cost     per live client one GET of its cached members and one RPUSH per 5,000 members
+           (the first push's reply is the bound check: a push past queue_max is popped again);
+           per tag one read of l: and one clock tick; O(members) only to rebuild a missing cache
 ]]
 local now_ms, prefix, group_name = tonumber(ARGV[1]), ARGV[2], ARGV[7]
 local header, payload, ttl_s = ARGV[4], ARGV[5], ARGV[6]
@@ -59,30 +62,50 @@ for _, tag in ipairs(tags_of_call(KEYS[1], ARGV[8])) do
   end
 end
 
--- A client's live members: (count, chunks joined with ';'), from the cache or rebuilt.
+-- ``text`` split at every ``separator``. A plain find, not a pattern such as '[^;]+': Lua
+-- matches a character class one character at a time, which cost 0.18 ms per group_send to a
+-- client of 1,000 members.
+local function split_plain(text, separator)
+  local parts, start = {}, 1
+  while true do
+    local at = string.find(text, separator, start, true)
+    if not at then
+      parts[#parts + 1] = string.sub(text, start)
+      return parts
+    end
+    parts[#parts + 1] = string.sub(text, start, at - 1)
+    start = at + 1
+  end
+end
+
+-- A client's live members: (count, list of chunks), from the cache or rebuilt.
 local function joined_members(client)
   local cached = redis.call('GET', client.joined)
-  if cached then
-    local count, chunks = string.match(cached, '^(%d+)|(.*)$')
-    return tonumber(count), chunks
+  local bar = cached and string.find(cached, '|', 1, true)
+  if bar then
+    return tonumber(string.sub(cached, 1, bar - 1)), split_plain(string.sub(cached, bar + 1), ';')
   end
   local suffixes = redis.call('ZRANGEBYSCORE', client.members, cutoff, '+inf')
   if #suffixes == 0 then
-    return 0, ''
+    return 0, {}
   end
   local chunks = {}
   for first = 1, #suffixes, CHUNK do
     chunks[#chunks + 1] = table.concat(suffixes, ',', first, math.min(first + CHUNK - 1, #suffixes))
   end
-  chunks = table.concat(chunks, ';')
   -- An import target must not create a key the migration may still bring (MIGRATE would fail).
   if check ~= 'a' then
     local oldest = redis.call('ZRANGEBYSCORE', client.members, cutoff, '+inf', 'WITHSCORES',
                               'LIMIT', 0, 1)
     local ttl_ms = math.floor(tonumber(oldest[2]) + group_ttl_ms - now_ms)
-    redis.call('SET', client.joined, #suffixes .. '|' .. chunks, 'PX', math.max(ttl_ms, 1))
+    local joined = #suffixes .. '|' .. table.concat(chunks, ';')
+    redis.call('SET', client.joined, joined, 'PX', math.max(ttl_ms, 1))
   end
   return #suffixes, chunks
+end
+
+if payload == '' then
+  return {0, 0, 0, #clients}
 end
 
 local copies, refused, dead = 0, 0, {}
@@ -91,14 +114,21 @@ for _, client in ipairs(clients) do
     dead[#dead + 1] = client
   else
     local count, chunks = joined_members(client)
-    if count > 0 and redis.call('LLEN', client.queue) >= queue_max then
-      refused = refused + count
-    elseif count > 0 then
-      for chunk in string.gmatch(chunks, '[^;]+') do
-        redis.call('RPUSH', client.queue, make_group_entry(header, chunk, payload))
+    local pushed = 0
+    for _, chunk in ipairs(chunks) do
+      local length = redis.call('RPUSH', client.queue, make_group_entry(header, chunk, payload))
+      -- The push tells the length: one call instead of an LLEN first, undone when it was full.
+      if pushed == 0 and length > queue_max then
+        redis.call('RPOP', client.queue)
+        break
       end
+      pushed = pushed + 1
+    end
+    if pushed > 0 then
       redis.call('EXPIRE', client.queue, ttl_s)
       copies = copies + count
+    else
+      refused = refused + count
     end
   end
 end
@@ -112,4 +142,4 @@ for _, client in ipairs(dead) do
              key_in(client.base, 'n', client.head))
   set_mark(key_in(client.base, 'h', client.head), DEAD_MARK, beat_ms, false)
 end
-return {copies, refused, dropped}
+return {copies, refused, dropped, #clients}

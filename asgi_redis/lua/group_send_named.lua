@@ -9,7 +9,8 @@
   ARGV[3]  group_ttl_s group_expiry: members added longer ago are skipped (group_add removes
                        them)
   ARGV[4]  header      13-digit deadline of the message, ms
-  ARGV[5]  payload     the serialized message
+  ARGV[5]  payload     the serialized message; '' only counts the live members (a sender that
+                       saw no named member in the group last time sends no payload here)
   ARGV[6]  capacity    default capacity
   ARGV[7]  ttl_s       queue key lifetime after this send (the layer's expiry)
   ARGV[8]  group       the group's name
@@ -17,8 +18,8 @@
   ARGV[10] check       '' on a server; on Redis Cluster 'c' or 'a' (see key_here): a derived
                        key failing it answers TRYAGAIN before anything is written
   Derived  for member M of tag T: its queue <prefix>{T}q:M; the tag's <prefix>{T}c:<group>
-  Writes   one entry per member with room
-  Returns  {delivered, skipped_full}
+  Writes   one entry per member with room; nothing when the payload is ''
+  Returns  {delivered, skipped_full, live_members}
   Cost     O(members); a full queue drops at most 100 expired entries from its head
 ]]
 local now_ms, prefix, group_name = tonumber(ARGV[1]), ARGV[2], ARGV[8]
@@ -46,6 +47,14 @@ for _, tag in ipairs(tags_of_call(KEYS[1], ARGV[9])) do
   capacity_keys[#capacity_keys + 1] = copy.capacities
 end
 
+local live = 0
+for _, copy in ipairs(copies) do
+  live = live + #copy.members
+end
+if ARGV[5] == '' then
+  return {0, 0, live}
+end
+
 -- Most groups have no capacity override: one EXISTS over every copy's hash says so.
 if #copies > 0 and redis.call('EXISTS', unpack(capacity_keys)) > 0 then
   for _, copy in ipairs(copies) do
@@ -70,4 +79,4 @@ for _, copy in ipairs(copies) do
     end
   end
 end
-return {delivered, full}
+return {delivered, full, live}

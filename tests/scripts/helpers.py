@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from asgi_redis import commands, keys, scripts
+from asgi_redis.groupkinds import BOTH, Kinds
 
 PREFIX = "asgi:"
 NOW_MS = 1_700_000_000_000
@@ -217,14 +218,17 @@ def group_send(
     check: str = "",
     queue_max: int = 1000,
     beat_ms: int = BEAT_MS,
+    payload_to: Kinds = BOTH,
+    kinds_found: list[Kinds] | None = None,
 ) -> list[int]:
     """Run group_send_named.lua then group_send_local.lua, the layer's two calls.
 
     Returns [queued, refused, dropped_dead] summed over both (see
-    ``commands.group_send_counts``). Without ``tag`` they walk every tag the group's
-    directory lists (the layer on one server); with one they deliver to that tag only (a
-    Redis Cluster group_send). ``check`` is the cluster's check of derived keys: '' none,
-    'c' or 'a' (after ASKING).
+    ``commands.group_send_counts``); the kinds of members they found are appended to
+    ``kinds_found`` when given. ``payload_to``: the scripts that get the payload. Without
+    ``tag`` they walk every tag the group's directory lists (the layer on one server); with
+    one they deliver to that tag only (a Redis Cluster group_send). ``check`` is the
+    cluster's check of derived keys: '' none, 'c' or 'a' (after ASKING).
     """
     calls = commands.group_send_calls(
         prefix=PREFIX,
@@ -239,11 +243,14 @@ def group_send(
         beat_ms=beat_ms,
         tag=tag,
         asking=check == "a",
+        payload_to=payload_to,
     )
     replies = []
     for name, script_keys, args in calls:
         at = CHECK_ARG[name]  # the calls carry the layer's check; use the test's
         replies.append(run(client, name, script_keys, [*args[:at], check, *args[at + 1 :]]))
+    if kinds_found is not None:
+        kinds_found.append(commands.group_send_kinds(replies))
     return list(commands.group_send_counts(replies))
 
 

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from asgi_redis import keys
+from asgi_redis.groupkinds import BOTH, Kinds
 from tests.scripts.helpers import (
     GARBAGE,
     GROUP_TTL_S,
@@ -75,6 +76,30 @@ def test_delivers_exact_entries_to_named_and_local_members(script_client: Any) -
     assert not script_client.exists(nkey(LOCAL))
     assert not script_client.exists(nkey(NAMED))
     assert script_client.exists(f"{PREFIX}{{{channel_tag(NAMED)}}}q:{NAMED}")
+
+
+@pytest.mark.parametrize(
+    ("present", "found"),
+    [
+        ((NAMED,), Kinds(named=True, local=False)),
+        ((LOCAL_1, LOCAL_22), Kinds(named=False, local=True)),
+        ((NAMED, LOCAL_1), BOTH),
+        ((), Kinds(named=False, local=False)),
+    ],
+)
+def test_without_a_payload_the_scripts_write_nothing_and_count_their_kind(
+    script_client: Any, present: tuple[str, ...], found: Kinds
+) -> None:
+    add_all(script_client, *present)
+    before = {key: script_client.dump(key) for key in script_client.keys("*")}
+    kinds: list[Kinds] = []
+    nobody = Kinds(named=False, local=False)
+    assert group_send(script_client, GROUP, b"m", payload_to=nobody, kinds_found=kinds) == [0] * 3
+    assert kinds == [found]
+    assert {key: script_client.dump(key) for key in script_client.keys("*")} == before
+    # With the payload they deliver, and report the same kinds.
+    assert group_send(script_client, GROUP, b"m", kinds_found=kinds)[0] == len(present)
+    assert kinds == [found, found]
 
 
 def test_empty_or_missing_group_returns_zeros(script_client: Any) -> None:
@@ -305,8 +330,9 @@ def test_liveness_and_counts_are_read_once_per_client(redis_url: str) -> None:
         assert group_send(client, GROUP, b"m") == [40, 0, 20]
         # Server-side call counts (a real server only): one GET of the liveness mark per
         # client, one EXISTS for the capacity-override hashes of every copy walked, one tick
-        # (HMGET + HSET) of the uptime clock per tag of a client; per live client one read of
-        # its members, one LLEN and one RPUSH, whatever its number of members; nothing counted.
+        # (HMGET + HSET) of the uptime clock per tag of a client, on one read of the server's
+        # clock; per live client one read of its members and one RPUSH (whose reply is the
+        # bound check), whatever its number of members; nothing counted.
         tags = {channel_tag(head) for head in heads}
         assert len(tags) > 1
         stats = client.info("commandstats")
@@ -318,7 +344,8 @@ def test_liveness_and_counts_are_read_once_per_client(redis_url: str) -> None:
         # Each script reads every listed tag's copy (g: or l:), then each live client's set
         # (its members, then its oldest one), which it caches joined.
         assert stats["cmdstat_zrangebyscore"]["calls"] == 2 * len(tags) + 2 * 2
-        assert stats["cmdstat_llen"]["calls"] == stats["cmdstat_rpush"]["calls"] == 2
+        assert stats["cmdstat_rpush"]["calls"] == 2 and "cmdstat_llen" not in stats
+        assert stats["cmdstat_time"]["calls"] == 1
         assert "cmdstat_hincrby" not in stats
         assert stats["cmdstat_zcard"]["calls"] == 1  # the dead client's members, counted
         # The next call copies each client's cached list: no read of its members.
