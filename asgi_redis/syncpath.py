@@ -126,6 +126,7 @@ class Wire(Protocol):
     """What this module uses of a redis-py sync connection (redis-py leaves them untyped)."""
 
     def can_read(self, timeout: float = 0) -> bool: ...
+    def connect(self) -> None: ...
     def disconnect(self) -> None: ...
     def pack_commands(self, commands: list[tuple[Any, ...]]) -> list[bytes]: ...
     def send_packed_command(self, command: list[bytes]) -> None: ...
@@ -150,22 +151,31 @@ class _Server:
         self._returned = threading.Condition()
 
     def take(self) -> Wire:
-        """An idle connection (checked), a closed or new one, or (at ``max_connections``)
-        the next one given back."""
+        """A connected connection: an idle one, a closed or new one, or (at
+        ``max_connections``) the next one given back. If connecting fails, it is given back
+        and the error raised."""
         connection = None
         while connection is None:
             try:
                 connection = self._idle.pop()
             except IndexError:
-                closed_or_new = self._closed_or_new()
-                if closed_or_new is not None:
-                    return closed_or_new
+                connection = self._closed_or_new()
+            else:
+                try:
+                    stale = (
+                        connection.can_read()
+                    )  # a reply to nothing, or EOF: closed by the server
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    stale = True
+                if stale:
+                    connection.disconnect()  # nothing was sent on it: reconnecting is safe
         try:
-            stale = connection.can_read()  # a reply to nothing, or EOF: the server closed it
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            stale = True
-        if stale:
-            connection.disconnect()  # nothing was sent on it: reconnecting runs nothing twice
+            # Connect here, as redis-py's pool does: writing to an unconnected connection skips
+            # the Sentinel connection's lookup of the master.
+            connection.connect()
+        except BaseException:
+            self.give_back(connection, failed=True)
+            raise
         return connection
 
     def give_back(self, connection: Wire, failed: bool) -> None:
@@ -180,7 +190,7 @@ class _Server:
                 self._returned.notify()
 
     def _closed_or_new(self) -> Wire | None:
-        """A closed connection (it connects when written to) or a new one; once
+        """A closed connection (``take`` connects it) or a new one; once
         ``max_connections`` exist, wait for one given back. None: an idle one came back."""
         with self._returned:
             while not self._closed and self._made >= self._max:
@@ -250,14 +260,14 @@ class SyncServers:
         """``calls`` pipelined on server ``index``; their replies. The first error reply
         raises, naming ``operation`` and the server."""
         server = self.server(index)
-        connection = server.take()
-        failed = True
-        try:
-            with failures.naming(operation, self._labels[index]):
+        with failures.naming(operation, self._labels[index]):
+            connection = server.take()
+            failed = True
+            try:
                 replies = run_scripts(connection, calls)
-            failed = False
-        finally:
-            server.give_back(connection, failed)
+                failed = False
+            finally:
+                server.give_back(connection, failed)
         for reply in replies:
             if isinstance(reply, Exception):
                 with failures.naming(operation, self._labels[index]):

@@ -61,6 +61,13 @@ def test_errors_name_the_operation_and_the_server() -> None:
     )
 
 
+def test_a_failed_connect_gives_its_connection_back() -> None:
+    servers = servers_for({"address": f"redis://127.0.0.1:{free_port()}", "max_connections": 1})
+    for _ in range(3):  # with the only connection lost, the second call would wait forever
+        with pytest.raises(redis.exceptions.ConnectionError):
+            servers.run(0, "send", send_call("x", 1))
+
+
 def test_threads_share_at_most_max_connections(redis_url: str) -> None:
     servers = servers_for({"address": redis_url, "max_connections": 2})
     errors: list[BaseException] = []
