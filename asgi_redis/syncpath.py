@@ -71,14 +71,14 @@ def _sync_keys_accepted(host: Host, options: dict[str, Any]) -> bool:
         tls = bool(options.get("ssl"))
         connection: type = SentinelManagedSSLConnection if tls else SentinelManagedConnection
         pools: tuple[type, ...] = (SentinelConnectionPool, BlockingConnectionPool)
-        own = {"ssl", "is_master", "check_connection"}
+        own = redis_options.SENTINEL_POOL_KEYS
     else:
         connection = Connection
         if "path" in effective:
             connection = UnixDomainSocketConnection
         elif redis_options.uses_tls(effective):
             connection = SSLConnection
-        pools, own = (BlockingConnectionPool,), set()
+        pools, own = (BlockingConnectionPool,), frozenset()
     taken = redis_options.accepted(*pools, connection) | own
     return all(key in taken for key in options)
 

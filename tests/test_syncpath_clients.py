@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.asyncio.connection import Connection as AsyncConnection
 
 from asgi_redis import RedisChannelLayer, commands, keys, syncpath
 from asgi_redis.syncpath import SyncServers
@@ -99,6 +100,7 @@ def test_threads_share_at_most_max_connections(redis_url: str) -> None:
         ("unix:///tmp/redis.sock", True),
         ({"sentinels": [("localhost", 26379)], "master_name": "mymaster"}, True),
         ({"cluster": ["redis://localhost:7000"]}, False),
+        ({"address": "redis://localhost:6379", "connection_class": AsyncConnection}, False),
     ],
 )
 def test_which_hosts_have_sync_clients(host: Any, usable: bool) -> None:
