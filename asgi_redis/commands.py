@@ -15,6 +15,26 @@ from .pipelining import run_batched, run_many
 from .scripts import Arg, ScriptCall, run
 
 
+def send_call(
+    *,
+    queue: str,
+    counts: str,
+    now_ms: int,
+    entry: bytes,
+    capacity: int,
+    ttl_s: int,
+    suffix: str,
+) -> ScriptCall:
+    """The call of lua/send.lua; ``send_queued`` reads its reply."""
+    args: list[Arg] = [now_ms, entry, capacity, ttl_s, suffix]
+    return ("send", [queue, counts] if suffix else [queue], args)
+
+
+def send_queued(reply: Any) -> bool:
+    """True when lua/send.lua queued the entry, False when the channel was full."""
+    return int(reply) == SEND_QUEUED
+
+
 async def send(
     client: Redis,
     *,
@@ -27,9 +47,16 @@ async def send(
     suffix: str,
 ) -> bool:
     """Run lua/send.lua; True when queued, False when the channel is full."""
-    args: list[str | bytes | int] = [now_ms, entry, capacity, ttl_s, suffix]
-    result = await run_batched(client, "send", [queue, counts] if suffix else [queue], args)
-    return int(result) == SEND_QUEUED
+    call = send_call(
+        queue=queue,
+        counts=counts,
+        now_ms=now_ms,
+        entry=entry,
+        capacity=capacity,
+        ttl_s=ttl_s,
+        suffix=suffix,
+    )
+    return send_queued(await run_batched(client, *call))
 
 
 async def receive(
@@ -89,8 +116,7 @@ async def release(
     return bool(await run(client, "release", [mark_key, *counts], args))
 
 
-async def group_add(
-    client: Redis,
+def group_add_call(
     *,
     prefix: str,
     group: str,
@@ -100,8 +126,8 @@ async def group_add(
     capacity: int | None,
     beat_ms: int,
     with_directory: bool = True,
-) -> bool:
-    """Run lua/group_add.lua; True when the channel was not a member before.
+) -> ScriptCall:
+    """The call of lua/group_add.lua, whose reply is 1 when the channel was not a member.
 
     For a process-local channel it also creates its client's liveness key ("seen now" on the
     tag's uptime clock; ``beat_ms`` is the heartbeat) unless the key exists, so a member is
@@ -124,7 +150,13 @@ async def group_add(
     member = suffix or channel
     local_head = head if suffix else ""
     args: list[Arg] = [member, now_ms, ttl_s, override, beat_ms, tag, local_head]
-    return bool(await run_batched(client, "group_add", group_keys, args))
+    return ("group_add", group_keys, args)
+
+
+async def group_add(client: Redis, **options: Any) -> bool:
+    """Run lua/group_add.lua (``options`` as ``group_add_call``'s); True when the channel
+    was not a member before."""
+    return bool(await run_batched(client, *group_add_call(**options)))
 
 
 def membership_keys(prefix: str, group: str, channel: str) -> list[str]:
@@ -156,12 +188,17 @@ async def group_tags(client: Redis, *, prefix: str, group: str) -> list[str]:
     return sorted(_text(tag) for tag in await client.smembers(keys.directory_key(prefix, group)))
 
 
-async def group_discard(client: Redis, *, prefix: str, group: str, channel: str) -> bool:
-    """Run lua/group_discard.lua; True when the channel was a member."""
+def group_discard_call(*, prefix: str, group: str, channel: str) -> ScriptCall:
+    """The call of lua/group_discard.lua, whose reply is 1 when the channel was a member."""
     head, suffix = keys.split_channel(channel)
     args: list[Arg] = [suffix or channel, head if suffix else ""]
-    group_keys = membership_keys(prefix, group, channel)
-    return bool(await run_batched(client, "group_discard", group_keys, args))
+    return ("group_discard", membership_keys(prefix, group, channel), args)
+
+
+async def group_discard(client: Redis, *, prefix: str, group: str, channel: str) -> bool:
+    """Run lua/group_discard.lua; True when the channel was a member."""
+    call = group_discard_call(prefix=prefix, group=group, channel=channel)
+    return bool(await run_batched(client, *call))
 
 
 def group_send_calls(

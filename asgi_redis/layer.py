@@ -18,12 +18,13 @@ from .groupkinds import GroupKinds, Kinds
 from .liveness import Liveness
 from .loopstate import LoopState
 from .metrics import Counters
-from .offload import Offload, forwardable
-from .pipelining import run_all
+from .offload import Offload, blockable, forwardable
+from .pipelining import run_all, run_batched
 from .receiver import Receiver, receive_from
 from .scripts import ScriptCall
 from .servers import Servers
 from .statistics import StatisticsMixin
+from .syncpath import SyncServers, blocking
 
 logger = logging.getLogger(__name__)
 
@@ -151,12 +152,14 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         # The kinds of members each group had, so a group_send sends the payload only to the
         # script of a kind the group holds (groupkinds.py).
         self._group_kinds = GroupKinds()
-        # Calls from short-lived loops (async_to_sync) run on a loop of our own (offload.py).
-        self._offload = Offload(self._close_loop)
+        # Calls from short-lived loops (async_to_sync) run on a loop of our own (offload.py),
+        # or for send and the group calls, as blocking calls of sync clients (syncpath.py).
+        self._sync = SyncServers(self.config.hosts, self._labels)
+        self._offload = Offload(self._close_loop, can_block=self._sync.usable)
 
     # -- channels --------------------------------------------------------------------
 
-    @forwardable
+    @blockable
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         """Queue ``message`` on ``channel``.
 
@@ -170,20 +173,17 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         now = now_ms()
         suffix = keys.split_channel(channel)[1]
         entry = keys.make_entry(now + self.expiry * 1000, suffix, payload)
-        queued = await self._servers.route_of(channel).run(
-            f"send to channel {channel!r}",
-            lambda client: commands.send(
-                client,
-                queue=keys.queue_key(self.prefix, channel),
-                counts=keys.counts_key(self.prefix, channel),
-                now_ms=now,
-                entry=entry,
-                capacity=self.config.capacity_for(channel),
-                ttl_s=self.expiry,
-                suffix=suffix,
-            ),
+        call = commands.send_call(
+            queue=keys.queue_key(self.prefix, channel),
+            counts=keys.counts_key(self.prefix, channel),
+            now_ms=now,
+            entry=entry,
+            capacity=self.config.capacity_for(channel),
+            ttl_s=self.expiry,
+            suffix=suffix,
         )
-        if not queued:
+        reply = await self._script(channel, f"send to channel {channel!r}", call)
+        if not commands.send_queued(reply):
             self.counters.channel_full += 1
             raise ChannelFull(f"channel {channel!r} is full")
         self.counters.sent += 1
@@ -231,7 +231,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
 
     # -- groups ----------------------------------------------------------------------
 
-    @forwardable
+    @blockable
     async def group_add(self, group: str, channel: str) -> None:
         """Add ``channel`` to ``group`` (or refresh it); idempotent."""
         names.check_group(group)
@@ -255,35 +255,28 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                     client, prefix=self.prefix, group=group, tag=tag, ttl_s=self.group_expiry
                 ),
             )
-        await self._servers.route_of(channel).run(
-            operation,
-            lambda client: commands.group_add(
-                client,
-                prefix=self.prefix,
-                group=group,
-                channel=channel,
-                now_ms=added_ms,
-                ttl_s=self.group_expiry,
-                capacity=None if capacity == self.capacity else capacity,
-                beat_ms=int(self.heartbeat * 1000),
-                with_directory=not on_cluster,
-            ),
+        call = commands.group_add_call(
+            prefix=self.prefix,
+            group=group,
+            channel=channel,
+            now_ms=added_ms,
+            ttl_s=self.group_expiry,
+            capacity=None if capacity == self.capacity else capacity,
+            beat_ms=int(self.heartbeat * 1000),
+            with_directory=not on_cluster,
         )
+        await self._script(channel, operation, call)
 
-    @forwardable
+    @blockable
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``; a no-op for non-members."""
         names.check_group(group)
         names.check_channel(channel)
         self._liveness.discarded(group, channel)
-        await self._servers.route_of(channel).run(
-            f"group_discard of {channel!r} from {group!r}",
-            lambda client: commands.group_discard(
-                client, prefix=self.prefix, group=group, channel=channel
-            ),
-        )
+        call = commands.group_discard_call(prefix=self.prefix, group=group, channel=channel)
+        await self._script(channel, f"group_discard of {channel!r} from {group!r}", call)
 
-    @forwardable
+    @blockable
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """Queue ``message`` on every live member of ``group``; full members are skipped.
 
@@ -332,10 +325,20 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         if self._cluster is not None:
             return await self._servers.on_every_tag(self.prefix, group, operation, calls_for)
         calls = calls_for("")
+        if blocking.get():
+            return self._sync.run_everywhere(operation, calls)
         per_server = await self._servers.on_every_server(
             operation, lambda client: run_all(client, calls)
         )
         return [reply for replies in per_server for reply in replies]
+
+    async def _script(self, channel: str, operation: str, call: ScriptCall) -> Any:
+        """One script on ``channel``'s server (or tag): inside a ``blockable`` method's blocking
+        run a blocking call of its sync client, else with the running loop's client."""
+        shard = self._servers.shard_of(channel)
+        if blocking.get():
+            return self._sync.run(shard, operation, call)
+        return await self._routes[shard].run(operation, lambda client: run_batched(client, *call))
 
     @property
     def dropped_undecodable(self) -> int:
@@ -367,6 +370,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         again retries (the connections are only closed once nothing is left to return).
         """
         await self._offload.stop()
+        self._sync.close()
         await self._close_loop()
 
     async def _close_loop(self) -> None:

@@ -10,6 +10,11 @@ or exception is handed back to the caller's loop. Loops met before that (a consu
 worker's) keep running their calls themselves. A loop's choice never changes, so all its
 receives use the same process-local buffers.
 
+Methods marked ``blockable`` (send, group_send, group_add, group_discard) do better still on
+such a loop while it is young: they run right there as blocking calls of a sync client
+(``syncpath``), since nothing else runs on it. The youth check keeps a long-lived loop that
+happens to be met after the churn from being blocked for longer than its first ``YOUNG_S``.
+
 Cancelling the caller cancels the forwarded call. A forwarded receive takes a message only
 while its caller still waits (``Call.take`` decides under one lock with the caller's
 cancellation), and a message taken always reaches the caller, even one cancelled meanwhile.
@@ -30,6 +35,8 @@ import time
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
+
+from .syncpath import blocking
 
 logger = logging.getLogger(__name__)
 
@@ -213,13 +220,19 @@ class Offload:
     Args:
         close_part: the layer's ``close`` for the running loop only; run on the background
             loop by ``stop``.
+        can_block: whether ``blockable`` methods may run as blocking calls (the layer has a
+            sync client for every server).
     """
 
-    def __init__(self, close_part: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def __init__(
+        self, close_part: Callable[[], Coroutine[Any, Any, None]], can_block: bool = False
+    ) -> None:
         self._close_part = close_part
+        self._can_block = can_block
         self._lock = threading.Lock()
         self._background: BackgroundLoop | None = None
         self._forwarded: dict[Loop, bool] = {}  # every open loop met: is it served here?
+        self._met_s: dict[Loop, float] = {}  # when each forwarded loop was met (monotonic)
         self._pending: dict[Loop, set[Call[Any]]] = {}
         self.young_deaths = 0
         _LIVE.add(self)
@@ -231,6 +244,14 @@ class Offload:
         if forwarded is None:
             forwarded = self._first_call(loop)
         return forwarded
+
+    def blocks(self) -> bool:
+        """Whether the running loop's ``blockable`` calls block it: a forwarded loop, met
+        less than ``YOUNG_S`` ago, and a layer with sync clients."""
+        if not self._can_block:
+            return False
+        met_s = self._met_s.get(asyncio.get_running_loop())
+        return met_s is not None and time.monotonic() - met_s < YOUNG_S
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the background loop (started if needed); its result comes here."""
@@ -291,6 +312,7 @@ class Offload:
         self._lock = threading.Lock()
         self._background = None
         self._forwarded = {}
+        self._met_s = {}
         self._pending = {}
 
     def _end(self, background: BackgroundLoop) -> None:
@@ -315,6 +337,8 @@ class Offload:
         forwarded = self.young_deaths >= CHURN_LOOPS
         self._forwarded[loop] = forwarded
         born_s = time.monotonic()
+        if forwarded:
+            self._met_s[loop] = born_s
         original_close = loop.close
 
         def close() -> None:
@@ -328,6 +352,7 @@ class Offload:
     def _closing(self, loop: Loop, forwarded: bool, age_s: float) -> None:
         """A loop met before closes: count it if it died young, give up its calls."""
         self._forwarded.pop(loop, None)
+        self._met_s.pop(loop, None)
         if not forwarded and age_s < YOUNG_S:
             self.young_deaths += 1
         for call in self._pending.pop(loop, set()):
@@ -348,12 +373,33 @@ def forwardable(
     method: Callable[Concatenate[S, P], Coroutine[Any, Any, T]],
 ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
     """Run a layer method on the background loop when called from a short-lived loop."""
+    return _dispatching(method, may_block=False)
+
+
+def blockable(
+    method: Callable[Concatenate[S, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
+    """Like ``forwardable``; on a loop where ``Offload.blocks``, run the method here with
+    ``syncpath.blocking`` set, so its Redis calls are blocking calls of a sync client."""
+    return _dispatching(method, may_block=True)
+
+
+def _dispatching(
+    method: Callable[Concatenate[S, P], Coroutine[Any, Any, T]], *, may_block: bool
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
+    """``method`` run here, forwarded, or (``may_block``) here as a blocking call."""
 
     async def call(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         offload = self._offload
-        if offload.forwards():
+        if not offload.forwards():
+            return await method(self, *args, **kwargs)
+        if not (may_block and offload.blocks()):
             return await offload.run(method(self, *args, **kwargs))
-        return await method(self, *args, **kwargs)
+        token = blocking.set(True)
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            blocking.reset(token)
 
     functools.update_wrapper(call, method)
     return call

@@ -29,7 +29,7 @@ BLOCK_TIMEOUT_S = 5
 # redis-py 8 gives sockets a 5 s timeout; a blocking pop must never hit it while idle.
 SOCKET_TIMEOUT_S = BLOCK_TIMEOUT_S + 10
 # Taken by SentinelConnectionPool itself (it picks the SSL connection class from it).
-_SENTINEL_POOL_KEYS = frozenset({"ssl", "is_master", "check_connection"})
+SENTINEL_POOL_KEYS = frozenset({"ssl", "is_master", "check_connection"})
 
 
 def _parameters(classes: Iterable[type]) -> dict[str, inspect.Parameter]:
@@ -49,7 +49,7 @@ def _parameters(classes: Iterable[type]) -> dict[str, inspect.Parameter]:
     return found
 
 
-def _accepted(*classes: type) -> frozenset[str]:
+def accepted(*classes: type) -> frozenset[str]:
     """Every keyword the pool or its connections take."""
     return frozenset(_parameters(classes))
 
@@ -96,12 +96,12 @@ def check_keys(options: Mapping[str, Any], *, sentinel: bool = False) -> None:
         pool_class: type = SentinelConnectionPool
         conn_class: type = SentinelManagedConnection
         # Our Sentinel pool also waits for a free connection: BlockingConnectionPool's keys.
-        allowed = _accepted(pool_class, BlockingConnectionPool, conn_class) | _SENTINEL_POOL_KEYS
-        allowed |= _accepted(SSLConnection) if options.get("ssl") else frozenset()
+        allowed = accepted(pool_class, BlockingConnectionPool, conn_class) | SENTINEL_POOL_KEYS
+        allowed |= accepted(SSLConnection) if options.get("ssl") else frozenset()
     else:
         pool_class = BlockingConnectionPool
         conn_class = connection_class(options)
-        allowed = _accepted(pool_class, conn_class)
+        allowed = accepted(pool_class, conn_class)
     allowed -= {"service_name", "sentinel_manager", "connection_kwargs"}
     unknown = [key for key in options if key not in allowed]
     if unknown:

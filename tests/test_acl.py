@@ -19,6 +19,7 @@ import redis.exceptions
 from asgi_redis import RedisChannelLayer
 from tests.layer_helpers import sync_client
 from tests.test_sentinel import start_set
+from tests.test_syncpath import exercise_blocking
 from tests.workload import exercise
 
 SECURITY_DOC = Path(__file__).parent.parent / "docs" / "security.md"
@@ -94,6 +95,12 @@ async def test_a_user_limited_to_the_prefix_can_do_everything(acl_url: str, rule
 async def test_credentials_in_a_host_dict(acl_url: str) -> None:
     set_user(acl_url, STRICT_RULE)
     await exercise([{"address": acl_url, "username": USER, "password": PASSWORD, "db": 2}])
+    assert acl_log(acl_url) == []
+
+
+def test_blocking_sync_calls_as_a_user_limited_to_the_prefix(acl_url: str) -> None:
+    set_user(acl_url, STRICT_RULE)
+    exercise_blocking([{"address": acl_url, "username": USER, "password": PASSWORD}])
     assert acl_log(acl_url) == []
 
 

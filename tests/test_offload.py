@@ -15,12 +15,19 @@ import pytest
 import redis
 from asgiref.sync import async_to_sync
 
-from asgi_redis import ChannelFull, RedisChannelLayer
+from asgi_redis import ChannelFull, RedisChannelLayer, syncpath
 from asgi_redis.offload import CHURN_LOOPS, Offload, gate
 
 from .layer_helpers import make_layer, receive_n, receive_within
 
 THREAD_NAME = "asgi_redis background loop"
+
+
+@pytest.fixture(autouse=True)
+def forwarding_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about forwarding: send and the group calls take it too, instead of
+    running as blocking calls (tests/test_syncpath.py)."""
+    monkeypatch.setattr(syncpath, "ENABLED", False)
 
 
 def client_ids(url: str) -> set[int]:

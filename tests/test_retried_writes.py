@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from asgi_redis import ChannelFull, commands, keys
+from asgi_redis import layer as layer_module
 from tests.layer_helpers import make_layer, receive_within, sync_client, wait_until
 
 CAPACITY = 3
@@ -35,6 +36,28 @@ def lose_first_replies(monkeypatch: pytest.MonkeyPatch, name: str, count: int = 
         return result
 
     monkeypatch.setattr(commands, name, reply_lost)
+    return ran
+
+
+def lose_first_script_replies(
+    monkeypatch: pytest.MonkeyPatch, script: str, count: int = 1
+) -> list[int]:
+    """As ``lose_first_replies`` for a script the layer runs through ``run_batched`` with a
+    call from ``commands.<script>_call`` (send, group_add, group_discard)."""
+    real = layer_module.run_batched
+    ran = [0]
+
+    async def reply_lost(client: Any, name: str, keys: list[str], args: list[Any]) -> Any:
+        result = await real(client, name, keys, args)
+        if name == script:
+            ran[0] += 1
+            if ran[0] <= count:
+                raise redis.exceptions.ConnectionError(
+                    "simulated: connection lost before the reply"
+                )
+        return result
+
+    monkeypatch.setattr(layer_module, "run_batched", reply_lost)
     return ran
 
 
@@ -83,7 +106,7 @@ async def test_a_rejoin_whose_group_add_reply_was_lost_is_retried_to_one_members
         with sync_client(redis_url) as plain:
             score = plain.zscore(member_key, suffix)
             await asyncio.sleep(0.5)  # a few beats: the mark is this process's own
-            ran = lose_first_replies(monkeypatch, "group_add")
+            ran = lose_first_script_replies(monkeypatch, "group_add")
             plain.set(keys.heartbeat_key("asgi:", head), "dead")  # as a group_send leaves it
             await wait_until(lambda: layer.counters.rejoins == 1)
             assert ran[0] == 2  # ran, reply lost; ran again at the next beat

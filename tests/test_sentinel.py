@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 import redis
 import redis.exceptions
+from asgiref.sync import async_to_sync
 
 from asgi_redis import RedisChannelLayer, keys
 from asgi_redis.config import Host, parse
 from tests.conftest import no_redis, start_server
 from tests.layer_helpers import blocked_clients, receive_within, sync_client, wait_until
 from tests.servers import HOST, RedisServer, RedisServerError, start_sentinel
+from tests.test_syncpath import churn, count_blocking_calls, wait_for
 from tests.tls import TlsFiles
 from tests.workload import exercise_from_sync_code
 
@@ -234,6 +236,31 @@ async def test_a_pending_receive_survives_a_failover(with_replica: SentinelSet) 
 
 
 # -- validation (no I/O) ---------------------------------------------------------------------
+
+
+def test_blocking_sync_calls_follow_a_failover(with_replica: SentinelSet) -> None:
+    servers = with_replica
+    assert servers.replica is not None
+    old_master = (HOST, servers.master.port)
+    assert wait_for(servers.replica_ready, SETTLE_S)
+    layer = RedisChannelLayer(hosts=[servers.host()])
+    churn(layer)
+    blocking_calls = count_blocking_calls(layer)
+    async_to_sync(layer.send)("before", {"type": "warm up"})  # it knows the old master
+    servers.master.kill()
+    assert wait_for(lambda: servers.master_address() != old_master, FAILOVER_S)
+    deadline = time.monotonic() + RECOVER_S
+    while True:
+        try:
+            async_to_sync(layer.send)("after", {"type": "after.failover"})
+            break
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    with sync_client(servers.replica.client_url) as new_master:
+        assert new_master.llen(keys.queue_key("asgi:", "after")) == 1
+    assert set(blocking_calls) == {"send to channel 'before'", "send to channel 'after'"}
+    async_to_sync(layer.close)()
 
 
 def sentinel_host(**changes: Any) -> dict[str, Any]:

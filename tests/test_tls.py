@@ -18,6 +18,7 @@ import redis.exceptions
 from asgi_redis import RedisChannelLayer
 from tests.conftest import no_redis
 from tests.servers import RedisServer, RedisServerError
+from tests.test_syncpath import exercise_blocking
 from tests.tls import TlsFiles, make_ca, make_tls_files
 from tests.workload import exercise, exercise_from_sync_code
 
@@ -66,6 +67,17 @@ async def test_everything_works_over_tls(tls_server: RedisServer, tls_files: Tls
 
 def test_sync_callers_over_tls(tls_server: RedisServer, tls_files: TlsFiles) -> None:
     exercise_from_sync_code([{"address": tls_server.url, **tls_files.client_options()}])
+
+
+def test_blocking_sync_calls_over_tls(tls_server: RedisServer, tls_files: TlsFiles) -> None:
+    exercise_blocking([{"address": tls_server.url, **tls_files.client_options()}])
+
+
+def test_blocking_sync_calls_with_a_client_certificate(
+    mutual_tls_server: RedisServer, tls_files: TlsFiles
+) -> None:
+    host = {"address": mutual_tls_server.url, **tls_files.client_options(with_cert=True)}
+    exercise_blocking([host])
 
 
 async def test_the_ca_can_be_given_in_the_url(tls_server: RedisServer, tls_files: TlsFiles) -> None:
