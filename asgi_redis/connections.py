@@ -239,7 +239,11 @@ class Connections:
 
 
 async def close_client(client: Redis) -> None:
-    """Close a client, and for a Sentinel master also the clients that asked the sentinels."""
+    """Close a client (and its dedicated connection, see ``writer``), and for a Sentinel
+    master also the clients that asked the sentinels."""
+    from .writer import close_writer  # writer imports this module
+
+    await close_writer(client)
     await client.aclose()
     pool = client.connection_pool
     if isinstance(pool, SentinelConnectionPool):
