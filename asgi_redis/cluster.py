@@ -47,7 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import failures, keys
 from .config import Host
-from .connections import Connections
+from .connections import Connections, close_each
 from .errors import PopUnblockedError
 
 logger = logging.getLogger(__name__)
@@ -242,14 +242,7 @@ class ClusterNodes:
 
     async def close(self) -> None:
         """Close the running loop's clients of every node."""
-        errors: list[Exception] = []
-        for connections in list(self._nodes.values()):
-            try:
-                await connections.close()
-            except Exception as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        await close_each([connections.close for connections in list(self._nodes.values())])
 
     # -- running a call --------------------------------------------------------------
 

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -227,15 +228,19 @@ class Connections:
         loop = asyncio.get_running_loop()
         found = [self._clients.pop(loop, None), self._blocking.pop(loop, None)]
         self._drop_closed_loops()
-        errors: list[Exception] = []
-        for client in found:
-            if client is not None:
-                try:
-                    await close_client(client)
-                except Exception as exc:
-                    errors.append(exc)
-        if errors:
-            raise errors[0]
+        await close_each([partial(close_client, client) for client in found if client is not None])
+
+
+async def close_each(closers: Iterable[Callable[[], Awaitable[None]]]) -> None:
+    """Await every closer even when one fails; then raise the first failure."""
+    errors: list[Exception] = []
+    for close in closers:
+        try:
+            await close()
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 async def close_client(client: Redis) -> None:

@@ -5,28 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
-from redis.asyncio import Redis
-
-from . import codec, commands, config, failures, keys, keyspace, names, sharding
+from . import codec, commands, config, keys, keyspace, names
 from .buffers import now_ms
-from .cluster import AskingRedis, ClusterNodes, did_not_run
 from .compat import ChannelsRedisCompatMixin, channels_redis_options
-from .connections import Connections
 from .crypto import Encryptor
 from .errors import ChannelFull
+from .liveness import Liveness
 from .loopstate import LoopState
-from .memberships import Memberships
 from .metrics import Counters
 from .offload import Offload, forwardable
-from .pipelining import run_all, run_many
+from .pipelining import run_all
 from .receiver import Receiver, receive_from
-from .routes import Route, ServerRoute, TagRoute
-from .scripts import ScriptCall, run
+from .scripts import ScriptCall
+from .servers import Servers
 from .statistics import StatisticsMixin
 
 logger = logging.getLogger(__name__)
@@ -136,27 +131,22 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         self.capacity = self.config.capacity
         self.heartbeat = self.config.heartbeat_s
         self.client_queue_capacity = self.config.client_queue_capacity
-        self._labels = tuple(host.label() for host in self.config.hosts)
-        self._cluster: ClusterNodes | None = None
-        self._routes: list[Route]
-        if self.config.hosts[0].cluster is not None:
-            # A Redis Cluster: one route per tag, on whichever primary owns the tag's slot.
-            self._shards: list[Connections] = []
-            self._cluster = ClusterNodes(self.config.hosts[0], self._close_with_loop)
-            self._routes = [TagRoute(self._cluster, index) for index in range(keys.TAG_COUNT)]
-        else:
-            # One connection set per server; a channel's server is picked by rendezvous hashing.
-            self._shards = [Connections(host, self._close_with_loop) for host in self.config.hosts]
-            self._routes = [
-                ServerRoute(shard, label)
-                for shard, label in zip(self._shards, self._labels, strict=True)
-            ]
+        self._servers = Servers(self.config.hosts, self._close_with_loop)
+        # The mixins' names for the servers' parts (statistics.py, compat.py).
+        self._labels = self._servers.labels
+        self._shards = self._servers.shards
+        self._cluster = self._servers.cluster
+        self._routes = self._servers.routes
         self._loops: dict[asyncio.AbstractEventLoop, LoopState] = {}
         # Process-local channels of this process, and their memberships, to rejoin groups.
-        self._own_heads: set[str] = set()
-        self._memberships = Memberships()
-        self._rejoining: set[str] = set()  # clients found dropped, not yet back in every group
-        self._beaten: set[str] = set()  # clients whose mark a beat of this layer has written
+        self._liveness = Liveness(
+            self._servers,
+            self.prefix,
+            self.heartbeat,
+            self.group_expiry,
+            self._add_member,
+            self.counters,
+        )
         # Calls from short-lived loops (async_to_sync) run on a loop of our own (offload.py).
         self._offload = Offload(self._close_loop)
 
@@ -176,7 +166,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         now = now_ms()
         suffix = keys.split_channel(channel)[1]
         entry = keys.make_entry(now + self.expiry * 1000, suffix, payload)
-        queued = await self._routes[self._shard_of(channel)].run(
+        queued = await self._servers.route_of(channel).run(
             f"send to channel {channel!r}",
             lambda client: commands.send(
                 client,
@@ -203,7 +193,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         state = self._loop_state()
         if head != channel:  # process-local: its client must be seen alive
             state.keep_alive(head)
-        receiver = state.receiver(self._shard_of_unit(head))
+        receiver = state.receiver(self._servers.shard_of_unit(head))
         return (await receiver.receive_many([channel]))[1]
 
     @forwardable
@@ -217,7 +207,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             self._keep_alive(channel)
         by_shard: dict[int, list[str]] = {}
         for channel in dict.fromkeys(channels):
-            by_shard.setdefault(self._shard_of(channel), []).append(channel)
+            by_shard.setdefault(self._servers.shard_of(channel), []).append(channel)
         return await receive_from(
             [(self._receiver(shard), shard_channels) for shard, shard_channels in by_shard.items()]
         )
@@ -244,8 +234,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         names.check_channel(channel)
         added_ms = now_ms()
         await self._add_member(group, channel, added_ms)
-        if keys.split_channel(channel)[0] in self._own_heads:
-            self._memberships.added(group, channel, added_ms)
+        self._liveness.added(group, channel, added_ms)
 
     async def _add_member(self, group: str, channel: str, added_ms: int) -> None:
         """Store the membership (``added_ms``: the time group_expiry counts from)."""
@@ -262,7 +251,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
                     client, prefix=self.prefix, group=group, tag=tag, ttl_s=self.group_expiry
                 ),
             )
-        await self._routes[self._shard_of(channel)].run(
+        await self._servers.route_of(channel).run(
             operation,
             lambda client: commands.group_add(
                 client,
@@ -282,8 +271,8 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
         """Remove ``channel`` from ``group``; a no-op for non-members."""
         names.check_group(group)
         names.check_channel(channel)
-        self._memberships.discarded(group, channel)
-        await self._routes[self._shard_of(channel)].run(
+        self._liveness.discarded(group, channel)
+        await self._servers.route_of(channel).run(
             f"group_discard of {channel!r} from {group!r}",
             lambda client: commands.group_discard(
                 client, prefix=self.prefix, group=group, channel=channel
@@ -321,12 +310,12 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
 
         if self._cluster is None:
             calls = calls_for("")
-            per_server = await self._on_every_server(
+            per_server = await self._servers.on_every_server(
                 operation, lambda client: run_all(client, calls)
             )
             replies = [reply for replies in per_server for reply in replies]
         else:
-            replies = await self._on_every_tag(group, operation, calls_for)
+            replies = await self._servers.on_every_tag(self.prefix, group, operation, calls_for)
         queued, refused, _ = commands.group_send_counts(replies)
         self.counters.sent += queued
         self.counters.channel_full += refused
@@ -342,7 +331,7 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
     @forwardable
     async def flush(self) -> None:
         """Delete every key under this layer's prefix (and nothing else), on every server."""
-        await self._on_every_server(
+        await self._servers.on_every_server(
             f"flush of prefix {self.prefix!r}",
             lambda client: keyspace.delete_own_keys(client, self.prefix),
             concurrently=False,
@@ -370,18 +359,8 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             await state.close()
             del self._loops[loop]
             self._dropped_closed += state.dropped_undecodable
-            self._forget_client(state.client_id)
-        errors: list[Exception] = []
-        closers = [shard.close for shard in self._shards]
-        if self._cluster is not None:
-            closers.append(self._cluster.close)
-        for close in closers:
-            try:
-                await close()
-            except Exception as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+            self._liveness.forget(state.client_id)
+        await self._servers.close()
 
     async def _close_with_loop(self) -> None:
         """``close`` for an event loop about to close: nothing can retry after it, so what
@@ -410,171 +389,12 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
     ) -> None:
         await self.close()
 
-    async def _on_every_server(
-        self,
-        operation: str,
-        call: Callable[[Redis], Awaitable[T]],
-        *,
-        concurrently: bool = True,
-    ) -> list[T]:
-        """Run ``call`` with each server's client (on a cluster: each primary's).
-
-        Several run concurrently unless told not to. An error names ``operation`` and the
-        server it came from.
-        """
-        if self._cluster is not None:
-            await self._cluster.ready()
-            clients = [
-                (label, self._cluster.client_at(address))
-                for label, address in zip(
-                    self._server_labels(), self._cluster.primaries(), strict=True
-                )
-            ]
-        else:
-            clients = [
-                (label, shard.client())
-                for shard, label in zip(self._shards, self._labels, strict=True)
-            ]
-        if len(clients) == 1 or not concurrently:  # no task per call on the hot path
-            return [
-                await failures.named(operation, label, call(client)) for label, client in clients
-            ]
-        calls = [failures.named(operation, label, call(client)) for label, client in clients]
-        return list(await asyncio.gather(*calls))
-
-    def _server_labels(self) -> list[str]:
-        """The labels ``_on_every_server`` names its servers by, in its order."""
-        if self._cluster is None:
-            return list(self._labels)
-        return [f"{self._cluster.label} (node {address})" for address in self._cluster.primaries()]
-
-    async def _on_every_tag(
-        self, group: str, operation: str, calls_for: Callable[[str, bool], list[ScriptCall]]
-    ) -> list[Any]:
-        """On a cluster: the scripts ``calls_for(tag, asking)`` on every tag ``group``'s
-        directory lists; returns their replies, tag after tag.
-
-        Phase one reads the directory; phase two sends each node one pipeline of its tags'
-        scripts, the nodes in parallel. A script answered by a redirection did not run: it
-        alone is sent again, following the redirection.
-        """
-        cluster = self._cluster
-        if cluster is None:
-            raise RuntimeError("_on_every_tag is for a Redis Cluster")
-        tags = await self._routes[keys.tag_index(group)].run(
-            operation, lambda client: commands.group_tags(client, prefix=self.prefix, group=group)
-        )
-        by_node: dict[str, list[str]] = {}
-        for tag in tags:
-            if tag in keys.TAG_INDEX:
-                by_node.setdefault(cluster.owner(keys.TAG_INDEX[tag]), []).append(tag)
-        parts = await asyncio.gather(
-            *(
-                self._on_node(address, node_tags, operation, calls_for)
-                for address, node_tags in by_node.items()
-            )
-        )
-        return [reply for part in parts for reply in part]
-
-    async def _on_node(
-        self,
-        address: str,
-        tags: list[str],
-        operation: str,
-        calls_for: Callable[[str, bool], list[ScriptCall]],
-    ) -> list[Any]:
-        """``calls_for(tag)`` of several tags one node owns, in one pipeline."""
-        cluster = self._cluster
-        if cluster is None:
-            raise RuntimeError("_on_node is for a Redis Cluster")
-        label = f"{cluster.label} (node {address})"
-        calls = [
-            (tag, index, call) for tag in tags for index, call in enumerate(calls_for(tag, False))
-        ]
-        try:
-            replies = await run_many(cluster.client_at(address), [call for _, _, call in calls])
-        except Exception as exc:
-            cluster.failed(exc)
-            if not did_not_run(exc):
-                with failures.naming(operation, label):
-                    raise
-            replies = [exc] * len(calls)  # nothing was sent: each call waits for the new owner
-        results = []
-        for (tag, index, _), reply in zip(calls, replies, strict=True):
-            if isinstance(reply, Exception) and did_not_run(reply):
-                # This script did not run: it alone follows the redirection (or waits).
-                cluster.failed(reply)
-                reply = await self._routes[keys.TAG_INDEX[tag]].run(
-                    operation,
-                    lambda client, tag=tag, index=index: run(  # type: ignore[misc]
-                        client, *calls_for(tag, isinstance(client, AskingRedis))[index]
-                    ),
-                )
-            elif isinstance(reply, Exception):
-                with failures.naming(operation, label):
-                    raise reply
-            results.append(reply)
-        return results
-
-    def _shard_of(self, channel: str) -> int:
-        """The index of the route of ``channel`` (a client's local channels share one): its
-        server, or on a cluster its tag."""
-        return self._shard_of_unit(keys.split_channel(channel)[0])
-
-    def _shard_of_unit(self, unit: str) -> int:
-        """The index of the route of a routing unit (a named channel or an ``a.b!`` head)."""
-        if self._cluster is not None:
-            return keys.tag_index(unit)
-        return sharding.shard_for(self._labels, unit)
-
     def _keep_alive(self, channel: str) -> None:
         """Keep the liveness mark of a process-local channel's client fresh from this loop."""
         if "!" in channel:
             head = keys.split_channel(channel)[0]
-            self._own_heads.add(head)
+            self._liveness.own_heads.add(head)
             self._loop_state().keep_alive(head)
-
-    async def _beat(self, heads: list[str]) -> None:
-        """Write the liveness marks of ``heads``, each on its own server; a client whose mark
-        was gone (judged dead while cut off) adds its memberships again (``memberships``)."""
-        by_shard: dict[int, list[str]] = {}
-        for head in heads:
-            by_shard.setdefault(self._shard_of(head), []).append(head)
-        gone = await asyncio.gather(
-            *(
-                self._routes[shard].run(
-                    "heartbeat",
-                    partial(
-                        commands.heartbeat,
-                        prefix=self.prefix,
-                        heads=shard_heads,
-                        beat_ms=int(self.heartbeat * 1000),
-                    ),
-                )
-                for shard, shard_heads in by_shard.items()
-            )
-        )
-        # A client's first beat may find no mark (its group_add may not have written it yet):
-        # only a mark that this process's beats had written and that is gone now means more.
-        self._rejoining.update(
-            head for shard_gone in gone for head in shard_gone if head in self._beaten
-        )
-        self._beaten.update(heads)
-        for head in sorted(self._rejoining):
-            rejoined = await self._memberships.rejoin(
-                head, now_ms(), self.group_expiry, self._add_member
-            )
-            self._rejoining.discard(head)  # only once every membership is back
-            if rejoined:
-                self.counters.rejoins += 1
-
-    def _forget_client(self, client_id: str) -> None:
-        """A loop's client id is gone with it: nothing of its channels is kept to rejoin."""
-        heads = {head for head in self._own_heads if head.endswith(f".{client_id}!")}
-        self._own_heads -= heads
-        self._beaten -= heads
-        self._rejoining -= heads
-        self._memberships.forget(heads)
 
     def _loop_state(self) -> LoopState:
         """The running loop's part of the layer (made on first use)."""
@@ -584,8 +404,10 @@ class RedisChannelLayer(StatisticsMixin, ChannelsRedisCompatMixin):
             for closed in [other for other in self._loops if other.is_closed()]:
                 gone = self._loops.pop(closed)
                 self._dropped_closed += gone.dropped_undecodable
-                self._forget_client(gone.client_id)
-            state = self._loops[loop] = LoopState(self._make_receiver, self._beat, self.heartbeat)
+                self._liveness.forget(gone.client_id)
+            state = self._loops[loop] = LoopState(
+                self._make_receiver, self._liveness.beat, self.heartbeat
+            )
         return state
 
     def _client_id(self) -> str:

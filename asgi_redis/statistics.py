@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-
-from redis.asyncio import Redis
 
 from . import keyspace, names
 from .buffers import now_ms
-from .cluster import ClusterNodes
 from .config import Config
 from .metrics import Counters
 from .offload import Offload, forwardable
-from .routes import Route
 from .scripts import ScriptCall, run
+from .servers import Servers
 
 T = TypeVar("T")
 
@@ -27,30 +23,13 @@ class StatisticsMixin:
     expiry: int
     group_expiry: int
     heartbeat: float
-    _routes: list[Route]
-    _cluster: ClusterNodes | None
+    _servers: Servers
     counters: Counters
     _offload: Offload
 
     @property
     def dropped_undecodable(self) -> int:
         """Messages dropped on receive because they failed to decrypt or deserialize."""
-        raise NotImplementedError
-
-    def _shard_of(self, channel: str) -> int:
-        raise NotImplementedError
-
-    async def _on_every_server(
-        self, operation: str, call: Callable[[Redis], Awaitable[T]], *, concurrently: bool = True
-    ) -> list[T]:
-        raise NotImplementedError
-
-    async def _on_every_tag(
-        self, group: str, operation: str, calls_for: Callable[[str, bool], list[ScriptCall]]
-    ) -> list[Any]:
-        raise NotImplementedError
-
-    def _server_labels(self) -> list[str]:
         raise NotImplementedError
 
     @forwardable
@@ -64,7 +43,7 @@ class StatisticsMixin:
             message in seconds, or None.
         """
         names.check_channel(channel)
-        stats = await self._routes[self._shard_of(channel)].run(
+        stats = await self._servers.route_of(channel).run(
             f"channel_statistics of {channel!r}",
             lambda client: keyspace.channel_statistics(
                 client,
@@ -102,11 +81,13 @@ class StatisticsMixin:
                 )
             ]
 
-        if self._cluster is None:
+        if self._servers.cluster is None:
             call = calls_for("")[0]
-            replies = await self._on_every_server(operation, lambda client: run(client, *call))
+            replies = await self._servers.on_every_server(
+                operation, lambda client: run(client, *call)
+            )
         else:
-            replies = await self._on_every_tag(group, operation, calls_for)
+            replies = await self._servers.on_every_tag(self.prefix, group, operation, calls_for)
         per_server = [keyspace.group_statistics_counts(reply) for reply in replies]
         totals = {name: sum(stats[name] for stats in per_server) for name in keyspace.GROUP_FIELDS}
         return {"group": group, **totals}
@@ -120,7 +101,7 @@ class StatisticsMixin:
         ``counters`` holds this instance's message counts since it was created (``sent``,
         ``delivered``, ``channel_full``, ``expired``, ``dropped``; see ``metrics.Counters``).
         """
-        per_server = await self._on_every_server(
+        per_server = await self._servers.on_every_server(
             "global_statistics",
             lambda client: keyspace.server_statistics(client, self.prefix),
         )
@@ -131,6 +112,6 @@ class StatisticsMixin:
             "counters": self.counters.snapshot(),
             "shards": [
                 {"host": label, **stats}
-                for label, stats in zip(self._server_labels(), per_server, strict=True)
+                for label, stats in zip(self._servers.server_labels(), per_server, strict=True)
             ],
         }

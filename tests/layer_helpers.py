@@ -26,6 +26,15 @@ def make_layer(url: str | list[Any], **options: Any) -> RedisChannelLayer:
     return RedisChannelLayer(hosts=[url] if isinstance(url, str) else url, **options)
 
 
+# The two kinds of channel a behaviour test runs on (see ``target``).
+KINDS = ["named", "local"]
+
+
+async def target(layer: RedisChannelLayer, kind: str, name: str = "target") -> str:
+    """A named channel ``name``, or a process-local channel of ``layer``."""
+    return name if kind == "named" else await layer.new_channel()
+
+
 async def receive_within(
     layer: RedisChannelLayer, channel: str, timeout_s: float = RECEIVE_TIMEOUT_S
 ) -> dict[str, Any]:

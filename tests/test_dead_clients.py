@@ -168,7 +168,7 @@ async def test_a_process_judged_dead_rejoins_its_groups_by_itself(
 
 def route_of(layer: Any, channel: str) -> Any:
     """The route (server or cluster tag) holding ``channel``'s keys."""
-    return layer._routes[layer._shard_of(channel)]
+    return layer._servers.route_of(channel)
 
 
 async def member_score(layer: Any, group: str, channel: str) -> Any:
@@ -199,10 +199,10 @@ def test_closing_a_loop_forgets_its_clients_memberships(redis_url: str) -> None:
     async def join() -> str:
         channel = await layer.new_channel()
         await layer.group_add("room", channel)
-        assert layer._memberships.of(keys.split_channel(channel)[0], 0, 86_400)
+        assert layer._liveness.memberships.of(keys.split_channel(channel)[0], 0, 86_400)
         await layer.close()
         return channel
 
     channel = asyncio.run(join())
-    assert not layer._memberships.of(keys.split_channel(channel)[0], 0, 86_400)
-    assert not layer._own_heads and not layer._beaten
+    assert not layer._liveness.memberships.of(keys.split_channel(channel)[0], 0, 86_400)
+    assert not layer._liveness.own_heads and not layer._liveness.beaten

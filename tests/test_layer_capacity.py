@@ -11,6 +11,7 @@ import pytest
 
 from asgi_redis import ChannelFull, RedisChannelLayer, keys
 from tests.layer_helpers import (
+    KINDS,
     RECEIVE_TIMEOUT_S,
     blocked_clients,
     cancel,
@@ -18,18 +19,13 @@ from tests.layer_helpers import (
     receive_n,
     receive_within,
     sync_client,
+    target,
     wait_until,
 )
 
-KINDS = ["named", "local"]
 CAPACITY = 10
 # Sleeping this long lets a message sent with expiry=1 expire (its deadline is 1 s away).
 PAST_ONE_SECOND_S = 1.2
-
-
-async def target(layer: RedisChannelLayer, kind: str, name: str = "cap") -> str:
-    """A named channel, or a process-local channel of ``layer``."""
-    return name if kind == "named" else await layer.new_channel()
 
 
 async def try_send(layer: RedisChannelLayer, channel: str, message: dict[str, Any]) -> bool:

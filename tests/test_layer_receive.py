@@ -18,22 +18,17 @@ from asgiref.sync import async_to_sync
 
 from asgi_redis import RedisChannelLayer, keys
 from tests.layer_helpers import (
+    KINDS,
     blocked_clients,
     cancel,
     make_layer,
     receive_n,
     receive_within,
     sync_client,
+    target,
     wait_until,
 )
 from tests.servers import RedisServer
-
-KINDS = ["named", "local"]
-
-
-async def target(layer: RedisChannelLayer, kind: str, name: str = "target") -> str:
-    """A named channel, or a process-local channel of ``layer``."""
-    return name if kind == "named" else await layer.new_channel()
 
 
 def queue_length(url: str, channel: str) -> int:

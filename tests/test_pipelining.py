@@ -172,10 +172,12 @@ def refuse_the_eval_retry(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 async def test_a_failed_noscript_retry_fails_only_the_calls_that_did_not_run(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
+    private_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The sends ran in the first pipeline: they get their replies, not the retry's error
-    (on a cluster that error, a refused connection, would have them sent a second time)."""
+    (on a cluster that error, a refused connection, would have them sent a second time).
+    A server of its own: a layer another test left open must not load the scripts again."""
+    redis_url = private_redis.url
     layer = make_layer(redis_url)
     with sync_client(redis_url) as client:
         client.script_flush()

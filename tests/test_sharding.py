@@ -196,7 +196,7 @@ async def test_close_goes_on_past_a_server_that_fails_and_can_be_retried(
     layer = RedisChannelLayer(hosts=urls)
     by_server: dict[int, str] = {}
     for number in range(100):
-        by_server.setdefault(layer._shard_of(f"close.c{number}"), f"close.c{number}")
+        by_server.setdefault(layer._servers.shard_of(f"close.c{number}"), f"close.c{number}")
     assert len(by_server) == len(urls)
     waiting = [asyncio.create_task(layer.receive(channel)) for channel in by_server.values()]
     for _ in range(200):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.exceptions
@@ -102,25 +103,24 @@ async def test_a_wrong_ca_fails_at_the_first_command_naming_the_server(
     assert "certificate verify failed" in message
 
 
+async def connection_error_of_a_send(hosts: list[Any]) -> str:
+    """The message of the ConnectionError a send to ``hosts`` fails with."""
+    layer = RedisChannelLayer(hosts=hosts)
+    try:
+        with pytest.raises(redis.exceptions.ConnectionError) as caught:
+            await asyncio.wait_for(layer.send("chat", {"type": "x"}), FAIL_WITHIN_S)
+    finally:
+        await layer.close()
+    return str(caught.value)
+
+
 async def test_no_client_certificate_where_the_server_wants_one_fails_clearly(
     mutual_tls_server: RedisServer, tls_files: TlsFiles
 ) -> None:
     host = {"address": mutual_tls_server.url, **tls_files.client_options()}
-    layer = RedisChannelLayer(hosts=[host])
-    try:
-        with pytest.raises(redis.exceptions.ConnectionError) as caught:
-            await asyncio.wait_for(layer.send("chat", {"type": "x"}), FAIL_WITHIN_S)
-    finally:
-        await layer.close()
-    assert f"failed on {mutual_tls_server.url}/0" in str(caught.value)
+    assert f"failed on {mutual_tls_server.url}/0" in await connection_error_of_a_send([host])
 
 
 async def test_plain_text_to_a_tls_port_fails_naming_the_server(tls_server: RedisServer) -> None:
     plain_url = tls_server.url.replace("rediss://", "redis://")
-    layer = RedisChannelLayer(hosts=[plain_url])
-    try:
-        with pytest.raises(redis.exceptions.ConnectionError) as caught:
-            await asyncio.wait_for(layer.send("chat", {"type": "x"}), FAIL_WITHIN_S)
-    finally:
-        await layer.close()
-    assert f"failed on {plain_url}/0" in str(caught.value)
+    assert f"failed on {plain_url}/0" in await connection_error_of_a_send([plain_url])
