@@ -93,7 +93,14 @@ class Writer:
     async def _write(self, commands: Sequence[Sequence[Any]]) -> list[asyncio.Future[Any]]:
         """Write ``commands`` on the open connection; one future per reply, in order."""
         connection = self._connection
-        if connection is None or self._closed or self._may_be_stale(connection):
+        task = self._task
+        if (
+            connection is None
+            or task is None
+            or task.done()  # cancelled with its loop's other tasks (asyncio.run's end)
+            or self._closed
+            or self._may_be_stale(connection)
+        ):
             connection = await self._ready()
         stream = connection._writer  # redis-py internals: only here
         if stream is None:
@@ -129,21 +136,21 @@ class Writer:
             logger.debug("Replacing a dedicated connection the server closed")
             self._drop(connection)
             connection = None
-        if connection is not None:
-            self._used_s = asyncio.get_running_loop().time()
-            return connection
-        async with self._connecting:
-            if self._connection is None:
-                fresh = self._pool.make_connection()  # type: ignore[no-untyped-call]
-                try:
-                    await fresh.connect()
-                except BaseException:
-                    await fresh.disconnect(nowait=True)
-                    raise
-                self._connection = fresh
-                if self._task is None:
-                    self._task = asyncio.get_running_loop().create_task(self._read_replies())
-            return self._connection
+        if connection is None:
+            async with self._connecting:
+                if self._connection is None:
+                    fresh = self._pool.make_connection()  # type: ignore[no-untyped-call]
+                    try:
+                        await fresh.connect()
+                    except BaseException:
+                        await fresh.disconnect(nowait=True)
+                        raise
+                    self._connection = fresh
+                connection = self._connection
+        if self._task is None or self._task.done():  # first use, or cancelled with its loop
+            self._task = asyncio.get_running_loop().create_task(self._read_replies())
+        self._used_s = asyncio.get_running_loop().time()
+        return connection
 
     def _stale(self, connection: AbstractConnection) -> bool:
         """Whether the server closed ``connection`` (the loop's view, then the socket's)."""

@@ -128,6 +128,22 @@ async def test_only_a_connection_idle_past_the_threshold_is_looked_at(
         await close_client(client)
 
 
+async def test_calls_after_the_reply_task_was_cancelled_still_get_their_replies(
+    redis_url: str,
+) -> None:
+    client = make_client(Host(redis_url))
+    try:
+        own = writer_of(client)
+        assert await own.call("ECHO", "one") == b"one"
+        task = own._task
+        assert task is not None
+        task.cancel()  # as asyncio.run cancels the tasks left before it closes its loop
+        await asyncio.gather(task, return_exceptions=True)
+        assert await asyncio.wait_for(own.call("ECHO", "two"), 5) == b"two"
+    finally:
+        await close_client(client)
+
+
 async def test_a_batch_is_one_write_with_its_replies_in_order(redis_url: str) -> None:
     client = make_client(Host(redis_url))
     try:
