@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -64,6 +65,8 @@ class Writer:
         self._connection: AbstractConnection | None = None
         self._pending: deque[asyncio.Future[Any]] = deque()
         self._has_pending = asyncio.Event()
+        self._drained = asyncio.Event()  # set while nothing is pending
+        self._drained.set()
         self._connecting = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -112,16 +115,16 @@ class Writer:
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
         self._pending.extend(futures)
+        self._drained.clear()
         self._has_pending.set()
         if stream.transport.get_write_buffer_size() > HIGH_WATER_B:
             await stream.drain()
         return futures
 
     def _may_be_stale(self, connection: AbstractConnection) -> bool:
-        """Whether to look at the connection before writing: idle, nothing pending, and the
-        last reply older than ``PEEK_AFTER_IDLE_S`` (or the loop has seen it close)."""
-        if self._pending:
-            return False  # in use: a close shows as a failed read
+        """Whether to look at the connection before writing: no reply for ``PEEK_AFTER_IDLE_S``
+        (pending or not: a connection killed with a reply outstanding must not get more), or
+        the loop has seen it close."""
         reader, stream = connection._reader, connection._writer
         if reader is None or stream is None or reader.at_eof() or stream.transport.is_closing():
             return True
@@ -132,10 +135,16 @@ class Writer:
         if self._closed:
             raise RedisConnectionError("the connection was closed")
         connection = self._connection
-        if connection is not None and not self._pending and self._stale(connection):
+        if connection is not None and self._stale(connection):
             logger.debug("Replacing a dedicated connection the server closed")
-            self._drop(connection)
-            connection = None
+            if self._pending:
+                # Replies sent before the close may be buffered: the reader hands them over,
+                # then fails the rest at EOF and drops the connection.
+                self._start_reader()
+                await self._drained.wait()
+            if self._connection is connection:
+                self._drop(connection)
+            connection = self._connection
         if connection is None:
             async with self._connecting:
                 if self._connection is None:
@@ -147,10 +156,14 @@ class Writer:
                         raise
                     self._connection = fresh
                 connection = self._connection
-        if self._task is None or self._task.done():  # first use, or cancelled with its loop
-            self._task = asyncio.get_running_loop().create_task(self._read_replies())
+        self._start_reader()
         self._used_s = asyncio.get_running_loop().time()
         return connection
+
+    def _start_reader(self) -> None:
+        """Start the reply task: on first use, or again after it was cancelled with its loop."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._read_replies())
 
     def _stale(self, connection: AbstractConnection) -> bool:
         """Whether the server closed ``connection`` (the loop's view, then the socket's)."""
@@ -158,7 +171,7 @@ class Writer:
         reader = connection._reader
         if stream is None or reader is None or reader.at_eof() or stream.transport.is_closing():
             return True
-        return peer_closed(connection)
+        return peer_closed(connection) or _hung_up(stream)
 
     def _drop(self, connection: AbstractConnection) -> None:
         """Forget ``connection`` and close it in the background."""
@@ -189,17 +202,24 @@ class Writer:
                     raise
                 continue
             self._used_s = asyncio.get_running_loop().time()
-            future = self._pending.popleft()
-            if future.done():
-                continue  # its caller was cancelled
-            if isinstance(reply, BaseException):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+            self._hand_over(reply)
+
+    def _hand_over(self, reply: Any) -> None:
+        """Resolve the oldest pending caller's future with ``reply`` (unless it was cancelled)."""
+        future = self._pending.popleft()
+        if not self._pending:
+            self._drained.set()
+        if future.done():
+            return  # its caller was cancelled
+        if isinstance(reply, BaseException):
+            future.set_exception(reply)
+        else:
+            future.set_result(reply)
 
     def _fail_pending(self, exc: BaseException) -> None:
         """Every pending caller gets ``exc`` (their replies are lost with the connection)."""
         pending, self._pending = list(self._pending), deque()
+        self._drained.set()
         for future in pending:
             if not future.done():
                 if isinstance(exc, Exception):
@@ -221,6 +241,18 @@ class Writer:
 
 
 _closing: set[asyncio.Task[Any]] = set()
+
+
+def _hung_up(stream: asyncio.StreamWriter) -> bool:
+    """Whether the peer closed the socket, seen even behind unread replies (``POLLRDHUP``,
+    Linux; elsewhere only ``connections.peer_closed``'s look, which data hides)."""
+    rdhup = getattr(select, "POLLRDHUP", 0)
+    transport_socket = stream.get_extra_info("socket")
+    if not rdhup or transport_socket is None or transport_socket.fileno() < 0:
+        return False
+    poller = select.poll()
+    poller.register(transport_socket.fileno(), rdhup)
+    return bool(poller.poll(0))
 
 
 async def _reply_or_error(future: asyncio.Future[Any]) -> Any:

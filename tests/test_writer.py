@@ -103,6 +103,28 @@ async def test_a_connection_killed_while_idle_is_replaced_before_writing(redis_u
         await close_client(client)
 
 
+async def test_a_connection_closed_behind_an_unread_reply_hands_it_over_then_is_replaced(
+    redis_url: str,
+) -> None:
+    client = make_client(Host(redis_url))
+    try:
+        own = writer_of(client)
+        assert await own.call("ECHO", "warm") == b"warm"
+        first = own._connection
+        pending = asyncio.ensure_future(own.call("ECHO", "unread"))
+        await asyncio.sleep(0)  # written
+        time.sleep(0.05)  # its reply reaches the socket; the loop does not read it
+        with sync_client(redis_url) as admin:
+            admin.client_kill_filter(_type="normal", skipme=True)
+        time.sleep(2 * writer.PEEK_AFTER_IDLE_S)
+        # A look at the socket sees the reply, not the close behind it: not written there.
+        assert await asyncio.wait_for(own.call("ECHO", "after"), 5) == b"after"
+        assert await pending == b"unread"
+        assert own._connection is not first
+    finally:
+        await close_client(client)
+
+
 async def test_only_a_connection_idle_past_the_threshold_is_looked_at(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
