@@ -9,11 +9,12 @@ the end of a FIFO and waits; one task per connection reads each reply with redis
 
 - Replies stay in step: a cancelled caller's future is dropped, its reply is still read.
 - A connection the server closed is replaced before anything is written to it. The event loop
-  marks it at EOF for free; a connection idle for ``PEEK_AFTER_IDLE_S`` (nothing pending, no
-  reply since) also gets ``connections.peer_closed`` (one non-blocking ``MSG_PEEK``, as the
-  pool's checkout does), which sees a ``CLIENT KILL`` the loop has not processed yet. A busy
-  connection gets no syscall per command: a close then fails the call in flight, as a close
-  just after a write would. A connection lost with replies pending fails those callers with
+  marks it at EOF for free; a connection without a reply for ``PEEK_AFTER_IDLE_S`` also gets
+  ``connections.peer_closed`` (one non-blocking ``MSG_PEEK``, as the pool's checkout does),
+  which sees a ``CLIENT KILL`` the loop has not processed yet, and a ``POLLRDHUP`` poll, which
+  sees a close behind replies not read yet (those are handed over first). A busy connection
+  gets no syscall per command: a close then fails the call in flight, as a close just after a
+  write would. A connection lost with replies pending fails those callers with
   redis-py's error, never retried, as a lost reply on the pool does.
 - Writes wait for the socket to drain above ``HIGH_WATER_B`` bytes of unsent data.
 - Clients that must send something before each command (``cluster.AskingRedis``) or pools
