@@ -212,8 +212,8 @@ def traced_round_trips() -> Iterator[None]:
 
     AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign]
     AbstractConnection.read_response = read_response  # type: ignore[method-assign]
-    # A lone call's dedicated connection (asgi_redis.writer) writes without
-    # send_packed_command and reads in its own task: trace the pool's path, which makes the
+    # Script calls on the dedicated connection (asgi_redis.writer) are written without
+    # send_packed_command and read in its own task: trace the pool's path, which makes the
     # same round trips.
     writer_enabled, writer.ENABLED = writer.ENABLED, False
     try:
@@ -361,7 +361,7 @@ async def call_metrics(
         "busiest_us": max(usec) / calls,
     }
     with traced_round_trips():
-        # Untraced: lone calls ran on the writer's connection, so open the pool's first (its
+        # Untraced: calls so far ran on the writer's connection, so open the pool's first (its
         # connection handshake is no round trip of a group_send).
         await layer.group_send(group, message("traced", -1))
         traces = [
