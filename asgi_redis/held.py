@@ -50,7 +50,7 @@ class _Held:
         kept = False
         try:
             await connection.connect()  # type: ignore[no-untyped-call,unused-ignore]  # no-op when connected
-            await connection.send_packed_command(connection.pack_command(*args), False)
+            writer.write_now(connection, *args)
             try:
                 reply = await connection.read_response()
             except ResponseError:

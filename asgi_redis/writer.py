@@ -274,6 +274,15 @@ def _own(exc: Exception) -> Exception:
     return own
 
 
+def write_now(connection: AbstractConnection, *args: Any) -> None:
+    """Write one command on ``connection`` at once, without redis-py's ``send_packed_command``
+    (a task and a timer per call for its timeout): for a caller that reads the reply next."""
+    stream = connection._writer
+    if stream is None:
+        raise RedisConnectionError("connection closed before the command was written")
+    stream.writelines(connection.pack_command(*args))
+
+
 def writer_for(client: Redis) -> Writer | None:
     """``client``'s writer, made on first use; None for clients that keep the pool."""
     if not ENABLED or type(client) is not Redis:
