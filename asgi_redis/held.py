@@ -4,7 +4,9 @@ A reader pops again as soon as a pop returns. Through the pool each pop costs a 
 release (a condition, a lock, a timeout context and a look at the socket). Here a connection
 taken from the blocking-pops client's pool (``connections``: at most one per reader sharing
 it) is kept out of it between pops: the next pop takes it back from a short list without a
-checkout. The pool still bounds how many there are and waits when all are taken.
+checkout, and the pop is written at once on its stream (``writer.write_now``, not redis-py's
+``send_packed_command``, whose write timeout costs a task and a timer per call). The pool still
+bounds how many there are and waits when all are taken.
 
 - A connection whose last reply is older than ``writer.PEEK_AFTER_IDLE_S`` gets one look at
   its socket first (``connections.peer_closed``); one the server closed is reconnected before
