@@ -25,7 +25,6 @@ left out and does not run.
 from __future__ import annotations
 
 import asyncio
-import copy
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from . import writer
+from .failures import own_copy
 from .scripts import SCRIPTS, Arg, Script, ScriptCall, run
 
 __all__ = ["run_all", "run_batched", "run_many"]
@@ -176,7 +176,7 @@ async def _replies(client: Redis, calls: Sequence[_Script]) -> list[Any]:
         try:
             retried = await _pipeline(client, [(None, call) for call in missing])
         except Exception as exc:
-            retried = [_own_copy(exc) for _ in missing]
+            retried = [own_copy(exc) for _ in missing]
         replies = _merge(calls, replies, dict(zip(map(id, missing), retried, strict=True)))
     return replies
 
@@ -187,7 +187,7 @@ async def _send(client: Redis, calls: list[_Call]) -> None:
         replies = await _replies(client, calls)
     except BaseException as exc:
         for call in calls:
-            _resolve(call.future, _own_copy(exc))
+            _resolve(call.future, own_copy(exc))
         if not isinstance(exc, Exception):
             raise  # cancelled with its loop: let the task end as cancelled
         return
@@ -232,13 +232,3 @@ def _resolve(future: asyncio.Future[Any], reply: Any) -> None:
         future.set_exception(reply)
     else:
         future.set_result(reply)
-
-
-def _own_copy(exc: BaseException) -> BaseException:
-    """A copy of ``exc`` per caller: one instance raised in many tasks would share a traceback."""
-    try:
-        own = copy.copy(exc)
-    except Exception:
-        return exc
-    own.__cause__ = exc
-    return own

@@ -42,6 +42,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from .connections import peer_closed
+from .failures import own_copy
 from .scripts import SCRIPTS, Arg, run
 
 logger = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ class Writer:
         for future in pending:
             if not future.done():
                 if isinstance(exc, Exception):
-                    future.set_exception(_own(exc))
+                    future.set_exception(own_copy(exc))
                 else:
                     future.cancel()
 
@@ -262,16 +263,6 @@ async def _reply_or_error(future: asyncio.Future[Any]) -> Any:
         return await future
     except ResponseError as exc:
         return exc
-
-
-def _own(exc: Exception) -> Exception:
-    """A copy of ``exc`` per caller (one instance raised in many tasks shares a traceback)."""
-    try:
-        own = type(exc)(*exc.args)
-    except Exception:
-        return exc
-    own.__cause__ = exc
-    return own
 
 
 def write_now(connection: AbstractConnection, *args: Any) -> None:
