@@ -8,11 +8,12 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from . import keys
+from . import held, keys
 from .errors import SEND_QUEUED, PopUnblockedError
 from .groupkinds import BOTH, Kinds
 from .pipelining import run_batched, run_many
-from .scripts import Arg, ScriptCall, run
+from .scripts import Arg, ScriptCall
+from .writer import run_script
 
 
 def send_call(
@@ -77,7 +78,7 @@ async def receive(
     args: list[str | bytes | int] = [now_ms, *(max_pop for _, _, max_pop in queues)]
     for index, suffix in releases:
         args += [index + 1, suffix]
-    flat = await run(client, "receive", key_args, args)
+    flat = await run_script(client, "receive", key_args, args)
     return [(int(flat[pos]) - 1, flat[pos + 1]) for pos in range(0, len(flat), 2)]
 
 
@@ -92,7 +93,7 @@ async def reserve(
     args: list[Arg] = [ttl_s]
     for suffix, slots, capacity in wanted:
         args += [suffix, slots, capacity]
-    return [int(slots) for slots in await run(client, "reserve", [counts], args)]
+    return [int(slots) for slots in await run_script(client, "reserve", [counts], args)]
 
 
 async def release(
@@ -113,7 +114,7 @@ async def release(
     args: list[str | bytes | int] = [batch, mark_s]
     for index, suffix in releases:
         args += [index + 1, suffix]
-    return bool(await run(client, "release", [mark_key, *counts], args))
+    return bool(await run_script(client, "release", [mark_key, *counts], args))
 
 
 def group_add_call(
@@ -303,7 +304,7 @@ async def requeue(
     entries were pushed.
     """
     args: list[str | bytes | int] = [expiry_s * 1000, expiry_s, *entries]
-    return int(await run(client, "requeue", [queue, token_key], args))
+    return int(await run_script(client, "requeue", [queue, token_key], args))
 
 
 async def multi_pop(
@@ -315,8 +316,8 @@ async def multi_pop(
     when Redis ended the pop without popping.
     """
     try:
-        result = await client.blmpop(
-            timeout_s, len(queues), *queues, direction="LEFT", count=count
+        result = await held.call(
+            client, "BLMPOP", timeout_s, len(queues), *queues, "LEFT", "COUNT", count
         )
     except ResponseError as exc:
         if str(exc).startswith("UNBLOCKED"):
@@ -336,7 +337,7 @@ async def single_pop(
     Raises ``PopUnblockedError`` when Redis ended the pop without popping.
     """
     try:
-        result = await client.blpop(list(queues), timeout=timeout_s)
+        result = await held.call(client, "BLPOP", *queues, timeout_s)
     except ResponseError as exc:
         if str(exc).startswith("UNBLOCKED"):
             raise PopUnblockedError(f"Redis ended a blocking pop without popping: {exc}") from exc

@@ -244,7 +244,13 @@ async def close_each(closers: Iterable[Callable[[], Awaitable[None]]]) -> None:
 
 
 async def close_client(client: Redis) -> None:
-    """Close a client, and for a Sentinel master also the clients that asked the sentinels."""
+    """Close a client (its dedicated connection, see ``writer``, and the connections its
+    blocking pops hold, see ``held``), and for a Sentinel master also the clients that asked
+    the sentinels."""
+    from . import held, writer  # both import this module
+
+    await writer.close_writer(client)
+    await held.close(client)
     await client.aclose()
     pool = client.connection_pool
     if isinstance(pool, SentinelConnectionPool):

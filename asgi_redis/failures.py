@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     pass
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 
 def _is_out_of_memory(exc: RedisError) -> bool:
@@ -99,3 +100,14 @@ async def named(operation: str, server: str, call: Awaitable[T]) -> T:
     """Await ``call`` inside ``naming(operation, server)``."""
     with naming(operation, server):
         return await call
+
+
+def own_copy(exc: E) -> E:
+    """A copy of ``exc`` per caller, chained to it: one instance raised in many tasks would
+    share a traceback (the batch and connection failures every caller of a write gets)."""
+    try:
+        own = copy.copy(exc)
+    except Exception:
+        return exc
+    own.__cause__ = exc
+    return own

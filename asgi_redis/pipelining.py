@@ -1,13 +1,13 @@
 """Auto-pipelining: script calls issued in one event-loop turn share one round trip.
 
-Many tasks sending at once would otherwise each take a pooled connection and wait for
-their own reply. Here a call on a client (one client per event loop and server, see
-``connections``) that has nothing else on the wire is sent at once as a plain EVALSHA, so a
-lone caller pays nothing. Otherwise the first call of a loop turn opens a batch and
-schedules its flush with ``loop.call_soon``; every call made before that callback runs
-joins it. The flush sends a batch of one as a plain EVALSHA from its caller's own task, and
-a larger one as one non-transactional pipeline, then hands each caller its own reply or
-error.
+Many tasks sending at once would otherwise each take a pooled connection and wait for their own
+reply. Here a call on a client (one client per event loop and server, see ``connections``) that
+has nothing else on the wire is sent at once as a plain EVALSHA, so a lone caller pays nothing
+(it writes on the client's dedicated connection, see ``writer``). Otherwise the first call of a
+loop turn opens a batch and schedules its flush with ``loop.call_soon``; every call made before
+that callback runs joins it. The flush sends a batch of one as a plain EVALSHA from its
+caller's own task, and a larger one as one non-transactional pipeline, then hands each caller
+its own reply or error.
 
 Nothing changes about what runs: each EVALSHA is still atomic on its own (a pipeline is
 not a transaction), a NOSCRIPT reply means that script did not run, so only those calls
@@ -25,7 +25,6 @@ left out and does not run.
 from __future__ import annotations
 
 import asyncio
-import copy
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +33,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from . import writer
+from .failures import own_copy
 from .scripts import SCRIPTS, Arg, Script, ScriptCall, run
 
 __all__ = ["run_all", "run_batched", "run_many"]
@@ -113,10 +114,11 @@ async def run_batched(client: Redis, name: str, keys: list[str], args: list[Arg]
 async def _run_counted(
     state: _State, client: Redis, name: str, keys: list[str], args: list[Arg]
 ) -> Any:
-    """``scripts.run``, counted as on the wire so calls meanwhile form a batch."""
+    """``scripts.run`` on the client's dedicated connection (``writer``), counted as on the
+    wire so calls meanwhile form a batch."""
     state.in_flight += 1
     try:
-        return await run(client, name, keys, args)
+        return await writer.run_script(client, name, keys, args)
     finally:
         state.in_flight -= 1
 
@@ -174,7 +176,7 @@ async def _replies(client: Redis, calls: Sequence[_Script]) -> list[Any]:
         try:
             retried = await _pipeline(client, [(None, call) for call in missing])
         except Exception as exc:
-            retried = [_own_copy(exc) for _ in missing]
+            retried = [own_copy(exc) for _ in missing]
         replies = _merge(calls, replies, dict(zip(map(id, missing), retried, strict=True)))
     return replies
 
@@ -185,7 +187,7 @@ async def _send(client: Redis, calls: list[_Call]) -> None:
         replies = await _replies(client, calls)
     except BaseException as exc:
         for call in calls:
-            _resolve(call.future, _own_copy(exc))
+            _resolve(call.future, own_copy(exc))
         if not isinstance(exc, Exception):
             raise  # cancelled with its loop: let the task end as cancelled
         return
@@ -196,17 +198,23 @@ async def _send(client: Redis, calls: list[_Call]) -> None:
 async def _pipeline(client: Redis, sends: list[tuple[str | None, _Script]]) -> list[Any]:
     """One non-transactional pipeline: EVALSHA when a SHA is given, else EVAL of the text.
 
-    Error replies come back in the list (``raise_on_error=False``); a connection error raises.
-    The pipeline takes its connection from the client's pool, whose stale-connection check
-    (``connections.FreshConnectionsMixin``) applies as for a lone call.
+    Error replies come back in the list; a connection error raises. Written in one write on
+    the client's dedicated connection (``writer``), or for clients without one as a redis-py
+    pipeline on a pooled connection (``connections.FreshConnectionsMixin`` checks it first).
     """
+    own = writer.writer_for(client)
+    if own is not None:
+        return await own.call_many([_command(sha, call) for sha, call in sends])
     async with client.pipeline(transaction=False) as pipe:
         for sha, call in sends:
-            if sha is None:
-                pipe.eval(call.script.source, len(call.keys), *call.keys, *call.args)
-            else:
-                pipe.evalsha(sha, len(call.keys), *call.keys, *call.args)
+            pipe.execute_command(*_command(sha, call))
         return await pipe.execute(raise_on_error=False)
+
+
+def _command(sha: str | None, call: _Script) -> tuple[Arg, ...]:
+    """``EVALSHA sha`` or, without a SHA, ``EVAL`` of the script's text, with its KEYS and ARGV."""
+    head: tuple[Arg, ...] = ("EVALSHA", sha) if sha is not None else ("EVAL", call.script.source)
+    return (*head, len(call.keys), *call.keys, *call.args)
 
 
 def _merge(calls: Sequence[_Script], replies: list[Any], retried: dict[int, Any]) -> list[Any]:
@@ -224,13 +232,3 @@ def _resolve(future: asyncio.Future[Any], reply: Any) -> None:
         future.set_exception(reply)
     else:
         future.set_result(reply)
-
-
-def _own_copy(exc: BaseException) -> BaseException:
-    """A copy of ``exc`` per caller: one instance raised in many tasks would share a traceback."""
-    try:
-        own = copy.copy(exc)
-    except Exception:
-        return exc
-    own.__cause__ = exc
-    return own

@@ -19,7 +19,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from asgi_redis import RedisChannelLayer
+from asgi_redis import RedisChannelLayer, held
 from tests.conftest import no_redis
 from tests.servers import RedisServer, RedisServerError
 
@@ -114,7 +114,15 @@ def no_blmpop(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         refused.append("BLMPOP")
         raise ResponseError("unknown command 'BLMPOP', with args beginning with: ")
 
+    original = held.call
+
+    async def held_call(client: Redis, *args: Any) -> Any:
+        if args[0] == "BLMPOP":  # the readers' pops go here (held connections)
+            return await blmpop(client)
+        return await original(client, *args)
+
     monkeypatch.setattr(Redis, "blmpop", blmpop)
+    monkeypatch.setattr(held, "call", held_call)
     return refused
 
 

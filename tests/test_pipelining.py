@@ -1,6 +1,7 @@
 """Auto-pipelining: concurrent calls share round trips, and each caller keeps its own outcome.
 
-Round trips are counted as writes to the socket (``send_packed_command``), never timed.
+Round trips are counted as writes to the socket (``send_packed_command`` on a pooled
+connection, ``Writer._write`` on a client's dedicated one), never timed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ import redis
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
-from asgi_redis import ChannelFull, RedisChannelLayer, commands, keys, pipelining, scripts
+from asgi_redis import (
+    ChannelFull,
+    RedisChannelLayer,
+    commands,
+    keys,
+    pipelining,
+    scripts,
+    writer,
+)
 from tests.layer_helpers import group_members, make_layer, sync_client
 from tests.servers import RedisServer
 
@@ -29,12 +38,18 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """Counts every write to a Redis socket (one per lone command or pipeline)."""
     counted = [0]
     original = AbstractConnection.send_packed_command
+    original_write = writer.Writer._write
 
     async def counting(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
         counted[0] += 1
         await original(self, *args, **kwargs)
 
+    async def counting_write(self: writer.Writer, commands: Any) -> Any:
+        counted[0] += 1
+        return await original_write(self, commands)
+
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    monkeypatch.setattr(writer.Writer, "_write", counting_write)
     yield counted
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections import Counter
 from typing import Any
 
+from asgi_redis import writer
 from asgi_redis.config import Host
 from asgi_redis.connections import (
     BlockingSentinelConnectionPool,
@@ -27,9 +29,16 @@ KILLS = 50
 
 
 def kill_normal_clients(url: str) -> int:
-    """``CLIENT KILL TYPE normal`` from another client; returns how many were killed."""
+    """``CLIENT KILL TYPE normal`` from another client; returns how many were killed.
+
+    Then idle a little longer than ``writer.PEEK_AFTER_IDLE_S`` without letting the loop run
+    (so it has not seen the close): a connection whose last reply is more recent is written
+    to without a look at its socket, and a kill within that time fails the next call.
+    """
     with sync_client(url) as admin:
-        return int(admin.client_kill_filter(_type="normal", skipme=True))
+        killed = int(admin.client_kill_filter(_type="normal", skipme=True))
+    time.sleep(2 * writer.PEEK_AFTER_IDLE_S)
+    return killed
 
 
 async def test_send_after_a_server_restart_succeeds(private_redis: RedisServer) -> None:

@@ -1,0 +1,96 @@
+"""Blocking pops on connections their readers hold, instead of a pool checkout per pop.
+
+A reader pops again as soon as a pop returns. Through the pool each pop costs a checkout and a
+release (a condition, a lock, a timeout context and a look at the socket). Here a connection
+taken from the blocking-pops client's pool (``connections``: at most one per reader sharing
+it) is kept out of it between pops: the next pop takes it back from a short list without a
+checkout, and the pop is written at once on its stream (``writer.write_now``, not redis-py's
+``send_packed_command``, whose write timeout costs a task and a timer per call). The pool still
+bounds how many there are and waits when all are taken.
+
+- A connection whose last reply is older than ``writer.PEEK_AFTER_IDLE_S`` gets one look at
+  its socket first (``connections.peer_closed``); one the server closed is reconnected before
+  anything is written to it (a pop in flight then fails, as through the pool).
+- A pop that fails or is cancelled leaves its connection out of step: redis-py disconnects it,
+  and it goes back to the pool, which replaces it. Error replies (``-UNBLOCKED``) keep it.
+- ``close`` gives every held connection back to the pool before the client closes it.
+- With ``writer.ENABLED`` off (benchmarks compare both) pops go through the pool as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ResponseError
+
+from . import writer
+from .connections import peer_closed
+
+__all__ = ["call", "close"]
+
+
+class _Held:
+    """The connections of one client's pool its blocking pops hold between pops."""
+
+    def __init__(self, client: Redis) -> None:
+        self._pool = client.connection_pool
+        self._idle: list[tuple[AbstractConnection, float]] = []
+
+    async def call(self, *args: Any) -> Any:
+        """Send one command on a held connection and read its reply (an error reply raises)."""
+        loop = asyncio.get_running_loop()
+        if self._idle:
+            connection, replied_s = self._idle.pop()
+            if loop.time() - replied_s > writer.PEEK_AFTER_IDLE_S and peer_closed(connection):
+                await connection.disconnect()
+        else:
+            connection = await self._pool.get_connection()  # type: ignore[no-untyped-call,unused-ignore]
+        kept = False
+        try:
+            await connection.connect()  # type: ignore[no-untyped-call,unused-ignore]  # no-op when connected
+            writer.write_now(connection, *args)
+            try:
+                reply = await connection.read_response()
+            except ResponseError:
+                kept = True  # an error reply: the connection is still in step
+                raise
+            kept = True
+            return reply
+        finally:
+            if kept:
+                self._idle.append((connection, loop.time()))
+            else:
+                await self._pool.release(connection)
+
+    async def close(self) -> None:
+        """Give every held connection back to the pool."""
+        idle, self._idle = self._idle, []
+        for connection, _ in idle:
+            await self._pool.release(connection)
+
+
+_held: weakref.WeakKeyDictionary[Redis, _Held] = weakref.WeakKeyDictionary()
+
+
+async def call(client: Redis, *args: Any) -> Any:
+    """Run one command on a connection ``client``'s blocking pops hold (clients that must send
+    something first, ``cluster.AskingRedis``, or that hold a connection themselves, run it as
+    usual)."""
+    if not writer.ENABLED or type(client) is not Redis or client.single_connection_client:
+        # A single-connection client (``Redis.client()``) already holds its connection.
+        return await client.execute_command(*args)  # type: ignore[no-untyped-call,unused-ignore]
+    held = _held.get(client)
+    if held is None:
+        held = _held[client] = _Held(client)
+    return await held.call(*args)
+
+
+async def close(client: Redis) -> None:
+    """Give ``client``'s held connections back to its pool (before closing it)."""
+    held = _held.pop(client, None)
+    if held is not None:
+        await held.close()
