@@ -14,7 +14,10 @@ from typing import Any, NoReturn
 
 import pytest
 import redis
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
+from asgi_redis import held
 from tests.cluster import RedisClusterServers
 from tests.servers import RedisServer, RedisServerError
 
@@ -195,3 +198,24 @@ def unraisable() -> Iterator[list[str]]:
         yield caught
     finally:
         sys.unraisablehook = previous_hook
+
+
+@pytest.fixture
+def no_blmpop(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every BLMPOP fail the way Redis 6 answers an unknown command."""
+    refused: list[str] = []
+
+    async def blmpop(self: Redis, *args: Any, **kwargs: Any) -> Any:
+        refused.append("BLMPOP")
+        raise ResponseError("unknown command 'BLMPOP', with args beginning with: ")
+
+    original = held.call
+
+    async def held_call(client: Redis, *args: Any) -> Any:
+        if args[0] == "BLMPOP":  # the readers' pops go here (held connections)
+            return await blmpop(client)
+        return await original(client, *args)
+
+    monkeypatch.setattr(Redis, "blmpop", blmpop)
+    monkeypatch.setattr(held, "call", held_call)
+    return refused

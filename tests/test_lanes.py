@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from asgi_redis import commands, keys, lanes
 from tests.layer_helpers import blocked_clients, make_layer, receive_within, wait_until
@@ -89,15 +88,9 @@ async def test_a_receive_many_waits_in_one_lane_and_takes_one_message(
 
 
 async def test_lanes_learn_once_that_a_server_has_no_blmpop(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, no_blmpop: list[str]
 ) -> None:
-    refused: list[str] = []
-
-    async def blmpop(self: Redis, *args: Any, **kwargs: Any) -> Any:
-        refused.append("BLMPOP")
-        raise ResponseError("unknown command 'BLMPOP', with args beginning with: ")
-
-    monkeypatch.setattr(Redis, "blmpop", blmpop)
+    refused = no_blmpop
     channels = [f"lanes.o{number}" for number in range(CHANNELS)]
     async with make_layer(redis_url) as layer, make_layer(redis_url) as sender:
         waiting = [asyncio.create_task(layer.receive(channel)) for channel in channels]

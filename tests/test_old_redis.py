@@ -13,13 +13,12 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from asgi_redis import RedisChannelLayer, held
+from asgi_redis import RedisChannelLayer
 from tests.conftest import no_redis
 from tests.servers import RedisServer, RedisServerError
 
@@ -103,27 +102,6 @@ async def test_groups_and_statistics_on_a_real_redis_6_2(old_redis: RedisServer)
         assert (await layer.channel_statistics("old.named"))["depth"] == 1
         await layer.group_discard("old.group", local)
         await layer.flush()
-
-
-@pytest.fixture
-def no_blmpop(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Make every BLMPOP fail the way Redis 6 answers an unknown command."""
-    refused: list[str] = []
-
-    async def blmpop(self: Redis, *args: Any, **kwargs: Any) -> Any:
-        refused.append("BLMPOP")
-        raise ResponseError("unknown command 'BLMPOP', with args beginning with: ")
-
-    original = held.call
-
-    async def held_call(client: Redis, *args: Any) -> Any:
-        if args[0] == "BLMPOP":  # the readers' pops go here (held connections)
-            return await blmpop(client)
-        return await original(client, *args)
-
-    monkeypatch.setattr(Redis, "blmpop", blmpop)
-    monkeypatch.setattr(held, "call", held_call)
-    return refused
 
 
 @pytest.mark.parametrize("local", [False, True], ids=["named", "local"])
