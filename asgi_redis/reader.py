@@ -97,7 +97,6 @@ class Reader:
         self._idle: asyncio.Future[bool] | None = None  # set while lingering without demand
         # The route's client for blocking pops, and a client holding one of its pool's
         # connections for this task's pops (no pool checkout per pop); see ``_held``.
-        self._pop_clients: tuple[Redis, Redis] | None = None
         self._wakes: set[asyncio.Task[None]] = set()
         self._blocking_on: frozenset[str] | None = None
         self._woken = False
@@ -193,7 +192,6 @@ class Reader:
                     logger.info("Redis at %s ended a blocking pop: %s", self._label, exc)
                 except TRANSIENT_ERRORS as exc:
                     # The pool mends what broke (a failover's new master, a closed socket).
-                    await self._release_held()
                     if not self._server.reached:  # a typo or a server that is not up: say so now
                         self._on_unreachable(exc)
                     else:
@@ -204,7 +202,6 @@ class Reader:
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
                 except Exception as exc:
-                    await self._release_held()
                     if isinstance(exc, NoPermissionError):  # an ACL refusal will not heal soon
                         self._on_unreachable(exc)
                     label = self._label
@@ -214,7 +211,6 @@ class Reader:
         finally:
             self._task = None
             self._blocking_on = None
-            await self._release_held()
 
     async def _linger(self) -> bool:
         """Wait up to ``IDLE_LINGER_S`` for a receive; False when none came (the task ends).
@@ -346,33 +342,10 @@ class Reader:
     async def _pop_with(
         self, client: Redis, order: list[str], count: int
     ) -> tuple[str, list[bytes]] | None:
-        """BLMPOP of ``count`` (BLPOP for 0) on the connection held for ``client``'s pool."""
-        held = await self._held(client)
+        """BLMPOP of ``count`` (BLPOP for 0); ``held.py`` keeps the connection between pops."""
         if count:
-            return await commands.multi_pop(held, order, count, BLOCK_TIMEOUT_S)
-        return await commands.single_pop(held, order, BLOCK_TIMEOUT_S)
-
-    async def _held(self, client: Redis) -> Redis:
-        """A client that keeps one connection of ``client``'s pool while this task pops.
-
-        redis-py's own single-connection client (``Redis.client()``): the pool's checkout
-        and its look at the socket happen once per task instead of once per pop. A route
-        that hands another client (a cluster's tag moved) gets a new one.
-        """
-        if type(client) is not Redis:  # an ASK target's client (cluster.py), made per call
-            return client
-        clients = self._pop_clients
-        if clients is None or clients[0] is not client:
-            await self._release_held()
-            clients = self._pop_clients = (client, client.client())
-        return clients[1]
-
-    async def _release_held(self) -> None:
-        """Give the held connection back to its pool (when the task ends)."""
-        clients, self._pop_clients = self._pop_clients, None
-        if clients is not None:
-            with contextlib.suppress(Exception):  # a broken connection is the pool's to mend
-                await clients[1].aclose()
+            return await commands.multi_pop(client, order, count, BLOCK_TIMEOUT_S)
+        return await commands.single_pop(client, order, BLOCK_TIMEOUT_S)
 
     async def _multi_pop_or_fall_back(self, order: list[str], count: int) -> Any:
         """BLMPOP (Redis >= 7); on servers without it, switch to the script and BLPOP."""
