@@ -36,30 +36,6 @@ def send_queued(reply: Any) -> bool:
     return int(reply) == SEND_QUEUED
 
 
-async def send(
-    client: Redis,
-    *,
-    queue: str,
-    counts: str,
-    now_ms: int,
-    entry: bytes,
-    capacity: int,
-    ttl_s: int,
-    suffix: str,
-) -> bool:
-    """Run lua/send.lua; True when queued, False when the channel is full."""
-    call = send_call(
-        queue=queue,
-        counts=counts,
-        now_ms=now_ms,
-        entry=entry,
-        capacity=capacity,
-        ttl_s=ttl_s,
-        suffix=suffix,
-    )
-    return send_queued(await run_batched(client, *call))
-
-
 async def receive(
     client: Redis,
     *,

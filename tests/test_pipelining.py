@@ -115,10 +115,9 @@ async def test_bad_arguments_fail_only_their_caller(redis_url: str) -> None:
     await client.aclose()
 
 
-def send_call(client: Redis, queue: str) -> Any:
-    """A ``commands.send`` of one small entry to the named-channel queue ``queue``."""
-    return commands.send(
-        client,
+async def send_call(client: Redis, queue: str) -> Any:
+    """lua/send.lua of one small entry to the named-channel queue ``queue``, batched."""
+    call = commands.send_call(
         queue=queue,
         counts=f"{queue}.counts",
         now_ms=1,
@@ -127,6 +126,7 @@ def send_call(client: Redis, queue: str) -> Any:
         ttl_s=60,
         suffix="",
     )
+    return commands.send_queued(await pipelining.run_batched(client, *call))
 
 
 async def test_noscript_in_a_batch_reruns_only_those_calls_once(
