@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import multiprocessing
+import os
 import queue
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -165,3 +167,26 @@ def name_outside(stem: str, tags: Iterable[int]) -> str:
     return next(
         f"{stem}.{n}" for n in itertools.count() if keys.tag_index(f"{stem}.{n}") not in avoid
     )
+
+
+def in_forked_child(child: Callable[[], bool], meanwhile: Callable[[], None]) -> bool:
+    """Fork: the child runs ``child`` and exits; the parent runs ``meanwhile`` at the same time,
+    then reaps the child and returns what ``child`` returned (False if it raised)."""
+    reading, writing = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
+        pid = os.fork()
+    if pid == 0:  # the child: report, never return into pytest
+        code = 1
+        try:
+            code = 0 if child() else 2
+        finally:
+            os.write(writing, bytes([code]))
+            os._exit(code)
+    os.close(writing)
+    try:
+        meanwhile()
+        return os.read(reading, 1) == bytes([0])
+    finally:
+        os.close(reading)
+        os.waitpid(pid, 0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ from asgiref.sync import async_to_sync
 from asgi_redis import ChannelFull, RedisChannelLayer, syncpath
 from asgi_redis.offload import CHURN_LOOPS, Offload, gate
 
-from .layer_helpers import make_layer, receive_n, receive_within
+from .layer_helpers import in_forked_child, make_layer, receive_n, receive_within
 
 THREAD_NAME = "asgi_redis background loop"
 
@@ -236,30 +235,22 @@ def test_a_forked_child_starts_its_own_thread_and_connections(redis_url: str) ->
     parent_thread = background_thread(layer)
     parent_clients = client_ids(redis_url)
     assert parent_thread is not None and len(parent_clients - others) == 1
-    reading, writing = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
-        pid = os.fork()
-    if pid == 0:  # the child: report, never return into pytest
-        code = 1
-        try:
-            inherited = background_thread(layer)
-            for number in range(10):
-                async_to_sync(layer.send)("forked", {"from": "child", "n": number})
-            own = background_thread(layer)
-            fresh = own is not None and own is not inherited and own.is_alive()
-            mine = client_ids(redis_url) - parent_clients
-            code = 0 if inherited is None and fresh and len(mine) == 1 else 2
-            async_to_sync(layer.close)()
-        finally:
-            os.write(writing, bytes([code]))
-            os._exit(code)
-    os.close(writing)
-    for number in range(10):
-        async_to_sync(layer.send)("forked", {"from": "parent", "n": number})
-    assert os.read(reading, 1) == bytes([0])
-    os.close(reading)
-    assert os.waitpid(pid, 0)[1] == 0
+
+    def child() -> bool:
+        inherited = background_thread(layer)
+        for number in range(10):
+            async_to_sync(layer.send)("forked", {"from": "child", "n": number})
+        own = background_thread(layer)
+        fresh = own is not None and own is not inherited and own.is_alive()
+        mine = client_ids(redis_url) - parent_clients
+        async_to_sync(layer.close)()
+        return inherited is None and fresh and len(mine) == 1
+
+    def parent() -> None:
+        for number in range(10):
+            async_to_sync(layer.send)("forked", {"from": "parent", "n": number})
+
+    assert in_forked_child(child, parent)
     assert background_thread(layer) is parent_thread
 
     async def drain() -> list[dict[str, Any]]:

@@ -8,10 +8,8 @@ and from plain threads through ``async_to_sync`` after the layer has seen short-
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,7 +20,7 @@ from asgiref.sync import async_to_sync
 from asgi_redis import ChannelFull, MessageTooLarge, RedisChannelLayer, keys, offload
 from asgi_redis.offload import CHURN_LOOPS
 
-from .layer_helpers import keyspace, make_layer, sync_client
+from .layer_helpers import in_forked_child, keyspace, make_layer, sync_client
 from .servers import free_port
 from .test_offload import background_thread, client_ids
 
@@ -252,28 +250,20 @@ def test_a_forked_child_makes_its_own_connections(redis_url: str) -> None:
     churn(layer)
     async_to_sync(layer.send)("forked", {"from": "parent", "n": -1})
     parent_clients = client_ids(redis_url) - others
-    reading, writing = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
-        pid = os.fork()
-    if pid == 0:  # the child: report, never return into pytest
-        code = 1
-        try:
-            blocking_calls = count_blocking_calls(layer)
-            for number in range(10):
-                async_to_sync(layer.send)("forked", {"from": "child", "n": number})
-            mine = client_ids(redis_url) - others - parent_clients
-            code = 0 if len(blocking_calls) == 10 and len(mine) == 1 else 2
-            layer._sync.close()
-        finally:
-            os.write(writing, bytes([code]))
-            os._exit(code)
-    os.close(writing)
-    for number in range(10):
-        async_to_sync(layer.send)("forked", {"from": "parent", "n": number})
-    assert os.read(reading, 1) == bytes([0])
-    os.close(reading)
-    assert os.waitpid(pid, 0)[1] == 0
+
+    def child() -> bool:
+        blocking_calls = count_blocking_calls(layer)
+        for number in range(10):
+            async_to_sync(layer.send)("forked", {"from": "child", "n": number})
+        mine = client_ids(redis_url) - others - parent_clients
+        layer._sync.close()
+        return len(blocking_calls) == 10 and len(mine) == 1
+
+    def parent() -> None:
+        for number in range(10):
+            async_to_sync(layer.send)("forked", {"from": "parent", "n": number})
+
+    assert in_forked_child(child, parent)
     # The parent's connection is untouched; the child's went with it.
     assert wait_for(lambda: client_ids(redis_url) - others == parent_clients)
     assert queue_length(redis_url, "forked") == 21
