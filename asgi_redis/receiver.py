@@ -18,13 +18,13 @@ from functools import partial
 from typing import Any
 
 from . import keys
+from .backgroundloop import gate
 from .buffers import Buffers, Item, now_ms
 from .codec import Codec, MsgpackSerializer
 from .copies import HeldCopies
 from .handback import Releases, Returns
 from .lanes import Lanes
 from .metrics import Counters
-from .offload import gate
 from .routes import Route
 
 logger = logging.getLogger(__name__)

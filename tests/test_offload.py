@@ -15,7 +15,8 @@ import redis
 from asgiref.sync import async_to_sync
 
 from asgi_redis import ChannelFull, RedisChannelLayer, syncpath
-from asgi_redis.offload import CHURN_LOOPS, Offload, gate
+from asgi_redis.backgroundloop import gate
+from asgi_redis.offload import CHURN_LOOPS, Offload
 
 from .layer_helpers import in_forked_child, make_layer, receive_n, receive_within
 
