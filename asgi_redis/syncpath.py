@@ -18,6 +18,7 @@ its calls keep going to the background loop, whose cluster client follows slot m
 from __future__ import annotations
 
 import contextvars
+import inspect
 import logging
 import os
 import threading
@@ -58,9 +59,23 @@ ENABLED = True
 blocking: contextvars.ContextVar[bool] = contextvars.ContextVar("blocking", default=False)
 
 
+# redis-py 6.0's sync BlockingConnectionPool.disconnect takes no argument, while its Sentinel
+# connection calls ``disconnect(inuse_connections=False)`` on a failover (later releases agree).
+_DISCONNECT_TAKES_FLAG = (
+    "inuse_connections" in inspect.signature(BlockingConnectionPool.disconnect).parameters
+)
+
+
 class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
     """redis-py's sync Sentinel pool taking the options of connections.py's asyncio one
     (``timeout`` is the blocking pool's): Sentinel finds the master for each connection."""
+
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        """Close the pool's connections (on redis-py 6.0 all of them, which is all it can)."""
+        if _DISCONNECT_TAKES_FLAG:
+            super().disconnect(inuse_connections)
+        else:
+            super().disconnect()  # type: ignore[call-arg,unused-ignore]
 
 
 def _sync_keys_accepted(host: Host, options: dict[str, Any]) -> bool:
