@@ -35,7 +35,7 @@ from redis.exceptions import NoScriptError
 
 from . import writer
 from .failures import own_copy
-from .scripts import SCRIPTS, Arg, Script, ScriptCall, run
+from .scripts import SCRIPTS, Arg, Script, ScriptCall, command, run
 
 __all__ = ["run_all", "run_batched", "run_many"]
 
@@ -202,19 +202,16 @@ async def _pipeline(client: Redis, sends: list[tuple[str | None, _Script]]) -> l
     the client's dedicated connection (``writer``), or for clients without one as a redis-py
     pipeline on a pooled connection (``connections.FreshConnectionsMixin`` checks it first).
     """
+    commands = [
+        command(call.script, call.keys, call.args, by_sha=sha is not None) for sha, call in sends
+    ]
     own = writer.writer_for(client)
     if own is not None:
-        return await own.call_many([_command(sha, call) for sha, call in sends])
+        return await own.call_many(commands)
     async with client.pipeline(transaction=False) as pipe:
-        for sha, call in sends:
-            pipe.execute_command(*_command(sha, call))
+        for each in commands:
+            pipe.execute_command(*each)
         return await pipe.execute(raise_on_error=False)
-
-
-def _command(sha: str | None, call: _Script) -> tuple[Arg, ...]:
-    """``EVALSHA sha`` or, without a SHA, ``EVAL`` of the script's text, with its KEYS and ARGV."""
-    head: tuple[Arg, ...] = ("EVALSHA", sha) if sha is not None else ("EVAL", call.script.source)
-    return (*head, len(call.keys), *call.keys, *call.args)
 
 
 def _merge(calls: Sequence[_Script], replies: list[Any], retried: dict[int, Any]) -> list[Any]:

@@ -7,6 +7,7 @@ are prepended to every script, so a script's text (and SHA1) is ``helpers + body
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -53,6 +54,15 @@ SCRIPTS: dict[str, Script] = _load()
 def source(name: str) -> str:
     """The full text of script ``name``, helpers included."""
     return SCRIPTS[name].source
+
+
+def command(
+    script: Script, keys: Sequence[Arg], args: Sequence[Arg], *, by_sha: bool = True
+) -> tuple[Arg, ...]:
+    """The command that runs ``script``: ``EVALSHA`` of its SHA or, without ``by_sha`` (after
+    NOSCRIPT), ``EVAL`` of its text, with its KEYS and ARGV."""
+    head: tuple[Arg, ...] = ("EVALSHA", script.sha) if by_sha else ("EVAL", script.source)
+    return (*head, len(keys), *keys, *args)
 
 
 async def run(client: Redis, name: str, keys: list[str], args: list[Arg]) -> Any:

@@ -47,7 +47,7 @@ from redis.sentinel import (
 from . import failures, redis_options
 from .config import Host
 from .connections import pool_options, sentinel_options
-from .scripts import SCRIPTS, ScriptCall
+from .scripts import SCRIPTS, ScriptCall, command
 
 logger = logging.getLogger(__name__)
 
@@ -317,12 +317,7 @@ def run_scripts(connection: Wire, calls: list[ScriptCall]) -> list[Any]:
 
 def _round_trip(connection: Wire, calls: list[ScriptCall], *, by_sha: bool) -> list[Any]:
     """Write every call at once (EVALSHA, or EVAL of the text), then read every reply."""
-    commands = [
-        ("EVALSHA", SCRIPTS[name].sha, len(keys), *keys, *args)
-        if by_sha
-        else ("EVAL", SCRIPTS[name].source, len(keys), *keys, *args)
-        for name, keys, args in calls
-    ]
+    commands = [command(SCRIPTS[name], keys, args, by_sha=by_sha) for name, keys, args in calls]
     connection.send_packed_command(connection.pack_commands(commands))
     replies: list[Any] = []
     for _ in commands:

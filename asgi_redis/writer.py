@@ -43,7 +43,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from .connections import peer_closed
 from .failures import own_copy
-from .scripts import SCRIPTS, Arg, run
+from .scripts import SCRIPTS, Arg, command, run
 
 logger = logging.getLogger(__name__)
 
@@ -293,9 +293,9 @@ async def run_script(client: Redis, name: str, keys: list[str], args: list[Arg])
         return await run(client, name, keys, args)
     script = SCRIPTS[name]
     try:
-        return await writer.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await writer.call(*command(script, keys, args))
     except NoScriptError:
-        return await writer.call("EVAL", script.source, len(keys), *keys, *args)
+        return await writer.call(*command(script, keys, args, by_sha=False))
 
 
 async def close_writer(client: Redis) -> None:
