@@ -105,7 +105,7 @@ class Releases:
         self._numbered += 1
         self._sealed_s = time.monotonic()
         mark_key = keys.release_mark_key(self._prefix, batch[0][0], self._releaser)
-        return _ReleaseBatch(self._numbered, mark_key, counts, pairs, time.monotonic())
+        return _ReleaseBatch(self._numbered, mark_key, counts, pairs, self._sealed_s)
 
     async def _paced_write(self) -> bool:
         """``_write``, once ``RELEASE_EVERY_S`` has passed since the last batch was sealed."""

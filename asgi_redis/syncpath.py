@@ -177,9 +177,8 @@ class _Server:
                 connection = self._closed_or_new()
             else:
                 try:
-                    stale = (
-                        connection.can_read()
-                    )  # a reply to nothing, or EOF: closed by the server
+                    # Something to read before writing (a reply to nothing, or EOF): closed.
+                    stale = connection.can_read()
                 except (RedisConnectionError, RedisTimeoutError, OSError):
                     stale = True
                 if stale:
