@@ -20,6 +20,14 @@ from tests.layer_helpers import make_layer, receive_n, receive_within, sync_clie
 CAPACITY = 5
 
 
+async def join_room(sender: RedisChannelLayer, members: RedisChannelLayer) -> tuple[str, str]:
+    """A process-local channel of ``members`` that ``sender`` adds to group "room" (the
+    target), and another of the same client in no group (the trigger ``settle`` uses)."""
+    target, trigger = await members.new_channel(), await members.new_channel()
+    await sender.group_add("room", target)
+    return target, trigger
+
+
 async def settle(layer: RedisChannelLayer, trigger: str) -> None:
     """Make ``layer`` pop its client queue now (a receive on ``trigger``, another channel of
     the same client), and give its reservations one round trip to land."""
@@ -79,8 +87,7 @@ async def test_mixed_direct_and_group_traffic_never_above_capacity(
         make_layer(layer_hosts, capacity=CAPACITY) as sender,
         make_layer(layer_hosts, capacity=CAPACITY) as members,
     ):
-        target, trigger = await members.new_channel(), await members.new_channel()
-        await sender.group_add("room", target)
+        target, trigger = await join_room(sender, members)
         accepted = []
         for index in range(4 * CAPACITY):
             if index % 2:
@@ -111,8 +118,7 @@ async def test_concurrent_direct_and_group_senders_never_above_capacity(
         make_layer(layer_hosts, capacity=CAPACITY) as sender,
         make_layer(layer_hosts, capacity=CAPACITY) as members,
     ):
-        target, trigger = await members.new_channel(), await members.new_channel()
-        await sender.group_add("room", target)
+        target, trigger = await join_room(sender, members)
 
         async def direct(index: int) -> None:
             with contextlib.suppress(ChannelFull):
@@ -191,8 +197,7 @@ async def test_every_receive_gets_its_own_message_dict(redis_url: str) -> None:
 async def test_close_returns_held_copies_and_their_slots(redis_url: str) -> None:
     async with RedisChannelLayer(hosts=[redis_url], capacity=CAPACITY) as sender:
         members = RedisChannelLayer(hosts=[redis_url], capacity=CAPACITY)
-        target, trigger = await members.new_channel(), await members.new_channel()
-        await sender.group_add("room", target)
+        target, trigger = await join_room(sender, members)
         for index in range(3):
             await sender.group_send("room", {"i": index})
         await settle(members, trigger)
@@ -239,8 +244,7 @@ async def test_slots_are_given_back_once_the_channel_stops_using_them(redis_url:
         RedisChannelLayer(hosts=[redis_url], capacity=CAPACITY) as sender,
         RedisChannelLayer(hosts=[redis_url], capacity=CAPACITY) as members,
     ):
-        target, trigger = await members.new_channel(), await members.new_channel()
-        await sender.group_add("room", target)
+        target, trigger = await join_room(sender, members)
         for index in range(CAPACITY):
             await sender.group_send("room", {"i": index})
         await settle(members, trigger)
