@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from . import keys, names, sharding
 from .codec import DEFAULT_SERIALIZER, Codec
 from .config import Config
-from .connections import Connections
+from .servers import Servers
 
 
 class ChannelsRedisCompatMixin:
@@ -25,8 +25,7 @@ class ChannelsRedisCompatMixin:
 
     config: Config
     _codec: Codec
-    _shards: list[Connections]
-    _labels: tuple[str, ...]
+    _servers: Servers
 
     async def close(self) -> None:
         raise NotImplementedError
@@ -52,12 +51,12 @@ class ChannelsRedisCompatMixin:
     @property
     def hosts(self) -> list[str]:
         """The servers, as canonical addresses without passwords, in sharding order."""
-        return list(self._labels)
+        return list(self._servers.labels)
 
     @property
     def ring_size(self) -> int:
         """How many servers the layer shards over."""
-        return len(self._labels)
+        return len(self._servers.labels)
 
     @property
     def channel_capacity(self) -> list[tuple[re.Pattern[str], int]]:
@@ -96,7 +95,7 @@ class ChannelsRedisCompatMixin:
         single server (each member is stored on its channel's server), so a group name gives
         no useful answer here.
         """
-        return sharding.shard_for(self._labels, keys.split_channel(channel)[0])
+        return sharding.shard_for(self._servers.labels, keys.split_channel(channel)[0])
 
     def connection(self, index: int) -> Redis:
         """The running event loop's redis-py client for server ``index`` of ``hosts``.
@@ -106,11 +105,12 @@ class ChannelsRedisCompatMixin:
         """
         if isinstance(index, bool) or not isinstance(index, int):
             raise TypeError(f"server index must be an int, got {index!r}")
-        if not self._shards:
+        shards = self._servers.shards
+        if not shards:
             raise ValueError("connection() has no single server to give on a Redis Cluster")
-        if not 0 <= index < len(self._shards):
-            raise ValueError(f"There are only {len(self._shards)} hosts - you asked for {index}!")
-        return self._shards[index].client()
+        if not 0 <= index < len(shards):
+            raise ValueError(f"There are only {len(shards)} hosts - you asked for {index}!")
+        return shards[index].client()
 
     # -- names and payloads --------------------------------------------------------------
 

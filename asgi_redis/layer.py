@@ -135,11 +135,6 @@ class RedisChannelLayer(GroupsMixin, StatisticsMixin, ChannelsRedisCompatMixin):
         self.heartbeat = self.config.heartbeat_s
         self.client_queue_capacity = self.config.client_queue_capacity
         self._servers = Servers(self.config.hosts, self._close_with_loop)
-        # The mixins' names for the servers' parts (statistics.py, compat.py).
-        self._labels = self._servers.labels
-        self._shards = self._servers.shards
-        self._cluster = self._servers.cluster
-        self._routes = self._servers.routes
         self._loops: dict[asyncio.AbstractEventLoop, LoopState] = {}
         # Process-local channels of this process, and their memberships, to rejoin groups.
         self._liveness = Liveness(
@@ -155,7 +150,7 @@ class RedisChannelLayer(GroupsMixin, StatisticsMixin, ChannelsRedisCompatMixin):
         self._group_kinds = GroupKinds()
         # Calls from short-lived loops (async_to_sync) run on a loop of our own (offload.py),
         # or for send and the group calls, as blocking calls of sync clients (syncpath.py).
-        self._sync = SyncServers(self.config.hosts, self._labels)
+        self._sync = SyncServers(self.config.hosts, self._servers.labels)
         self._offload = Offload(self._close_loop, can_block=self._sync.usable)
 
     # -- channels --------------------------------------------------------------------
@@ -236,7 +231,8 @@ class RedisChannelLayer(GroupsMixin, StatisticsMixin, ChannelsRedisCompatMixin):
         shard = self._servers.shard_of(channel)
         if blocking.get():
             return self._sync.run(shard, operation, call)
-        return await self._routes[shard].run(operation, lambda client: run_batched(client, *call))
+        route = self._servers.routes[shard]
+        return await route.run(operation, lambda client: run_batched(client, *call))
 
     @property
     def dropped_undecodable(self) -> int:
@@ -341,7 +337,7 @@ class RedisChannelLayer(GroupsMixin, StatisticsMixin, ChannelsRedisCompatMixin):
     def _make_receiver(self, shard: int, client_id: str) -> Receiver:
         """A new receiver for server ``shard`` in the running loop."""
         return Receiver(
-            self._routes[shard],
+            self._servers.routes[shard],
             self.prefix,
             client_id,
             self.expiry,

@@ -51,7 +51,7 @@ async def expect_error(
     with pytest.raises(error) as caught:
         await asyncio.wait_for(call(), FAIL_FAST_S)
     message = str(caught.value)
-    for word in (operation, layer._labels[0], *words):
+    for word in (operation, layer._servers.labels[0], *words):
         assert word in message, f"{name}: {word!r} not in {message!r}"
     assert SECRET not in message
     assert isinstance(caught.value.__cause__, redis.exceptions.RedisError)
@@ -127,7 +127,7 @@ async def test_errors_name_the_server_of_the_failing_shard(
 ) -> None:
     private_redis.stop()
     async with RedisChannelLayer(hosts=[redis_url, private_redis.url]) as layer:
-        dead = layer._labels[1]
+        dead = layer._servers.labels[1]
         with pytest.raises(redis.exceptions.ConnectionError, match=dead.replace(".", r"\.")):
             await asyncio.wait_for(layer.group_send("room", {"type": "x"}), FAIL_FAST_S)
         with pytest.raises(redis.exceptions.ConnectionError, match="global_statistics"):

@@ -202,7 +202,7 @@ async def test_a_retried_hand_back_whose_reply_was_lost_pushes_nothing_twice(
     redis_url: str,
 ) -> None:
     async with make_layer(redis_url) as layer:
-        client = layer._shards[0].client()
+        client = layer._servers.shards[0].client()
         queue = keys.queue_key("asgi:", "jobs")
         args: dict[str, Any] = {
             "queue": queue,

@@ -35,7 +35,7 @@ SPELLINGS: list[object] = [
 
 def label_of(host: object) -> str:
     """The label the layer gives its only host."""
-    return RedisChannelLayer(hosts=[host])._labels[0]
+    return RedisChannelLayer(hosts=[host])._servers.labels[0]
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS, ids=repr)
@@ -49,7 +49,8 @@ def test_every_spelling_picks_the_same_shard() -> None:
     picks = set()
     for spelling in SPELLINGS:
         layer = RedisChannelLayer(hosts=[spelling, *others])
-        picks.add(tuple(layer._labels[shard_for(layer._labels, key)] for key in keys))
+        labels = layer._servers.labels
+        picks.add(tuple(labels[shard_for(labels, key)] for key in keys))
     assert len(picks) == 1
 
 
