@@ -47,6 +47,7 @@ from redis.sentinel import (
 from . import failures, redis_options
 from .config import Host
 from .connections import pool_options, sentinel_options
+from .packing import pack
 from .scripts import SCRIPTS, ScriptCall, command
 
 logger = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class Wire(Protocol):
     def can_read(self, timeout: float = 0) -> bool: ...
     def connect(self) -> None: ...
     def disconnect(self) -> None: ...
-    def pack_commands(self, commands: list[tuple[Any, ...]]) -> list[bytes]: ...
+    def pack_commands(self, commands: Any) -> list[bytes]: ...
     def send_packed_command(self, command: list[bytes]) -> None: ...
     def read_response(self) -> Any: ...
 
@@ -317,7 +318,7 @@ def run_scripts(connection: Wire, calls: list[ScriptCall]) -> list[Any]:
 def _round_trip(connection: Wire, calls: list[ScriptCall], *, by_sha: bool) -> list[Any]:
     """Write every call at once (EVALSHA, or EVAL of the text), then read every reply."""
     commands = [command(SCRIPTS[name], keys, args, by_sha=by_sha) for name, keys, args in calls]
-    connection.send_packed_command(connection.pack_commands(commands))
+    connection.send_packed_command(pack(connection, commands))
     replies: list[Any] = []
     for _ in commands:
         try:

@@ -20,8 +20,8 @@ the end of a FIFO and waits; one task per connection reads each reply with redis
 - Clients that must send something before each command (``cluster.AskingRedis``) or pools
   without ``make_connection`` use the pool as before.
 
-The attributes of redis-py's connection used here (``_writer``, ``_reader``, ``pack_command``,
-``pack_commands``, ``read_response``, ``connect``, ``disconnect``) are reached only in this
+The attributes of redis-py's connection used here (``_writer``, ``_reader``, ``read_response``,
+``connect``, ``disconnect``; ``pack_commands`` through ``packing``) are reached only in this
 module; ``tests/test_writer.py`` fails if redis-py changes them.
 """
 
@@ -43,6 +43,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from .connections import peer_closed
 from .failures import own_copy
+from .packing import pack
 from .scripts import SCRIPTS, Arg, command, run
 
 logger = logging.getLogger(__name__)
@@ -110,10 +111,7 @@ class Writer:
         stream = connection._writer  # redis-py internals: only here
         if stream is None:
             raise RedisConnectionError("connection closed before the command was written")
-        if len(commands) == 1:
-            stream.writelines(connection.pack_command(*commands[0]))
-        else:
-            stream.writelines(connection.pack_commands(commands))
+        stream.writelines(pack(connection, commands))
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
         self._pending.extend(futures)
@@ -271,7 +269,7 @@ def write_now(connection: AbstractConnection, *args: Any) -> None:
     stream = connection._writer
     if stream is None:
         raise RedisConnectionError("connection closed before the command was written")
-    stream.writelines(connection.pack_command(*args))
+    stream.writelines(pack(connection, (args,)))
 
 
 def writer_for(client: Redis) -> Writer | None:
