@@ -17,6 +17,9 @@ the end of a FIFO and waits; one task per connection reads each reply with redis
   write would. A connection lost with replies pending fails those callers with
   redis-py's error, never retried, as a lost reply on the pool does.
 - Writes wait for the socket to drain above ``HIGH_WATER_B`` bytes of unsent data.
+- Replies are read without redis-py's timeout per read; a ``watchdog.Watchdog`` fails the
+  pending callers with a timeout and drops the connection when no reply came for the pool's
+  ``socket_timeout`` while one was awaited.
 - Clients that must send something before each command (``cluster.AskingRedis``) or pools
   without ``make_connection`` use the pool as before.
 
@@ -45,6 +48,7 @@ from .connections import peer_closed
 from .failures import own_copy
 from .packing import pack
 from .scripts import SCRIPTS, Arg, command, run
+from .watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +78,8 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._used_s = 0.0  # loop time of the last reply read (or of the last look)
+        timeout_s = self._pool.connection_kwargs.get("socket_timeout")
+        self._watchdog = Watchdog(timeout_s, self._overdue)
 
     async def call(self, *args: Any) -> Any:
         """Send one command and wait for its reply (an error reply raises)."""
@@ -114,6 +120,8 @@ class Writer:
         stream.writelines(pack(connection, commands))
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
+        if not self._pending:
+            self._watchdog.expect(loop.time())
         self._pending.extend(futures)
         self._drained.clear()
         self._has_pending.set()
@@ -154,6 +162,7 @@ class Writer:
                     except BaseException:
                         await fresh.disconnect(nowait=True)
                         raise
+                    fresh.socket_timeout = None  # replies are watched instead (see _overdue)
                     self._connection = fresh
                 connection = self._connection
         self._start_reader()
@@ -177,9 +186,7 @@ class Writer:
         """Forget ``connection`` and close it in the background."""
         if self._connection is connection:
             self._connection = None
-        task = asyncio.get_running_loop().create_task(connection.disconnect(nowait=True))
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
+        disconnect_soon(connection)
 
     async def _read_replies(self) -> None:
         """Hand each reply to the oldest pending caller, for as long as the writer lives."""
@@ -196,8 +203,9 @@ class Writer:
             except ResponseError as exc:  # an error reply: the connection is still in step
                 reply = exc
             except BaseException as exc:
-                self._drop(connection)
-                self._fail_pending(exc)
+                if self._connection is connection:  # else dropped as overdue: callers failed
+                    self._drop(connection)
+                    self._fail_pending(exc)
                 if not isinstance(exc, Exception):
                     raise
                 continue
@@ -207,7 +215,10 @@ class Writer:
     def _hand_over(self, reply: Any) -> None:
         """Resolve the oldest pending caller's future with ``reply`` (unless it was cancelled)."""
         future = self._pending.popleft()
-        if not self._pending:
+        if self._pending:
+            self._watchdog.expect(self._used_s)
+        else:
+            self._watchdog.stop()
             self._drained.set()
         if future.done():
             return  # its caller was cancelled
@@ -219,6 +230,7 @@ class Writer:
     def _fail_pending(self, exc: BaseException) -> None:
         """Every pending caller gets ``exc`` (their replies are lost with the connection)."""
         pending, self._pending = list(self._pending), deque()
+        self._watchdog.stop()
         self._drained.set()
         for future in pending:
             if not future.done():
@@ -227,9 +239,20 @@ class Writer:
                 else:
                     future.cancel()
 
+    def _overdue(self) -> None:
+        """No reply for ``socket_timeout`` while one was awaited: the pending callers fail with
+        a timeout (as redis-py's read would) and the connection is dropped."""
+        connection = self._connection
+        if connection is None or not self._pending:
+            return
+        logger.debug("Dropping a dedicated connection that stopped answering")
+        self._drop(connection)
+        self._fail_pending(self._watchdog.error())
+
     async def close(self) -> None:
         """Stop reading, fail what is pending and close the connection."""
         self._closed = True
+        self._watchdog.close()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -241,6 +264,13 @@ class Writer:
 
 
 _closing: set[asyncio.Task[Any]] = set()
+
+
+def disconnect_soon(connection: AbstractConnection) -> None:
+    """Close ``connection`` in the background (a read waiting on it fails)."""
+    task = asyncio.get_running_loop().create_task(connection.disconnect(nowait=True))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 def _hung_up(stream: asyncio.StreamWriter) -> bool:
