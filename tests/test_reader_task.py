@@ -38,6 +38,31 @@ async def test_one_message_at_a_time_keeps_one_reader_task(
     assert len(reads) == 1
 
 
+async def test_lingering_once_per_message_arms_one_timer(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    armed: list[str] = []
+    loop = asyncio.get_running_loop()
+    real_at, real_later = loop.call_at, loop.call_later
+
+    def at(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        armed.append(getattr(callback, "__qualname__", ""))
+        return real_at(when, callback, *args, **kwargs)
+
+    def later(delay: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        armed.append(getattr(callback, "__qualname__", ""))
+        return real_later(delay, callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_at", at)
+    monkeypatch.setattr(loop, "call_later", later)
+    async with make_layer(redis_url) as layer:
+        for number in range(30):  # the reader lingers after each pop, until the next receive
+            await layer.send("task.timers", {"type": "m", "n": number})
+            assert await receive_within(layer, "task.timers") == {"type": "m", "n": number}
+    lingers = [name for name in armed if name.startswith(("Reader.", "_resolve"))]
+    assert len(lingers) <= 2, lingers
+
+
 async def test_an_idle_reader_task_ends_after_lingering(
     redis_url: str, reads: list[reader.Reader], monkeypatch: pytest.MonkeyPatch
 ) -> None:
