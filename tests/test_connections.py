@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 import redis
 from asgiref.sync import async_to_sync
+from redis.asyncio import Redis
 
-from asgi_redis import RedisChannelLayer
+from asgi_redis import RedisChannelLayer, writer
+from asgi_redis.config import Host
+from asgi_redis.connections import Connections, LoopHook
 from tests.servers import RedisServer
 
 
@@ -90,3 +94,43 @@ async def test_host_given_as_redis_py_options(redis_url: str) -> None:
     async with RedisChannelLayer(hosts=[("127.0.0.1", port)]) as layer:
         await layer.send("pair.host", {"type": "y"})
         assert await asyncio.wait_for(layer.receive("pair.host"), 5) == {"type": "y"}
+
+
+def reply_tasks(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
+    """The writers' reply tasks not finished on ``loop`` (``writer.Writer._read_replies``)."""
+    return [
+        task
+        for task in asyncio.all_tasks(loop)
+        if getattr(task.get_coro(), "__qualname__", "") == "Writer._read_replies"
+    ]
+
+
+async def ping_on_writer(client: Redis) -> None:
+    """A PING on ``client``'s dedicated connection (which starts its reply task)."""
+    own = writer.writer_for(client)
+    assert own is not None
+    assert await own.call("PING") in (b"PONG", True)
+
+
+def test_a_client_made_while_its_loop_closes_is_closed_with_it(redis_url: str) -> None:
+    # A step of the close hook that needs a client after the loop's clients were closed
+    # makes a new one (with a writer and its reply task): it is closed before the loop is.
+    made: list[Redis] = []
+
+    async def close_then_use_a_client() -> None:
+        await connections.close()
+        if not made:
+            made.append(connections.client())
+            await ping_on_writer(made[0])
+
+    async def use_a_client() -> None:
+        await ping_on_writer(connections.client())
+
+    connections = Connections(Host(redis_url), LoopHook(close_then_use_a_client))
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(use_a_client())
+    finally:
+        loop.close()
+    assert made
+    assert reply_tasks(loop) == []
