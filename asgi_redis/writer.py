@@ -57,6 +57,9 @@ HIGH_WATER_B = 1 << 20
 PEEK_AFTER_IDLE_S = 0.001
 
 _writers: weakref.WeakKeyDictionary[Redis, Writer] = weakref.WeakKeyDictionary()
+# Clients ``close_writer`` closed: a caller that took one before (a batch waiting for its
+# flush) fails as callers pending at the close do, instead of opening a connection nobody closes.
+_closed_clients: weakref.WeakSet[Redis] = weakref.WeakSet()
 
 
 class Writer:
@@ -275,13 +278,19 @@ def write_now(connection: AbstractConnection, *args: Any) -> None:
 
 
 def writer_for(client: Redis) -> Writer | None:
-    """``client``'s writer, made on first use; None for clients that keep the pool."""
+    """``client``'s writer, made on first use; None for clients that keep the pool.
+
+    Raises:
+        RedisConnectionError: ``client`` was closed (``close_writer``) before its first use.
+    """
     if not ENABLED or type(client) is not Redis:
         return None  # e.g. cluster.AskingRedis sends ASKING before each command
     writer = _writers.get(client)
     if writer is None:
         if not hasattr(client.connection_pool, "make_connection"):
             return None
+        if client in _closed_clients:
+            raise RedisConnectionError("the connection was closed")
         writer = _writers[client] = Writer(client)
     return writer
 
@@ -299,7 +308,8 @@ async def run_script(client: Redis, name: str, keys: list[str], args: list[Arg])
 
 
 async def close_writer(client: Redis) -> None:
-    """Close ``client``'s dedicated connection, if it has one."""
+    """Close ``client``'s dedicated connection, if it has one; it gets none after this."""
+    _closed_clients.add(client)
     writer = _writers.pop(client, None)
     if writer is not None:
         with contextlib.suppress(Exception):

@@ -134,3 +134,16 @@ def test_a_client_made_while_its_loop_closes_is_closed_with_it(redis_url: str) -
         loop.close()
     assert made
     assert reply_tasks(loop) == []
+
+
+async def test_calls_holding_a_client_across_close_leave_no_reply_task(redis_url: str) -> None:
+    # Sends that took the loop's client before close() and write after it (a batch waiting
+    # for its flush) must not give the closed client a new dedicated connection.
+    layer = RedisChannelLayer(hosts=[redis_url])
+    await layer.send("across.close", {"type": "warm"})  # the client and its writer exist
+    sends = [asyncio.create_task(layer.send("across.close", {"n": n})) for n in range(3)]
+    await asyncio.sleep(0)  # the first is written; the others wait for their batch's flush
+    await layer.close()
+    await asyncio.gather(*sends, return_exceptions=True)
+    await layer.close()  # closes whatever the layer still holds for this loop
+    assert reply_tasks(asyncio.get_running_loop()) == []
