@@ -156,6 +156,8 @@ class Writer:
                     fresh = self._pool.make_connection()  # type: ignore[no-untyped-call]
                     try:
                         await fresh.connect()
+                        if self._closed:  # closed meanwhile: nothing may outlive close()
+                            raise RedisConnectionError("the connection was closed")
                     except BaseException:
                         await fresh.disconnect(nowait=True)
                         raise
