@@ -78,10 +78,8 @@ _held: weakref.WeakKeyDictionary[Redis, _Held] = weakref.WeakKeyDictionary()
 
 async def call(client: Redis, *args: Any) -> Any:
     """Run one command on a connection ``client``'s blocking pops hold (clients that must send
-    something first, ``cluster.AskingRedis``, or that hold a connection themselves, run it as
-    usual)."""
-    if not writer.ENABLED or type(client) is not Redis or client.single_connection_client:
-        # A single-connection client (``Redis.client()``) already holds its connection.
+    something first, ``cluster.AskingRedis``, run it as usual)."""
+    if not writer.ENABLED or type(client) is not Redis:
         return await client.execute_command(*args)  # type: ignore[no-untyped-call,unused-ignore]
     held = _held.get(client)
     if held is None:
