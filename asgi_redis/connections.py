@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
@@ -17,9 +16,11 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
+from . import held, writer
 from .config import Host, SentinelService
 from .keys import TAG_COUNT
 from .redis_options import BLOCK_TIMEOUT_S, SOCKET_TIMEOUT_S
+from .sockets import peer_closed
 
 __all__ = ["BLOCK_TIMEOUT_S", "SOCKET_TIMEOUT_S", "Connections", "LoopHook", "make_client"]
 
@@ -48,52 +49,6 @@ def pool_options(host: Host) -> dict[str, Any]:
     options.update(host.options)
     options["decode_responses"] = False
     return options
-
-
-def peer_closed(connection: AbstractConnection) -> bool:
-    """Whether the server already closed this idle connection (EOF or reset on its socket).
-
-    Looks without reading: the transport's state, then a non-blocking ``MSG_PEEK`` on the
-    socket, which sees a FIN the event loop has not processed yet (a ``CLIENT KILL`` just
-    before the next command). Pending data is not EOF: redis-py deals with that itself.
-    """
-    reader = getattr(connection, "_reader", None)
-    writer = getattr(connection, "_writer", None)
-    if reader is None or writer is None:
-        return False  # not connected: redis-py connects before writing anyway
-    if reader.at_eof() or writer.transport.is_closing():
-        return True
-    transport_socket = writer.get_extra_info("socket")
-    if transport_socket is None:
-        return False  # no socket to look at (a test double): leave it to redis-py
-    if transport_socket.fileno() < 0:
-        return True
-    # asyncio hands out a wrapper without recv(). Its own non-blocking socket is the cheap
-    # way in (a few microseconds); else borrow the descriptor, never closing it.
-    own = getattr(transport_socket, "_sock", None)
-    if isinstance(own, socket.socket) and own.gettimeout() == 0:
-        return _peek_eof(own)
-    borrowed = socket.socket(
-        transport_socket.family,
-        transport_socket.type,
-        transport_socket.proto,
-        transport_socket.fileno(),
-    )
-    try:
-        borrowed.settimeout(0)  # never wait, whatever socket.setdefaulttimeout() says
-        return _peek_eof(borrowed)
-    finally:
-        borrowed.detach()
-
-
-def _peek_eof(sock: socket.socket) -> bool:
-    """Whether a non-blocking socket's peer closed it: EOF or an error, without reading."""
-    try:
-        return sock.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)) == b""
-    except (BlockingIOError, InterruptedError):
-        return False  # nothing to read: the connection is open and idle
-    except OSError:
-        return True  # reset, or another socket error: the connection is unusable
 
 
 class FreshConnectionsMixin:
@@ -289,8 +244,6 @@ async def close_client(client: Redis) -> None:
     """Close a client (its dedicated connection, see ``writer``, and the connections its
     blocking pops hold, see ``held``), and for a Sentinel master also the clients that asked
     the sentinels."""
-    from . import held, writer  # both import this module
-
     await writer.close_writer(client)
     await held.close(client)
     await client.aclose()

@@ -9,7 +9,7 @@ checkout, and the pop is written at once on its stream (``writer.write_now``, no
 bounds how many there are and waits when all are taken.
 
 - A connection whose last reply is older than ``writer.PEEK_AFTER_IDLE_S`` gets one look at
-  its socket first (``connections.peer_closed``); one the server closed is reconnected before
+  its socket first (``sockets.peer_closed``); one the server closed is reconnected before
   anything is written to it (a pop in flight then fails, as through the pool).
 - A pop that fails or is cancelled leaves its connection out of step: redis-py disconnects it,
   and it goes back to the pool, which replaces it. Error replies (``-UNBLOCKED``) keep it.
@@ -28,7 +28,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
 from . import writer
-from .connections import peer_closed
+from .sockets import peer_closed
 
 __all__ = ["call", "close"]
 

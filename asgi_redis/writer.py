@@ -10,7 +10,7 @@ the end of a FIFO and waits; one task per connection reads each reply with redis
 - Replies stay in step: a cancelled caller's future is dropped, its reply is still read.
 - A connection the server closed is replaced before anything is written to it. The event loop
   marks it at EOF for free; a connection without a reply for ``PEEK_AFTER_IDLE_S`` also gets
-  ``connections.peer_closed`` (one non-blocking ``MSG_PEEK``, as the pool's checkout does),
+  ``sockets.peer_closed`` (one non-blocking ``MSG_PEEK``, as the pool's checkout does),
   which sees a ``CLIENT KILL`` the loop has not processed yet, and a ``POLLRDHUP`` poll, which
   sees a close behind replies not read yet (those are handed over first). A busy connection
   gets no syscall per command: a close then fails the call in flight, as a close just after a
@@ -41,9 +41,9 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from .connections import peer_closed
 from .failures import own_copy
 from .scripts import SCRIPTS, Arg, command, run
+from .sockets import peer_closed
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ _closing: set[asyncio.Task[Any]] = set()
 
 def _hung_up(stream: asyncio.StreamWriter) -> bool:
     """Whether the peer closed the socket, seen even behind unread replies (``POLLRDHUP``,
-    Linux; elsewhere only ``connections.peer_closed``'s look, which data hides)."""
+    Linux; elsewhere only ``sockets.peer_closed``'s look, which data hides)."""
     rdhup = getattr(select, "POLLRDHUP", 0)
     transport_socket = stream.get_extra_info("socket")
     if not rdhup or transport_socket is None or transport_socket.fileno() < 0:
