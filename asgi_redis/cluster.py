@@ -47,7 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import failures, keys
 from .config import Host
-from .connections import Connections, close_each
+from .connections import Connections, LoopHook, close_each
 from .errors import PopUnblockedError
 
 logger = logging.getLogger(__name__)
@@ -133,14 +133,14 @@ class ClusterNodes:
     Args:
         host: the ``hosts`` item: startup addresses in ``host.cluster`` and the connection
             options every node gets (TLS, password, timeouts).
-        on_loop_close: run in a loop right before it closes (see ``Connections``).
+        hook: closes the nodes' clients of a loop right before it closes (see ``LoopHook``).
     """
 
-    def __init__(self, host: Host, on_loop_close: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, host: Host, hook: LoopHook) -> None:
         if host.cluster is None:
             raise ValueError("ClusterNodes needs a cluster host")
         self._host = host
-        self._on_loop_close = on_loop_close
+        self._hook = hook
         self.label = host.label()
         self._startup = [address_of(name, port) for name, port in host.cluster.startup]
         self._nodes: dict[str, Connections] = {}
@@ -228,7 +228,7 @@ class ClusterNodes:
         if connections is None:
             name, _, port = address.rpartition(":")
             node = Host(None, {**self._host.options, "host": name, "port": int(port)})
-            connections = self._nodes[address] = Connections(node, self._on_loop_close)
+            connections = self._nodes[address] = Connections(node, self._hook)
         return connections.client(blocking_pops=blocking_pops)
 
     def client_for(self, tag_index: int, *, blocking_pops: bool = False) -> Redis:

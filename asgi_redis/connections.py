@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any
@@ -16,11 +16,13 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
+from . import held, writer
 from .config import Host, SentinelService
 from .keys import TAG_COUNT
 from .redis_options import BLOCK_TIMEOUT_S, SOCKET_TIMEOUT_S
+from .sockets import peer_closed
 
-__all__ = ["BLOCK_TIMEOUT_S", "SOCKET_TIMEOUT_S", "Connections", "make_client"]
+__all__ = ["BLOCK_TIMEOUT_S", "SOCKET_TIMEOUT_S", "Connections", "LoopHook", "make_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,9 @@ logger = logging.getLogger(__name__)
 BLOCKING_POOL_SIZE = TAG_COUNT
 # Sentinels answer short queries; an unreachable one should not hold up asking the next.
 SENTINEL_TIMEOUT_S = 2
+# How many times a loop's close runs the layer's close for it while clients are still being
+# made for the loop (by a close step, or a task the loop still runs).
+CLOSE_ROUNDS = 3
 
 
 def pool_options(host: Host) -> dict[str, Any]:
@@ -44,52 +49,6 @@ def pool_options(host: Host) -> dict[str, Any]:
     options.update(host.options)
     options["decode_responses"] = False
     return options
-
-
-def peer_closed(connection: AbstractConnection) -> bool:
-    """Whether the server already closed this idle connection (EOF or reset on its socket).
-
-    Looks without reading: the transport's state, then a non-blocking ``MSG_PEEK`` on the
-    socket, which sees a FIN the event loop has not processed yet (a ``CLIENT KILL`` just
-    before the next command). Pending data is not EOF: redis-py deals with that itself.
-    """
-    reader = getattr(connection, "_reader", None)
-    writer = getattr(connection, "_writer", None)
-    if reader is None or writer is None:
-        return False  # not connected: redis-py connects before writing anyway
-    if reader.at_eof() or writer.transport.is_closing():
-        return True
-    transport_socket = writer.get_extra_info("socket")
-    if transport_socket is None:
-        return False  # no socket to look at (a test double): leave it to redis-py
-    if transport_socket.fileno() < 0:
-        return True
-    # asyncio hands out a wrapper without recv(). Its own non-blocking socket is the cheap
-    # way in (a few microseconds); else borrow the descriptor, never closing it.
-    own = getattr(transport_socket, "_sock", None)
-    if isinstance(own, socket.socket) and own.gettimeout() == 0:
-        return _peek_eof(own)
-    borrowed = socket.socket(
-        transport_socket.family,
-        transport_socket.type,
-        transport_socket.proto,
-        transport_socket.fileno(),
-    )
-    try:
-        borrowed.settimeout(0)  # never wait, whatever socket.setdefaulttimeout() says
-        return _peek_eof(borrowed)
-    finally:
-        borrowed.detach()
-
-
-def _peek_eof(sock: socket.socket) -> bool:
-    """Whether a non-blocking socket's peer closed it: EOF or an error, without reading."""
-    try:
-        return sock.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)) == b""
-    except (BlockingIOError, InterruptedError):
-        return False  # nothing to read: the connection is open and idle
-    except OSError:
-        return True  # reset, or another socket error: the connection is unusable
 
 
 class FreshConnectionsMixin:
@@ -170,6 +129,59 @@ def make_client(host: Host, *, blocking_pops: bool = False) -> Redis:
     return Redis.from_pool(pool)
 
 
+class LoopHook:
+    """Runs ``on_loop_close`` inside each event loop a client was made for, right before that
+    loop closes (``async_to_sync`` and ``asyncio.run`` close theirs), so sockets and buffered
+    messages are dealt with while the loop can still run them.
+
+    One hook per loop serves every ``Connections`` sharing this object (a layer's servers or
+    cluster nodes). It runs again while any of them still holds a client for the loop: a close
+    step, or a task the loop still runs, may make one after its server's clients were closed.
+    """
+
+    def __init__(self, on_loop_close: Callable[[], Awaitable[None]]) -> None:
+        self._on_loop_close = on_loop_close
+        self._members: list[Connections] = []
+        self._hooked: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+    def add(self, connections: Connections) -> None:
+        """Close ``connections``' clients with their loops too."""
+        self._members.append(connections)
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run ``on_loop_close`` in ``loop`` right before ``loop.close()`` (hooked once)."""
+        if loop in self._hooked:
+            return
+        self._hooked.add(loop)
+        original_close = loop.close
+
+        def close() -> None:
+            self._close_clients(loop)
+            original_close()
+
+        with contextlib.suppress(AttributeError):  # loops that refuse new attributes
+            loop.close = close  # type: ignore[method-assign]
+
+    def _close_clients(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run ``on_loop_close`` in ``loop`` until no member holds a client for it (bounded)."""
+        for _ in range(CLOSE_ROUNDS):
+            if not self._holds(loop) or loop.is_running() or loop.is_closed():
+                return
+            try:
+                loop.run_until_complete(self._on_loop_close())
+            except Exception as exc:
+                logger.warning("Could not close Redis connections with their loop: %s", exc)
+        if self._holds(loop):
+            logger.warning(
+                "Redis clients were still being made while their event loop closed; "
+                "the last of them stay open"
+            )
+
+    def _holds(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether a member holds a client for ``loop``."""
+        return any(connections.holds(loop) for connections in self._members)
+
+
 class Connections:
     """Two clients per running event loop, created on first use, closed with its loop.
 
@@ -177,14 +189,13 @@ class Connections:
     serves only the readers' blocking pops, from a pool of its own, so a reader waiting in
     every tag of a cluster cannot leave sends without a connection.
 
-    ``on_loop_close`` runs inside a loop just before that loop closes (``async_to_sync`` and
-    ``asyncio.run`` close theirs), so sockets and buffered messages are dealt with while the
-    loop can still run them.
+    ``hook`` closes the clients of a loop right before that loop closes (see ``LoopHook``).
     """
 
-    def __init__(self, host: Host, on_loop_close: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, host: Host, hook: LoopHook) -> None:
         self._host = host
-        self._on_loop_close = on_loop_close
+        self._hook = hook
+        hook.add(self)
         self._clients: dict[asyncio.AbstractEventLoop, Redis] = {}
         self._blocking: dict[asyncio.AbstractEventLoop, Redis] = {}
 
@@ -195,27 +206,13 @@ class Connections:
         client = clients.get(loop)
         if client is None:
             self._drop_closed_loops()
-            known = loop in self._clients or loop in self._blocking
             client = clients[loop] = make_client(self._host, blocking_pops=blocking_pops)
-            if not known:
-                self._close_with(loop)
+            self._hook.watch(loop)
         return client
 
-    def _close_with(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Run ``on_loop_close`` in ``loop`` right before ``loop.close()``."""
-        original_close = loop.close
-
-        def close() -> None:
-            ours = loop in self._clients or loop in self._blocking
-            if ours and not loop.is_running() and not loop.is_closed():
-                try:
-                    loop.run_until_complete(self._on_loop_close())
-                except Exception as exc:
-                    logger.warning("Could not close Redis connections with their loop: %s", exc)
-            original_close()
-
-        with contextlib.suppress(AttributeError):  # loops that refuse new attributes
-            loop.close = close  # type: ignore[method-assign]
+    def holds(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether a client of ``loop`` is open here."""
+        return loop in self._clients or loop in self._blocking
 
     def _drop_closed_loops(self) -> None:
         """Forget clients whose loop is closed: their sockets died with it."""
@@ -247,8 +244,6 @@ async def close_client(client: Redis) -> None:
     """Close a client (its dedicated connection, see ``writer``, and the connections its
     blocking pops hold, see ``held``), and for a Sentinel master also the clients that asked
     the sentinels."""
-    from . import held, writer  # both import this module
-
     await writer.close_writer(client)
     await held.close(client)
     await client.aclose()

@@ -9,7 +9,7 @@ checkout, and the pop is written at once on its stream (``writer.write_now``, no
 bounds how many there are and waits when all are taken.
 
 - A connection whose last reply is older than ``writer.PEEK_AFTER_IDLE_S`` gets one look at
-  its socket first (``connections.peer_closed``); one the server closed is reconnected before
+  its socket first (``sockets.peer_closed``); one the server closed is reconnected before
   anything is written to it (a pop in flight then fails, as through the pool).
 - A pop that fails or is cancelled leaves its connection out of step: redis-py disconnects it,
   and it goes back to the pool, which replaces it. Error replies (``-UNBLOCKED``) keep it.
@@ -32,7 +32,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
 from . import writer
-from .connections import peer_closed
+from .sockets import peer_closed
 from .watchdog import Watchdog
 
 __all__ = ["call", "close"]
@@ -118,10 +118,8 @@ _held: weakref.WeakKeyDictionary[Redis, _Held] = weakref.WeakKeyDictionary()
 
 async def call(client: Redis, *args: Any) -> Any:
     """Run one command on a connection ``client``'s blocking pops hold (clients that must send
-    something first, ``cluster.AskingRedis``, or that hold a connection themselves, run it as
-    usual)."""
-    if not writer.ENABLED or type(client) is not Redis or client.single_connection_client:
-        # A single-connection client (``Redis.client()``) already holds its connection.
+    something first, ``cluster.AskingRedis``, run it as usual)."""
+    if not writer.ENABLED or type(client) is not Redis:
         return await client.execute_command(*args)  # type: ignore[no-untyped-call,unused-ignore]
     held = _held.get(client)
     if held is None:

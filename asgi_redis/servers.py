@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from . import commands, failures, keys, sharding
 from .cluster import AskingRedis, ClusterNodes, did_not_run
 from .config import Host
-from .connections import Connections, close_each
+from .connections import Connections, LoopHook, close_each
 from .pipelining import run_many
 from .routes import Route, ServerRoute, TagRoute
 from .scripts import ScriptCall, run
@@ -40,14 +40,15 @@ class Servers:
         self.labels = tuple(host.label() for host in hosts)
         self.cluster: ClusterNodes | None = None
         self.routes: list[Route]
+        hook = LoopHook(on_loop_close)  # one per layer: it closes every server's clients
         if hosts[0].cluster is not None:
             # A Redis Cluster: one route per tag, on whichever primary owns the tag's slot.
             self.shards: list[Connections] = []
-            self.cluster = ClusterNodes(hosts[0], on_loop_close)
+            self.cluster = ClusterNodes(hosts[0], hook)
             self.routes = [TagRoute(self.cluster, index) for index in range(keys.TAG_COUNT)]
         else:
             # One connection set per server; a channel's server is picked by rendezvous hashing.
-            self.shards = [Connections(host, on_loop_close) for host in hosts]
+            self.shards = [Connections(host, hook) for host in hosts]
             self.routes = [
                 ServerRoute(shard, label)
                 for shard, label in zip(self.shards, self.labels, strict=True)

@@ -10,7 +10,7 @@ the end of a FIFO and waits; one task per connection reads each reply with redis
 - Replies stay in step: a cancelled caller's future is dropped, its reply is still read.
 - A connection the server closed is replaced before anything is written to it. The event loop
   marks it at EOF for free; a connection without a reply for ``PEEK_AFTER_IDLE_S`` also gets
-  ``connections.peer_closed`` (one non-blocking ``MSG_PEEK``, as the pool's checkout does),
+  ``sockets.peer_closed`` (one non-blocking ``MSG_PEEK``, as the pool's checkout does),
   which sees a ``CLIENT KILL`` the loop has not processed yet, and a ``POLLRDHUP`` poll, which
   sees a close behind replies not read yet (those are handed over first). A busy connection
   gets no syscall per command: a close then fails the call in flight, as a close just after a
@@ -44,10 +44,10 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from .connections import peer_closed
 from .failures import own_copy
 from .packing import pack
 from .scripts import SCRIPTS, Arg, command, run
+from .sockets import peer_closed
 from .watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,9 @@ HIGH_WATER_B = 1 << 20
 PEEK_AFTER_IDLE_S = 0.001
 
 _writers: weakref.WeakKeyDictionary[Redis, Writer] = weakref.WeakKeyDictionary()
+# Clients ``close_writer`` closed: a caller that took one before (a batch waiting for its
+# flush) fails as callers pending at the close do, instead of opening a connection nobody closes.
+_closed_clients: weakref.WeakSet[Redis] = weakref.WeakSet()
 
 
 class Writer:
@@ -159,6 +162,8 @@ class Writer:
                     fresh = self._pool.make_connection()  # type: ignore[no-untyped-call]
                     try:
                         await fresh.connect()
+                        if self._closed:  # closed meanwhile: nothing may outlive close()
+                            raise RedisConnectionError("the connection was closed")
                     except BaseException:
                         await fresh.disconnect(nowait=True)
                         raise
@@ -275,7 +280,7 @@ def disconnect_soon(connection: AbstractConnection) -> None:
 
 def _hung_up(stream: asyncio.StreamWriter) -> bool:
     """Whether the peer closed the socket, seen even behind unread replies (``POLLRDHUP``,
-    Linux; elsewhere only ``connections.peer_closed``'s look, which data hides)."""
+    Linux; elsewhere only ``sockets.peer_closed``'s look, which data hides)."""
     rdhup = getattr(select, "POLLRDHUP", 0)
     transport_socket = stream.get_extra_info("socket")
     if not rdhup or transport_socket is None or transport_socket.fileno() < 0:
@@ -303,13 +308,19 @@ def write_now(connection: AbstractConnection, *args: Any) -> None:
 
 
 def writer_for(client: Redis) -> Writer | None:
-    """``client``'s writer, made on first use; None for clients that keep the pool."""
+    """``client``'s writer, made on first use; None for clients that keep the pool.
+
+    Raises:
+        RedisConnectionError: ``client`` was closed (``close_writer``) before its first use.
+    """
     if not ENABLED or type(client) is not Redis:
         return None  # e.g. cluster.AskingRedis sends ASKING before each command
     writer = _writers.get(client)
     if writer is None:
         if not hasattr(client.connection_pool, "make_connection"):
             return None
+        if client in _closed_clients:
+            raise RedisConnectionError("the connection was closed")
         writer = _writers[client] = Writer(client)
     return writer
 
@@ -327,7 +338,8 @@ async def run_script(client: Redis, name: str, keys: list[str], args: list[Arg])
 
 
 async def close_writer(client: Redis) -> None:
-    """Close ``client``'s dedicated connection, if it has one."""
+    """Close ``client``'s dedicated connection, if it has one; it gets none after this."""
+    _closed_clients.add(client)
     writer = _writers.pop(client, None)
     if writer is not None:
         with contextlib.suppress(Exception):

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 import redis
 from asgiref.sync import async_to_sync
+from redis.asyncio import Redis
 
-from asgi_redis import RedisChannelLayer
+from asgi_redis import RedisChannelLayer, writer
+from asgi_redis.config import Host
+from asgi_redis.connections import Connections, LoopHook
 from tests.servers import RedisServer
 
 
@@ -90,3 +94,56 @@ async def test_host_given_as_redis_py_options(redis_url: str) -> None:
     async with RedisChannelLayer(hosts=[("127.0.0.1", port)]) as layer:
         await layer.send("pair.host", {"type": "y"})
         assert await asyncio.wait_for(layer.receive("pair.host"), 5) == {"type": "y"}
+
+
+def reply_tasks(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
+    """The writers' reply tasks not finished on ``loop`` (``writer.Writer._read_replies``)."""
+    return [
+        task
+        for task in asyncio.all_tasks(loop)
+        if getattr(task.get_coro(), "__qualname__", "") == "Writer._read_replies"
+    ]
+
+
+async def ping_on_writer(client: Redis) -> None:
+    """A PING on ``client``'s dedicated connection (which starts its reply task)."""
+    own = writer.writer_for(client)
+    assert own is not None
+    assert await own.call("PING") in (b"PONG", True)
+
+
+def test_a_client_made_while_its_loop_closes_is_closed_with_it(redis_url: str) -> None:
+    # A step of the close hook that needs a client after the loop's clients were closed
+    # makes a new one (with a writer and its reply task): it is closed before the loop is.
+    made: list[Redis] = []
+
+    async def close_then_use_a_client() -> None:
+        await connections.close()
+        if not made:
+            made.append(connections.client())
+            await ping_on_writer(made[0])
+
+    async def use_a_client() -> None:
+        await ping_on_writer(connections.client())
+
+    connections = Connections(Host(redis_url), LoopHook(close_then_use_a_client))
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(use_a_client())
+    finally:
+        loop.close()
+    assert made
+    assert reply_tasks(loop) == []
+
+
+async def test_calls_holding_a_client_across_close_leave_no_reply_task(redis_url: str) -> None:
+    # Sends that took the loop's client before close() and write after it (a batch waiting
+    # for its flush) must not give the closed client a new dedicated connection.
+    layer = RedisChannelLayer(hosts=[redis_url])
+    await layer.send("across.close", {"type": "warm"})  # the client and its writer exist
+    sends = [asyncio.create_task(layer.send("across.close", {"n": n})) for n in range(3)]
+    await asyncio.sleep(0)  # the first is written; the others wait for their batch's flush
+    await layer.close()
+    await asyncio.gather(*sends, return_exceptions=True)
+    await layer.close()  # closes whatever the layer still holds for this loop
+    assert reply_tasks(asyncio.get_running_loop()) == []

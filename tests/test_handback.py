@@ -188,7 +188,10 @@ def test_a_loop_closing_while_redis_refuses_counts_and_logs_what_it_lost(
     """The loop-close path cannot retry later: the held messages are counted as lost."""
     monkeypatch.setattr(handback, "CLOSE_RETRY_S", 0.3)
 
+    loops: list[asyncio.AbstractEventLoop] = []
+
     async def hold_one() -> RedisChannelLayer:
+        loops.append(asyncio.get_running_loop())
         layer, _ = await buffered_local_message(redis_url)
         failing_requeue(monkeypatch, times=1_000_000)
         return layer
@@ -196,6 +199,12 @@ def test_a_loop_closing_while_redis_refuses_counts_and_logs_what_it_lost(
     layer = asyncio.run(hold_one())  # the loop closes with the message still held
     assert layer.counters.lost_at_close == 1
     assert "Lost 1 popped messages" in caplog.text
+    # The close that failed is run again, which closes the loop's clients (and their writers).
+    assert not layer._servers.shards[0].holds(loops[0])
+    assert not any(
+        getattr(task.get_coro(), "__qualname__", "") == "Writer._read_replies"
+        for task in asyncio.all_tasks(loops[0])
+    )
 
 
 async def test_a_retried_hand_back_whose_reply_was_lost_pushes_nothing_twice(

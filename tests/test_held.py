@@ -74,16 +74,3 @@ async def test_close_gives_the_held_connections_back(redis_url: str) -> None:
     await held.close(client)
     assert len(pool._in_use_connections) == 0
     await close_client(client)
-
-
-async def test_a_single_connection_client_pops_on_its_own_connection(redis_url: str) -> None:
-    client = make_client(Host(redis_url), blocking_pops=True)
-    own = client.client()  # redis-py's client that keeps one connection of the pool
-    try:
-        assert await commands.multi_pop(own, ["held:empty"], 1, 0.01) is None
-        assert await commands.multi_pop(own, ["held:empty"], 1, 0.01) is None
-        in_use = list(client.connection_pool._in_use_connections)
-        assert in_use == [own.connection]  # its own, and no second one held for it
-    finally:
-        await own.aclose()
-        await close_client(client)

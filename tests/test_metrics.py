@@ -7,7 +7,7 @@ import pytest
 from asgi_redis import ChannelFull, keys
 from asgi_redis.buffers import Buffers, Item, now_ms
 from asgi_redis.config import Host
-from asgi_redis.connections import Connections
+from asgi_redis.connections import Connections, LoopHook
 from asgi_redis.metrics import Counters
 from asgi_redis.receiver import Receiver
 from asgi_redis.routes import ServerRoute
@@ -81,7 +81,8 @@ async def close_nothing() -> None:
 
 def test_receiver_counts_expired_and_undecodable_entries() -> None:
     counters = Counters()
-    route = ServerRoute(Connections(Host("redis://localhost:6379"), close_nothing), "test")
+    connections = Connections(Host("redis://localhost:6379"), LoopHook(close_nothing))
+    route = ServerRoute(connections, "test")
     receiver = Receiver(route, "asgi:", "client", 60, counters=counters)
     queue = keys.queue_key("asgi:", "jobs")
     receiver._dispatch(queue, keys.make_entry(now_ms() - 1, "", b"old"))

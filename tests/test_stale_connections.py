@@ -19,8 +19,8 @@ from asgi_redis.connections import (
     BlockingSentinelConnectionPool,
     FreshConnectionsMixin,
     make_client,
-    peer_closed,
 )
+from asgi_redis.sockets import peer_closed
 from tests.layer_helpers import make_layer, receive_within, sync_client, wait_until
 from tests.servers import RedisServer
 from tests.test_sentinel import start_set

@@ -221,3 +221,20 @@ async def test_without_the_writer_lone_calls_use_the_pool(
         assert len(writer._writers) == before
         assert await receive_within(layer, "writer.off") == {"type": "pool"}
     assert pipelining.ENABLED
+
+
+async def test_a_writer_closed_while_a_caller_connects_starts_no_reply_task(
+    redis_url: str,
+) -> None:
+    client = make_client(Host(redis_url))
+    try:
+        own = writer_of(client)
+        calling = asyncio.create_task(own.call("PING"))
+        await asyncio.sleep(0)  # the caller now waits for its connection to connect
+        await own.close()
+        with pytest.raises(RedisConnectionError, match="closed"):
+            await calling
+        assert own._connection is None
+        assert own._task is None
+    finally:
+        await close_client(client)

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from asgi_redis import config
 from asgi_redis.cluster import ClusterNodes
-from asgi_redis.connections import close_client, make_client
+from asgi_redis.connections import LoopHook, close_client, make_client
 
 from .args import positive_int
 from .inspect_report import (
@@ -182,7 +182,7 @@ async def _cluster_reports(
     async def nothing() -> None:
         return None
 
-    nodes = ClusterNodes(host, nothing)
+    nodes = ClusterNodes(host, LoopHook(nothing))
     try:
         await nodes.ready()
         return [
