@@ -85,6 +85,7 @@ def workloads_for(sizes: Sizes) -> list[Workload]:
         bench_baselines.pipelined_writes(sizes),
         bench.ping_pong(sizes),
         bench_baselines.raw_ping_pong(sizes),
+        bench_baselines.ping_pong_interleaved(sizes),
         bench_sync.sync_calls(sizes),
         bench_sync.sync_floor(sizes),
     ]

@@ -27,6 +27,7 @@ def workloads(sizes: Sizes) -> list[Workload]:
         bench_baselines.raw_pair(sizes),
         bench.ping_pong(sizes),
         bench_baselines.raw_ping_pong(sizes),
+        bench_baselines.ping_pong_interleaved(sizes),
         *(bench_scale.trickle(count) for count in sizes.trickle_channels),
     ]
 

@@ -63,12 +63,25 @@ def raw_fraction_target(key: str, label: str, minimum: float) -> Check:
 
 
 def raw_latency_target(maximum: float) -> Check:
-    """asgi_redis's ping_pong p50 as a multiple of the raw RPUSH/BLPOP ping_pong p50."""
+    """asgi_redis's ping_pong p50 as a multiple of the raw RPUSH/BLPOP ping_pong p50.
+
+    Judged on the interleaved measurement (``ping_pong_floor_x``: both in one loop, in
+    alternating chunks) when the run has it; the two separate workloads' p50s are shown too.
+    """
 
     def check(results: Results) -> Verdict:
         ours, raw = results.median("ping_pong_p50", OURS), results.median("raw_ping_pong_p50", RAW)
-        value = ours / raw if raw and not math.isnan(raw) else math.nan
-        measured = f"{fmt(value)}x ({fmt(ours, 'ms')} vs {fmt(raw, 'ms')} ms)"
+        separate = ours / raw if raw and not math.isnan(raw) else math.nan
+        interleaved = results.median("ping_pong_floor_x", OURS)
+        if math.isnan(interleaved):
+            value = separate
+            measured = f"{fmt(value)}x ({fmt(ours, 'ms')} vs {fmt(raw, 'ms')} ms)"
+        else:
+            value = interleaved
+            measured = (
+                f"{fmt(value)}x interleaved; run apart {fmt(separate)}x "
+                f"({fmt(ours, 'ms')} vs {fmt(raw, 'ms')} ms)"
+            )
         met = not math.isnan(value) and value <= maximum
         return Verdict(f"ping_pong p50 <= {maximum:g}x the raw floor", measured, met)
 

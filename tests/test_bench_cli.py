@@ -217,6 +217,39 @@ async def test_raw_floors_measure_a_pair_and_a_ping_pong(redis_url: str) -> None
         await client.aclose()
 
 
+@pytest.mark.parametrize("kind", [OURS, THEIRS])
+async def test_interleaved_ping_pong_reports_the_layer_against_its_floor(
+    redis_url: str, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chunks: list[str] = []
+    real_layer, real_raw = bench_baselines.layer_round_trips, bench_baselines.raw_round_trips
+
+    async def layer_chunk(*args: object) -> None:
+        chunks.append("layer")
+        await real_layer(*args)  # type: ignore[arg-type]
+
+    async def raw_chunk(*args: object) -> None:
+        chunks.append("raw")
+        await real_raw(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bench_baselines, "layer_round_trips", layer_chunk)
+    monkeypatch.setattr(bench_baselines, "raw_round_trips", raw_chunk)
+    monkeypatch.setattr(bench_baselines, "INTERLEAVED_CHUNK", 5)
+    spec = LayerSpec(kind, kind, redis_url, "benchpair:")
+    metrics = await bench_baselines.ping_pong_interleaved(Sizes(round_trips=20)).run(spec)
+    assert metrics["ping_pong_floor_x"] > 0
+    # a warm-up of each, then four chunks of each, alternating which goes first
+    assert len(chunks) == 10
+    warm_up, *measured = [chunks[:2], *(chunks[i : i + 2] for i in range(2, 10, 2))]
+    assert warm_up == ["layer", "raw"]
+    assert measured == [["layer", "raw"], ["raw", "layer"], ["layer", "raw"], ["raw", "layer"]]
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await client.keys(f"{bench.RAW_PREFIX}*") == []
+    finally:
+        await client.aclose()
+
+
 @pytest.mark.parametrize("kind", [OURS, THEIRS_PUBSUB])
 async def test_many_waiting_delivers_one_message_to_each_channel(redis_url: str, kind: str) -> None:
     spec = LayerSpec(kind, kind, redis_url, "benchwait:")
@@ -258,7 +291,8 @@ def test_the_uvloop_section_puts_both_loops_side_by_side(redis_url: str) -> None
     sizes = Sizes(messages=20, round_trips=10, trickle_channels=(5, 10))
     lines = loops.section(redis_url, sizes, 1, main.Results())
     rows = [line for line in lines if line.startswith("| ") and "unit" not in line][1:]
-    assert len(rows) == 9  # send_receive x2, raw pair, ping_pong x2, raw ping_pong x2, trickle x2
+    # send_receive x2, raw pair, ping_pong x2, raw ping_pong x2, interleaved ping_pong, trickle x2
+    assert len(rows) == 10
     assert all(line.count("|") == 8 for line in rows)
     assert "n/a" not in "".join(row.split("|")[5] for row in rows)  # uvloop: asgi_redis
 

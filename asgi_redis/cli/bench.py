@@ -244,25 +244,34 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     return sorted_values[rank - 1]
 
 
+async def layer_round_trips(
+    client: ChannelLayer, server: ChannelLayer, count: int, latencies_ms: list[float]
+) -> None:
+    """``count`` ping-pong round trips: ``client`` sends on bench.ping and waits on bench.pong,
+    a task of ``server`` echoes; each round trip's time (ms) is appended to ``latencies_ms``."""
+
+    async def echo() -> None:
+        for _ in range(count):
+            await server.send("bench.pong", await server.receive("bench.ping"))
+
+    echo_task = asyncio.create_task(echo())
+    for index in range(count):
+        started = time.perf_counter()
+        await client.send("bench.ping", message("ping", index))
+        await client.receive("bench.pong")
+        latencies_ms.append((time.perf_counter() - started) * 1000)
+    await echo_task
+
+
 def ping_pong(sizes: Sizes) -> Workload:
     """Two layer instances bounce one message over two named channels: p50/p99 in ms."""
 
-    async def echo(layer: ChannelLayer, count: int) -> None:
-        for _ in range(count):
-            await layer.send("bench.pong", await layer.receive("bench.ping"))
-
     async def run(spec: LayerSpec) -> Metrics:
-        total = 20 + sizes.round_trips
+        latencies_ms: list[float] = []
         async with fresh_layers(spec, 2, capacity=100) as (client, server):
-            echo_task = asyncio.create_task(echo(server, total))
-            latencies_ms: list[float] = []
-            for index in range(total):
-                started = time.perf_counter()
-                await client.send("bench.ping", message("ping", index))
-                await client.receive("bench.pong")
-                latencies_ms.append((time.perf_counter() - started) * 1000)
-            await echo_task
-        timed = sorted(latencies_ms[20:])
+            await layer_round_trips(client, server, 20, [])  # warm-up, not timed
+            await layer_round_trips(client, server, sizes.round_trips, latencies_ms)
+        timed = sorted(latencies_ms)
         return {"ping_pong_p50": percentile(timed, 0.5), "ping_pong_p99": percentile(timed, 0.99)}
 
     return Workload("ping_pong", run, ("ping_pong_p50", "ping_pong_p99"))

@@ -20,6 +20,8 @@ from .bench import (
     Metrics,
     Sizes,
     Workload,
+    fresh_layers,
+    layer_round_trips,
     message,
     percentile,
 )
@@ -160,36 +162,86 @@ def raw_pair(sizes: Sizes) -> Workload:
     return Workload("raw pair", run, ("raw_pair",), (RAW,))
 
 
-def raw_ping_pong(sizes: Sizes) -> Workload:
-    """The floor of ping_pong: RPUSH/BLPOP bounced between two connections; p50/p99 in ms."""
+async def raw_round_trips(
+    client: aioredis.Redis, server: aioredis.Redis, count: int, latencies_ms: list[float]
+) -> None:
+    """``count`` RPUSH/BLPOP ping-pong round trips between two connections (the floor of
+    ``bench.layer_round_trips``); each round trip's time (ms) is appended to ``latencies_ms``."""
+    ping, pong = f"{RAW_PREFIX}ping", f"{RAW_PREFIX}pong"
 
-    async def echo(server: aioredis.Redis, ping: str, pong: str, count: int) -> None:
+    async def echo() -> None:
         for _ in range(count):
             # Decoded and encoded again, as a layer's echo does.
             payload = msgpack.packb(msgpack.unpackb(await _pop(server, ping)))
             await server.rpush(pong, payload)
 
+    echo_task = asyncio.create_task(echo())
+    for index in range(count):
+        started = time.perf_counter()
+        await client.rpush(ping, msgpack.packb(message("ping", index)))
+        msgpack.unpackb(await _pop(client, pong))
+        latencies_ms.append((time.perf_counter() - started) * 1000)
+    await echo_task
+
+
+def raw_ping_pong(sizes: Sizes) -> Workload:
+    """The floor of ping_pong: RPUSH/BLPOP bounced between two connections; p50/p99 in ms."""
+
     async def run(spec: LayerSpec) -> Metrics:
-        ping, pong = f"{RAW_PREFIX}ping", f"{RAW_PREFIX}pong"
-        total = 20 + sizes.round_trips
-        client = await _with_client(spec.url, [ping, pong])
+        client = await _with_client(spec.url, [f"{RAW_PREFIX}ping", f"{RAW_PREFIX}pong"])
         server = await _with_client(spec.url, [])
         latencies_ms: list[float] = []
         try:
-            echo_task = asyncio.create_task(echo(server, ping, pong, total))
-            for index in range(total):
-                started = time.perf_counter()
-                await client.rpush(ping, msgpack.packb(message("ping", index)))
-                msgpack.unpackb(await _pop(client, pong))
-                latencies_ms.append((time.perf_counter() - started) * 1000)
-            await echo_task
+            await raw_round_trips(client, server, 20, [])  # warm-up, not timed
+            await raw_round_trips(client, server, sizes.round_trips, latencies_ms)
         finally:
             await client.aclose()
             await server.aclose()
-        timed = sorted(latencies_ms[20:])
+        timed = sorted(latencies_ms)
         return {
             "raw_ping_pong_p50": percentile(timed, 0.5),
             "raw_ping_pong_p99": percentile(timed, 0.99),
         }
 
     return Workload("raw ping_pong", run, ("raw_ping_pong_p50", "raw_ping_pong_p99"), (RAW,))
+
+
+# Round trips per chunk of the interleaved ping-pong: short enough that the machine's drift
+# (other processes, CPU frequency) reaches both sides alike.
+INTERLEAVED_CHUNK = 50
+
+
+def ping_pong_interleaved(sizes: Sizes) -> Workload:
+    """ping_pong p50 as a multiple of the raw floor's, both measured in one event loop in
+    alternating chunks of ``INTERLEAVED_CHUNK`` round trips (``sizes.round_trips`` of each).
+
+    Run one after the other (``ping_pong``, ``raw_ping_pong``) the two p50s come from moments
+    a second or more apart, and on a shared machine their ratio moved by 0.1-0.2 from run to run.
+    """
+
+    async def run(spec: LayerSpec) -> Metrics:
+        layer_ms: list[float] = []
+        raw_ms: list[float] = []
+        client = await _with_client(spec.url, [f"{RAW_PREFIX}ping", f"{RAW_PREFIX}pong"])
+        server = await _with_client(spec.url, [])
+        try:
+            async with fresh_layers(spec, 2, capacity=100) as (ours, theirs):
+                await layer_round_trips(ours, theirs, 20, [])  # warm-up, not timed
+                await raw_round_trips(client, server, 20, [])
+                done = 0
+                while done < sizes.round_trips:
+                    chunk = min(INTERLEAVED_CHUNK, sizes.round_trips - done)
+                    first_raw = (done // INTERLEAVED_CHUNK) % 2 == 1
+                    if first_raw:
+                        await raw_round_trips(client, server, chunk, raw_ms)
+                    await layer_round_trips(ours, theirs, chunk, layer_ms)
+                    if not first_raw:
+                        await raw_round_trips(client, server, chunk, raw_ms)
+                    done += chunk
+        finally:
+            await client.aclose()
+            await server.aclose()
+        ratio = percentile(sorted(layer_ms), 0.5) / percentile(sorted(raw_ms), 0.5)
+        return {"ping_pong_floor_x": ratio}
+
+    return Workload("ping_pong interleaved", run, ("ping_pong_floor_x",))

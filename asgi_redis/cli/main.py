@@ -225,6 +225,7 @@ def describe(key: str) -> tuple[str, str, bool]:
         "raw_ping_pong_p99": ("raw: RPUSH/BLPOP ping_pong p99", "ms", False),
         "ping_pong_p50": ("ping_pong p50", "ms", False),
         "ping_pong_p99": ("ping_pong p99", "ms", False),
+        "ping_pong_floor_x": ("ping_pong p50 / raw floor, chunks interleaved", "x", False),
         "many_channels": ("many_channels, default settings", "msgs/s", True),
         "many_channels_pool": ("many_channels, larger pool", "msgs/s", True),
         "many_channels_pubsub": ("many_channels, channels_redis PubSub layer", "msgs/s", True),
