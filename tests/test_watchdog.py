@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from asgi_redis import held, writer
@@ -15,6 +18,7 @@ from asgi_redis.connections import close_client, make_client
 from asgi_redis.watchdog import Watchdog
 
 TIMEOUT_S = 0.2
+Call = Callable[..., Awaitable[Any]]
 
 
 async def test_an_awaited_reply_is_overdue_after_the_timeout() -> None:
@@ -66,36 +70,53 @@ async def test_without_a_timeout_nothing_is_armed() -> None:
     assert fired == []
 
 
-async def test_a_writer_call_without_a_reply_fails_with_a_timeout(redis_url: str) -> None:
-    client = make_client(Host(redis_url, {"socket_timeout": 1.0}))
+def writer_call(client: aioredis.Redis) -> Call:
+    """A call on ``client``'s writer."""
+    own = writer.writer_for(client)
+    assert own is not None
+
+    async def call(*args: Any) -> Any:
+        return await own.call(*args)
+
+    return call
+
+
+def held_call(client: aioredis.Redis) -> Call:
+    """A call on a connection ``client``'s blocking pops hold."""
+
+    async def call(*args: Any) -> Any:
+        return await held.call(client, *args)
+
+    return call
+
+
+def read_connections(client: aioredis.Redis) -> list[Any]:
+    """The dedicated connections of ``client``: its writer's and the held ones."""
+    own = writer.writer_for(client)
+    found = [] if own is None or own._connection is None else [own._connection]
+    kept = held._held.get(client)
+    return found + ([] if kept is None else [each.connection for each in kept._idle])
+
+
+@pytest.mark.parametrize(
+    ("calls", "blocking_pops"), [(writer_call, False), (held_call, True)], ids=["writer", "held"]
+)
+async def test_a_call_without_a_reply_fails_with_a_timeout(
+    redis_url: str, calls: Callable[[aioredis.Redis], Call], blocking_pops: bool
+) -> None:
+    client = make_client(Host(redis_url, {"socket_timeout": 1.0}), blocking_pops=blocking_pops)
     try:
-        own = writer.writer_for(client)
-        assert own is not None
-        assert await own.call("PING") in (b"PONG", True)
-        connection = own._connection
-        assert connection is not None
-        assert connection.socket_timeout is None  # no timeout context per read
+        call = calls(client)
+        assert await call("PING") in (b"PONG", True)
+        connections = read_connections(client)
+        assert connections
+        assert all(each.socket_timeout is None for each in connections)  # no timeout per read
         started = time.monotonic()
         with pytest.raises(RedisTimeoutError):
             # Never answered within the timeout: the watchdog, not a guard, ends it.
-            await asyncio.wait_for(own.call("BLPOP", "watchdog:never", 0), 5)
+            await asyncio.wait_for(call("BLPOP", "watchdog:never", 0), 5)
         assert 0.9 <= time.monotonic() - started < 3
-        assert await own.call("PING") in (b"PONG", True)  # a new connection serves the next
-    finally:
-        await close_client(client)
-
-
-async def test_a_held_pop_without_a_reply_fails_with_a_timeout(redis_url: str) -> None:
-    client = make_client(Host(redis_url, {"socket_timeout": 1.0}), blocking_pops=True)
-    try:
-        assert await held.call(client, "PING") in (b"PONG", True)
-        (kept,) = held._held[client]._idle
-        assert kept.connection.socket_timeout is None  # no timeout context per read
-        started = time.monotonic()
-        with pytest.raises(RedisTimeoutError):
-            await asyncio.wait_for(held.call(client, "BLPOP", "watchdog:never", 0), 5)
-        assert 0.9 <= time.monotonic() - started < 3
-        assert await held.call(client, "PING") in (b"PONG", True)
+        assert await call("PING") in (b"PONG", True)  # a new connection serves the next
     finally:
         await close_client(client)
 
