@@ -27,6 +27,7 @@ from .connections import BLOCK_TIMEOUT_S
 from .errors import PopUnblockedError
 from .routes import Route
 from .sidetask import BACKOFF_MAX_S, BACKOFF_MIN_S
+from .watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +96,8 @@ class Reader:
         self._on_unreachable = on_unreachable
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.Future[bool] | None = None  # set while lingering without demand
-        self._idle_since_s = 0.0  # loop time the current linger began
-        self._linger_timer: asyncio.TimerHandle | None = None  # see _linger
-        # The route's client for blocking pops, and a client holding one of its pool's
-        # connections for this task's pops (no pool checkout per pop); see ``_held``.
+        # Ends a linger after IDLE_LINGER_S: one timer for every linger (see _linger).
+        self._linger_watch = Watchdog(IDLE_LINGER_S, self._linger_over)
         self._wakes: set[asyncio.Task[None]] = set()
         self._blocking_on: frozenset[str] | None = None
         self._woken = False
@@ -213,9 +212,7 @@ class Reader:
         finally:
             self._task = None
             self._blocking_on = None
-            if self._linger_timer is not None:
-                self._linger_timer.cancel()
-                self._linger_timer = None
+            self._linger_watch.close()
 
     async def _linger(self) -> bool:
         """Wait up to ``IDLE_LINGER_S`` for a receive; False when none came (the task ends).
@@ -223,32 +220,24 @@ class Reader:
         The demand is asked once more at the end, which also lets the receiver re-arm its
         timer for the expiry of buffered messages (it does so while no reader runs).
 
-        A consumer that takes one message at a time lingers once per message: one timer
-        serves every linger (``_linger_due``), instead of one made and cancelled each time.
+        A consumer that takes one message at a time lingers once per message: the reader's
+        ``watchdog.Watchdog`` serves every linger with one timer, re-armed only when it fires,
+        instead of one made and cancelled each time.
         """
         loop = asyncio.get_running_loop()
         idle = self._idle = loop.create_future()
-        self._idle_since_s = loop.time()
-        if self._linger_timer is None:
-            self._linger_timer = loop.call_at(self._idle_since_s + IDLE_LINGER_S, self._linger_due)
+        self._linger_watch.expect(loop.time())
         try:
             woken = await idle
         finally:
             self._idle = None
+            self._linger_watch.stop()
         return not self._stopping and (woken or bool(self._wanted()))
 
-    def _linger_due(self) -> None:
-        """The linger timer: end a linger ``IDLE_LINGER_S`` old, or wait for the current one."""
-        self._linger_timer = None
-        idle = self._idle
-        if idle is None:
-            return  # not lingering: the next linger arms the timer again
-        due_s = self._idle_since_s + IDLE_LINGER_S
-        loop = asyncio.get_running_loop()
-        if loop.time() >= due_s:
-            _resolve(idle, False)
-        else:
-            self._linger_timer = loop.call_at(due_s, self._linger_due)
+    def _linger_over(self) -> None:
+        """No receive came for ``IDLE_LINGER_S``: the linger ends (and with it the task)."""
+        if self._idle is not None:
+            _resolve(self._idle, False)
 
     async def _read_once(self) -> bool:
         """One round of popping; False when nobody waits any more.

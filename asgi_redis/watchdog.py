@@ -1,13 +1,14 @@
-"""One timer per dedicated connection instead of a timeout per read.
+"""One timer per connection (or reader) instead of one per wait.
 
 redis-py reads every reply under the connection's ``socket_timeout`` in an ``asyncio.timeout``
 block: a timer made and cancelled per read, about 5 us on Python 3.11, four times per
-ping-pong round trip. The connections ``writer`` and ``held`` keep read with no timeout of
+ping-pong round trip. The connections of ``writer`` and ``held`` read with no timeout of
 their own and have a ``Watchdog``: ``expect`` when a reply is awaited from now on, ``stop``
 when none is; one timer, re-armed only when it fires, calls ``on_overdue`` once a reply has
 been awaited for ``timeout_s``. The timer only moves forward to the latest awaited reply's
 deadline, so a stalled server still fails the call ``socket_timeout`` after its reply was first
-awaited, as redis-py's own timeout would, with no timer work per read.
+awaited, as redis-py's own timeout would, with no timer work per read. A ``reader`` ends its
+idle linger with one too (a wait for the next receive instead of a reply).
 """
 
 from __future__ import annotations
