@@ -107,6 +107,7 @@ class Writer:
 
     async def _write(self, commands: Sequence[Sequence[Any]]) -> list[asyncio.Future[Any]]:
         """Write ``commands`` on the open connection; one future per reply, in order."""
+        loop = asyncio.get_running_loop()
         connection = self._connection
         task = self._task
         if (
@@ -114,14 +115,13 @@ class Writer:
             or task is None
             or task.done()  # cancelled with its loop's other tasks (asyncio.run's end)
             or self._closed
-            or self._may_be_stale(connection)
+            or self._may_be_stale(connection, loop)
         ):
             connection = await self._ready()
         stream = connection._writer  # redis-py internals: only here
         if stream is None:
             raise RedisConnectionError("connection closed before the command was written")
         stream.writelines(pack(connection, commands))
-        loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
         if not self._pending:
             self._watchdog.expect(loop.time())
@@ -132,14 +132,13 @@ class Writer:
             await stream.drain()
         return futures
 
-    def _may_be_stale(self, connection: AbstractConnection) -> bool:
+    def _may_be_stale(
+        self, connection: AbstractConnection, loop: asyncio.AbstractEventLoop
+    ) -> bool:
         """Whether to look at the connection before writing: no reply for ``PEEK_AFTER_IDLE_S``
         (pending or not: a connection killed with a reply outstanding must not get more), or
         the loop has seen it close."""
-        reader, stream = connection._reader, connection._writer
-        if reader is None or stream is None or reader.at_eof() or stream.transport.is_closing():
-            return True
-        return asyncio.get_running_loop().time() - self._used_s > PEEK_AFTER_IDLE_S
+        return _seen_closed(connection) or loop.time() - self._used_s > PEEK_AFTER_IDLE_S
 
     async def _ready(self) -> AbstractConnection:
         """The open connection, replaced first if the server closed it."""
@@ -181,11 +180,10 @@ class Writer:
 
     def _stale(self, connection: AbstractConnection) -> bool:
         """Whether the server closed ``connection`` (the loop's view, then the socket's)."""
-        stream = connection._writer
-        reader = connection._reader
-        if stream is None or reader is None or reader.at_eof() or stream.transport.is_closing():
+        if _seen_closed(connection):
             return True
-        return peer_closed(connection) or _hung_up(stream)
+        stream = connection._writer
+        return peer_closed(connection) or (stream is not None and _hung_up(stream))
 
     def _drop(self, connection: AbstractConnection) -> None:
         """Forget ``connection`` and close it in the background."""
@@ -276,6 +274,13 @@ def disconnect_soon(connection: AbstractConnection) -> None:
     task = asyncio.get_running_loop().create_task(connection.disconnect(nowait=True))
     _closing.add(task)
     task.add_done_callback(_closing.discard)
+
+
+def _seen_closed(connection: AbstractConnection) -> bool:
+    """Whether the event loop has seen ``connection`` close (EOF read, or transport closing):
+    known without a syscall."""
+    reader, stream = connection._reader, connection._writer
+    return reader is None or stream is None or reader.at_eof() or stream.transport.is_closing()
 
 
 def _hung_up(stream: asyncio.StreamWriter) -> bool:
