@@ -8,7 +8,9 @@ fraction of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import msgpack
 import redis.asyncio as aioredis
@@ -184,19 +186,28 @@ async def raw_round_trips(
     await echo_task
 
 
+@contextlib.asynccontextmanager
+async def raw_ping_pong_clients(url: str) -> AsyncIterator[tuple[aioredis.Redis, aioredis.Redis]]:
+    """The two connections of ``raw_round_trips`` (its keys emptied first), closed at the end."""
+    client = await _with_client(url, [f"{RAW_PREFIX}ping", f"{RAW_PREFIX}pong"])
+    try:
+        server = await _with_client(url, [])
+        try:
+            yield client, server
+        finally:
+            await server.aclose()
+    finally:
+        await client.aclose()
+
+
 def raw_ping_pong(sizes: Sizes) -> Workload:
     """The floor of ping_pong: RPUSH/BLPOP bounced between two connections; p50/p99 in ms."""
 
     async def run(spec: LayerSpec) -> Metrics:
-        client = await _with_client(spec.url, [f"{RAW_PREFIX}ping", f"{RAW_PREFIX}pong"])
-        server = await _with_client(spec.url, [])
         latencies_ms: list[float] = []
-        try:
+        async with raw_ping_pong_clients(spec.url) as (client, server):
             await raw_round_trips(client, server, 20, [])  # warm-up, not timed
             await raw_round_trips(client, server, sizes.round_trips, latencies_ms)
-        finally:
-            await client.aclose()
-            await server.aclose()
         timed = sorted(latencies_ms)
         return {
             "raw_ping_pong_p50": percentile(timed, 0.5),
@@ -222,25 +233,20 @@ def ping_pong_interleaved(sizes: Sizes) -> Workload:
     async def run(spec: LayerSpec) -> Metrics:
         layer_ms: list[float] = []
         raw_ms: list[float] = []
-        client = await _with_client(spec.url, [f"{RAW_PREFIX}ping", f"{RAW_PREFIX}pong"])
-        server = await _with_client(spec.url, [])
-        try:
-            async with fresh_layers(spec, 2, capacity=100) as (ours, theirs):
-                await layer_round_trips(ours, theirs, 20, [])  # warm-up, not timed
-                await raw_round_trips(client, server, 20, [])
-                done = 0
-                while done < sizes.round_trips:
-                    chunk = min(INTERLEAVED_CHUNK, sizes.round_trips - done)
-                    first_raw = (done // INTERLEAVED_CHUNK) % 2 == 1
-                    if first_raw:
-                        await raw_round_trips(client, server, chunk, raw_ms)
-                    await layer_round_trips(ours, theirs, chunk, layer_ms)
-                    if not first_raw:
-                        await raw_round_trips(client, server, chunk, raw_ms)
-                    done += chunk
-        finally:
-            await client.aclose()
-            await server.aclose()
+        async with (
+            raw_ping_pong_clients(spec.url) as (client, server),
+            fresh_layers(spec, 2, capacity=100) as (ours, theirs),
+        ):
+            await layer_round_trips(ours, theirs, 20, [])  # warm-up, not timed
+            await raw_round_trips(client, server, 20, [])
+            for number, first in enumerate(range(0, sizes.round_trips, INTERLEAVED_CHUNK)):
+                chunk = min(INTERLEAVED_CHUNK, sizes.round_trips - first)
+                sides = [
+                    layer_round_trips(ours, theirs, chunk, layer_ms),
+                    raw_round_trips(client, server, chunk, raw_ms),
+                ]
+                for side in sides if number % 2 == 0 else reversed(sides):
+                    await side
         ratio = percentile(sorted(layer_ms), 0.5) / percentile(sorted(raw_ms), 0.5)
         return {"ping_pong_floor_x": ratio}
 
